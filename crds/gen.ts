@@ -98,7 +98,7 @@ async function typesFor(crd: CrdInfo): Promise<string> {
   const spec = crd.schema.properties?.spec;
   const status = crd.schema.properties?.status;
   if (!spec || !status) throw new Error(`${crd.kind}: schema needs spec and status`);
-  const opts = { bannerComment: '', additionalProperties: false, format: false, strictIndexSignatures: true };
+  const opts = { bannerComment: '', additionalProperties: false, format: true, strictIndexSignatures: true };
   const parts = [
     await compile(forTypes(spec, false), `${crd.kind}Spec`, opts),
     await compile(forTypes(spec, true), `${crd.kind}SpecDefaulted`, opts),

@@ -78,7 +78,14 @@ function at(data: unknown, segments: readonly Segment[]): unknown {
   return cur;
 }
 
-function schemaErrors(kind: JobKind, data: unknown, errors: ErrorObject[]): { fieldErrors: FieldError[]; badPointers: string[] } {
+interface SchemaErrors {
+  fieldErrors: FieldError[];
+  /** Where the schema found anything wrong, and where a value had the wrong type. */
+  errorPointers: string[];
+  typePointers: string[];
+}
+
+function schemaErrors(kind: JobKind, data: unknown, errors: ErrorObject[]): SchemaErrors {
   const schema = crds[kind].schema;
   const seen = new Set<string>();
   const typeErrorPaths = new Set(errors.filter((e) => e.keyword === 'type').map((e) => e.instancePath));
@@ -97,14 +104,20 @@ function schemaErrors(kind: JobKind, data: unknown, errors: ErrorObject[]): { fi
     seen.add(key);
     fieldErrors.push({ path, message });
   }
-  return { fieldErrors, badPointers: errors.map((e) => e.instancePath) };
+  return {
+    fieldErrors,
+    errorPointers: errors.map((e) => e.instancePath),
+    typePointers: errors.filter((e) => e.keyword === 'type' || e.keyword === 'x-kubernetes-int-or-string').map((e) => e.instancePath),
+  };
 }
 
 interface WalkContext {
   root: SchemaNode;
-  badPointers: string[];
+  schema: SchemaErrors;
   errors: FieldError[];
 }
+
+const within = (pointers: string[], pointer: string) => pointers.some((p) => p === pointer || p.startsWith(`${pointer}/`));
 
 function pointerOf(segments: readonly Segment[]): string {
   return segments.map((s) => `/${String(s).replaceAll('~', '~0').replaceAll('/', '~1')}`).join('');
@@ -128,12 +141,15 @@ function celFailure(node: SchemaNode, rule: { message?: string; rule: string; re
 function walk(ctx: WalkContext, node: SchemaNode, value: unknown, old: unknown, segments: Segment[]): void {
   if (value === undefined) return;
   const pointer = pointerOf(segments);
-  const broken = ctx.badPointers.some((p) => p === pointer || p.startsWith(`${pointer}/`));
+  // CEL cannot read values of the wrong type; the type errors already explain them.
+  const mistyped = within(ctx.schema.typePointers, pointer);
   for (const rule of node['x-kubernetes-validations'] ?? []) {
     if (isTransitionRule(rule.rule) && old === undefined) continue;
-    if (broken) continue; // structural errors already explain this subtree
+    if (mistyped) continue;
     const outcome = evaluateRule(rule.rule, value, old, node);
     if (outcome.ok) continue;
+    // e.g. "no such key" on a missing required field: reported once, by the schema.
+    if (outcome.evaluationError && within(ctx.schema.errorPointers, pointer)) continue;
     const fieldSegments = rule.fieldPath ? [...segments, ...rule.fieldPath.replace(/^\./, '').split('.')] : segments;
     const path = formatPath(ctx.root, fieldSegments);
     const message = outcome.evaluationError
@@ -240,11 +256,11 @@ export function validateResource(input: unknown, options: ValidateOptions = {}):
   const data = dropNulls(structuredClone(input), schema);
   const validate = validatorFor(kind);
   validate(data);
-  const { fieldErrors, badPointers } = schemaErrors(kind, data, validate.errors ?? []);
-  const ctx: WalkContext = { root: schema, badPointers, errors: [] };
+  const found = schemaErrors(kind, data, validate.errors ?? []);
+  const ctx: WalkContext = { root: schema, schema: found, errors: [] };
   const old = options.old === undefined ? undefined : dropNulls(structuredClone(options.old), schema);
   walk(ctx, schema, data, old, []);
-  const errors = [...envelope.errors, ...fieldErrors.filter((e) => !e.path.startsWith('metadata')), ...ctx.errors];
+  const errors = [...envelope.errors, ...found.fieldErrors.filter((e) => !e.path.startsWith('metadata')), ...ctx.errors];
   if (errors.length > 0) return { ok: false, errors };
   return { ok: true, value: data as JobResource, errors: [] };
 }
