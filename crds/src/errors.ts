@@ -66,7 +66,7 @@ export class LowrankError extends Error {
 
   /** Multi-line text for terminals: the message, then one `path: message` per field. */
   toText(): string {
-    return [this.message, ...this.errors.map((e) => `  ${e.path}: ${e.message}`)].join('\n');
+    return [this.message, ...this.errors.map((e) => `  ${e.path ? `${e.path}: ` : ''}${e.message}`)].join('\n');
   }
 }
 

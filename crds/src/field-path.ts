@@ -1,26 +1,14 @@
-/** Field paths in kubectl's notation: `spec.inputs[1].weight`, map keys as `[key]`. */
-import type { SchemaNode } from './schema-node.ts';
-
+/**
+ * Field paths as the apiserver prints them for custom resources: keys joined by dots
+ * (map keys too), list indices in brackets: `spec.inputs[1].weight`.
+ */
 export type Segment = string | number;
 
-/** Renders segments, using the schema to tell declared properties from map keys. */
-export function formatPath(schema: SchemaNode, segments: readonly Segment[]): string {
+export function formatPath(segments: readonly Segment[]): string {
   let out = '';
-  let node: SchemaNode | undefined = schema;
   for (const seg of segments) {
-    if (typeof seg === 'number') {
-      out += `[${seg}]`;
-      node = node?.items;
-    } else if (node?.properties && seg in node.properties) {
-      out += out === '' ? seg : `.${seg}`;
-      node = node.properties[seg];
-    } else if (node && typeof node.additionalProperties === 'object') {
-      out += `[${seg}]`;
-      node = node.additionalProperties;
-    } else {
-      out += out === '' ? seg : `.${seg}`;
-      node = undefined;
-    }
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else out += out === '' ? seg : `.${seg}`;
   }
   return out;
 }

@@ -28,7 +28,7 @@ export function schemaMessage(err: ErrorObject, path: string, value: unknown): s
     case 'additionalProperties':
       return `unknown field "${path}"`;
     case 'enum':
-      return `Unsupported value: ${JSON.stringify(value)}: supported values: ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+      return `Unsupported value: ${JSON.stringify(value)}: supported values: ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(typeof v === 'string' ? v : JSON.stringify(v))).join(', ')}`;
     case 'type': {
       const t = jsonType(value);
       return `Invalid value: "${t}": ${path} in body must be of type ${String(p.type)}: "${t}"`;
@@ -44,19 +44,19 @@ export function schemaMessage(err: ErrorObject, path: string, value: unknown): s
     case 'minLength':
       return invalid(`should be at least ${String(p.limit)} chars long`);
     case 'maxLength':
-      return invalid(`should be at most ${String(p.limit)} chars long`);
+      return `Too long: may not be more than ${String(p.limit)} bytes`;
     case 'pattern':
       return invalid(`should match '${String(p.pattern)}'`);
     case 'minItems':
       return `Invalid value: ${(value as unknown[]).length}: ${path} in body should have at least ${String(p.limit)} items`;
     case 'maxItems':
-      return `Invalid value: ${(value as unknown[]).length}: ${path} in body must have at most ${String(p.limit)} items`;
+      return `Too many: ${(value as unknown[]).length}: must have at most ${String(p.limit)} items`;
     case 'minProperties':
       return `Invalid value: ${Object.keys(value as object).length}: ${path} in body should have at least ${String(p.limit)} properties`;
     case 'maxProperties':
-      return `Invalid value: ${Object.keys(value as object).length}: ${path} in body should have at most ${String(p.limit)} properties`;
+      return `Too many: ${Object.keys(value as object).length}: must have at most ${String(p.limit)} items`;
     case 'x-kubernetes-int-or-string':
-      return `Invalid value: "${jsonType(value)}": ${path} in body must be of type integer or string`;
+      return `Invalid value: "${jsonType(value)}": ${path} in body must be of type integer,string: "${jsonType(value)}"`;
     default:
       return `Invalid value: ${showValue(value)}: ${err.message ?? err.keyword}`;
   }

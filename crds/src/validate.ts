@@ -12,6 +12,7 @@ import { evaluateRule, isTransitionRule } from './cel.ts';
 import { type FieldError, LowrankError } from './errors.ts';
 import { formatPath, pointerToSegments, type Segment } from './field-path.ts';
 import { jsonType, schemaMessage, showValue } from './messages.ts';
+import { pruneUnknown } from './prune.ts';
 import type { SchemaNode } from './schema-node.ts';
 
 export type { JobKind };
@@ -80,24 +81,35 @@ function at(data: unknown, segments: readonly Segment[]): unknown {
 
 interface SchemaErrors {
   fieldErrors: FieldError[];
-  /** Where the schema found anything wrong, and where a value had the wrong type. */
+  /** Where the schema found anything wrong. */
   errorPointers: string[];
-  typePointers: string[];
+  /** An error of a kind after which the apiserver does not evaluate CEL rules. */
+  blocking: boolean;
 }
 
-function schemaErrors(kind: JobKind, data: unknown, errors: ErrorObject[]): SchemaErrors {
-  const schema = crds[kind].schema;
+/** ajv keywords whose kube error types (Required, NotSupported, TooLong, TooMany, TypeInvalid) block CEL. */
+const BLOCKING = new Set(['required', 'enum', 'maxLength', 'maxItems', 'maxProperties', 'type', 'x-kubernetes-int-or-string']);
+export const CEL_SKIPPED = {
+  path: '',
+  message:
+    'Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation',
+};
+
+function schemaErrors(data: unknown, errors: ErrorObject[]): SchemaErrors {
   const seen = new Set<string>();
-  const typeErrorPaths = new Set(errors.filter((e) => e.keyword === 'type').map((e) => e.instancePath));
+  // go-openapi checks a string's maxLength, minLength and pattern in turn and stops at the first failure.
+  const failed = new Set(errors.map((e) => `${e.instancePath}\u0000${e.keyword}`));
+  const shadowed = (e: ErrorObject) =>
+    (e.keyword === 'minLength' && failed.has(`${e.instancePath}\u0000maxLength`)) ||
+    (e.keyword === 'pattern' && (failed.has(`${e.instancePath}\u0000maxLength`) || failed.has(`${e.instancePath}\u0000minLength`)));
   const fieldErrors: FieldError[] = [];
   for (const e of errors) {
-    // A wrong type makes other checks at the same spot noise; kubectl reports the type.
-    if (e.keyword !== 'type' && typeErrorPaths.has(e.instancePath)) continue;
+    if (shadowed(e)) continue;
     const segments = pointerToSegments(data, e.instancePath);
     const params = e.params as Record<string, string>;
     if (e.keyword === 'required') segments.push(params.missingProperty ?? '');
     if (e.keyword === 'additionalProperties') segments.push(params.additionalProperty ?? '');
-    const path = formatPath(schema, segments);
+    const path = formatPath(segments);
     const message = schemaMessage(e, path, at(data, segments));
     const key = `${path}\u0000${message}`;
     if (seen.has(key)) continue;
@@ -107,12 +119,11 @@ function schemaErrors(kind: JobKind, data: unknown, errors: ErrorObject[]): Sche
   return {
     fieldErrors,
     errorPointers: errors.map((e) => e.instancePath),
-    typePointers: errors.filter((e) => e.keyword === 'type' || e.keyword === 'x-kubernetes-int-or-string').map((e) => e.instancePath),
+    blocking: errors.some((e) => BLOCKING.has(e.keyword)),
   };
 }
 
 interface WalkContext {
-  root: SchemaNode;
   schema: SchemaErrors;
   errors: FieldError[];
 }
@@ -141,17 +152,15 @@ function celFailure(node: SchemaNode, rule: { message?: string; rule: string; re
 function walk(ctx: WalkContext, node: SchemaNode, value: unknown, old: unknown, segments: Segment[]): void {
   if (value === undefined) return;
   const pointer = pointerOf(segments);
-  // CEL cannot read values of the wrong type; the type errors already explain them.
-  const mistyped = within(ctx.schema.typePointers, pointer);
-  for (const rule of node['x-kubernetes-validations'] ?? []) {
+  // Like the apiserver, CEL runs only on objects without blocking schema errors.
+  for (const rule of ctx.schema.blocking ? [] : (node['x-kubernetes-validations'] ?? [])) {
     if (isTransitionRule(rule.rule) && old === undefined) continue;
-    if (mistyped) continue;
     const outcome = evaluateRule(rule.rule, value, old, node);
     if (outcome.ok) continue;
     // e.g. "no such key" on a missing required field: reported once, by the schema.
     if (outcome.evaluationError && within(ctx.schema.errorPointers, pointer)) continue;
     const fieldSegments = rule.fieldPath ? [...segments, ...rule.fieldPath.replace(/^\./, '').split('.')] : segments;
-    const path = formatPath(ctx.root, fieldSegments);
+    const path = formatPath(fieldSegments);
     const message = outcome.evaluationError
       ? `Invalid value: "${node.type ?? 'object'}": rule ${JSON.stringify(rule.rule)} could not be evaluated: ${outcome.evaluationError}`
       : celFailure(node, rule);
@@ -192,7 +201,7 @@ function listUniqueness(ctx: WalkContext, node: SchemaNode, value: unknown[], se
         : JSON.stringify(Object.fromEntries(keys.map((k) => [k, (item as Record<string, unknown>)?.[k]])));
     if (seen.has(id)) {
       const shown = listType === 'set' ? showValue(item) : id;
-      ctx.errors.push({ path: formatPath(ctx.root, [...segments, i]), message: `Duplicate value: ${shown}` });
+      ctx.errors.push({ path: formatPath([...segments, i]), message: `Duplicate value: ${shown}` });
     }
     seen.add(id);
   });
@@ -254,13 +263,21 @@ export function validateResource(input: unknown, options: ValidateOptions = {}):
   const kind = envelope.kind;
   const schema = crds[kind].schema;
   const data = dropNulls(structuredClone(input), schema);
+  const unknown = pruneUnknown(data, schema);
   const validate = validatorFor(kind);
   validate(data);
-  const found = schemaErrors(kind, data, validate.errors ?? []);
-  const ctx: WalkContext = { root: schema, schema: found, errors: [] };
-  const old = options.old === undefined ? undefined : dropNulls(structuredClone(options.old), schema);
+  const found = schemaErrors(data, validate.errors ?? []);
+  const ctx: WalkContext = { schema: found, errors: [] };
+  // The stored object was defaulted when it was written; compare like with like.
+  let old: unknown;
+  if (options.old !== undefined) {
+    old = dropNulls(structuredClone(options.old), schema);
+    pruneUnknown(old, schema);
+    validate(old);
+  }
   walk(ctx, schema, data, old, []);
-  const errors = [...envelope.errors, ...found.fieldErrors.filter((e) => !e.path.startsWith('metadata')), ...ctx.errors];
+  const errors = [...envelope.errors, ...unknown, ...found.fieldErrors.filter((e) => !e.path.startsWith('metadata')), ...ctx.errors];
+  if (found.blocking) errors.push(CEL_SKIPPED);
   if (errors.length > 0) return { ok: false, errors };
   return { ok: true, value: data as JobResource, errors: [] };
 }
@@ -278,8 +295,13 @@ export function parseResource(input: unknown, options: ValidateOptions = {}): Jo
   if (result.ok) return result.value;
   const what =
     input && typeof input === 'object' && typeof (input as { kind?: unknown }).kind === 'string' ? (input as { kind: string }).kind : 'job';
-  const n = result.errors.length;
-  throw new LowrankError('invalid_spec', `${what} is invalid: ${n} problem${n === 1 ? '' : 's'} to fix`, { errors: result.errors });
+  throw new LowrankError('invalid_spec', `${what} is invalid: ${problemCount(result.errors)}`, { errors: result.errors });
+}
+
+/** "2 problems to fix", not counting the note that CEL rules were skipped. */
+export function problemCount(errors: FieldError[]): string {
+  const n = errors.filter((e) => e.message !== CEL_SKIPPED.message).length;
+  return `${n} problem${n === 1 ? '' : 's'} to fix`;
 }
 
 export function crdInfo(kind: JobKind) {

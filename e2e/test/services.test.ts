@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
@@ -37,8 +37,11 @@ const alive = (pid: number) => {
 };
 
 after(() => {
+  const pgData = JSON.parse(readFileSync(join(stateDir, 'services.json'), 'utf8')).postgres?.extra?.dataDir as string | undefined;
   services('stop');
   rmSync(stateDir, { recursive: true, force: true });
+  // As root the cluster may live in /tmp (see scripts/lib/services/postgres.ts).
+  if (pgData && !pgData.startsWith(stateDir)) rmSync(dirname(pgData), { recursive: true, force: true });
 });
 
 describe('scripts/services', () => {

@@ -1,7 +1,7 @@
 /** The registry's HTTP app: health, the OpenAPI document, job schemas and validation. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asResource, crdInfo, JOB_KINDS, type JobKind, validateResource } from '@lowrank/crds';
+import { asResource, crdInfo, JOB_KINDS, type JobKind, problemCount, validateResource } from '@lowrank/crds';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { Logger } from '@lowrank/crds/log';
 import express, { type Express } from 'express';
@@ -92,11 +92,7 @@ export function createApp({ db, redis, log }: AppDeps): Express {
     }
     const result = validateResource(asResource(req.body, { generateName: 'job-' }));
     if (!result.ok) {
-      const n = result.errors.length;
-      sendProblem(
-        res,
-        new LowrankError('invalid_spec', `job is invalid: ${n} problem${n === 1 ? '' : 's'} to fix`, { errors: result.errors }),
-      );
+      sendProblem(res, new LowrankError('invalid_spec', `job is invalid: ${problemCount(result.errors)}`, { errors: result.errors }));
       return;
     }
     res.json({ valid: true, resource: result.value });

@@ -22,14 +22,17 @@ lowrank_ensure_node() {
   case ":$PATH:" in *":$dir/bin:"*) ;; *) export PATH="$dir/bin:$PATH" ;; esac
 }
 
-# npm ci when package-lock.json changed since the last install (stamp in node_modules).
+# Installs the locked dependencies when package-lock.json changed since the last install
+# (stamp in node_modules). `npm install`, not `npm ci`: the registry reachable here serves
+# only the linux builds of platform packages (e.g. @biomejs/cli-darwin-arm64 is a 404), so
+# the lock lacks the other platforms' optional entries and `npm ci` refuses it as out of sync.
 lowrank_ensure_deps() {
   local stamp="$LOWRANK_ROOT/node_modules/.lowrank-lock.sha256"
   local want
   want="$( (cat "$LOWRANK_ROOT/package-lock.json"; node --version) | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "installing npm dependencies (npm ci)" >&2
-    (cd "$LOWRANK_ROOT" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error) || return 1
+    echo "installing npm dependencies" >&2
+    (cd "$LOWRANK_ROOT" && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error) || return 1
     echo "$want" > "$stamp"
   fi
 }

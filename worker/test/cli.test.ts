@@ -37,6 +37,7 @@ describe('lora-worker validate', () => {
     const r = run('validate', '--spec', write('bad.yaml', stringify(doc)));
     assert.equal(r.status, EXIT.badInput);
     assert.match(r.stderr, /AdapterJob is invalid: 1 problem to fix\n {2}spec\.mode: Unsupported value: "finetune"/);
+    assert.match(r.stderr, /\n {2}Invalid value: null: some validation rules were not checked/);
   });
 
   it('accepts the short {kind, spec} form in JSON', () => {

@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { aptInstall, choosePort, killPid, pidAlive } from './proc.ts';
 import { type Service, type ServiceContext, ServiceError, type ServiceState } from './types.ts';
 
@@ -23,18 +23,21 @@ function asPg(ctx: ServiceContext, cmd: string, args: string[]) {
   return isRoot() ? ctx.run('runuser', ['-u', 'postgres', '--', cmd, ...args]) : ctx.run(cmd, args);
 }
 
-/** Where the cluster lives; as root it must be reachable by `postgres`, else a /tmp dir. */
+/**
+ * Where the cluster lives: <dir>/data, with the log beside it. As root the directory must
+ * be reachable by `postgres` (a checkout under /root is not), else a /tmp dir is used.
+ */
 function dataDir(ctx: ServiceContext): string {
   const preferred = join(ctx.dir, 'data');
   if (!isRoot()) return preferred;
   mkdirSync(preferred, { recursive: true });
-  ctx.run('chown', ['postgres:postgres', preferred]);
+  ctx.run('chown', ['-R', 'postgres:postgres', ctx.dir]);
   if (ctx.run('runuser', ['-u', 'postgres', '--', 'test', '-w', preferred]).status === 0) return preferred;
-  const fallback = join(tmpdir(), `lowrank-pg-${createHash('sha256').update(ctx.dir).digest('hex').slice(0, 12)}`);
-  mkdirSync(fallback, { recursive: true });
-  ctx.run('chown', ['postgres:postgres', fallback]);
-  ctx.log(`postgres cannot reach ${preferred}; using ${fallback}`);
-  return fallback;
+  const base = join(tmpdir(), `lowrank-pg-${createHash('sha256').update(ctx.dir).digest('hex').slice(0, 12)}`);
+  mkdirSync(join(base, 'data'), { recursive: true });
+  ctx.run('chown', ['-R', 'postgres:postgres', base]);
+  ctx.log(`postgres cannot reach ${preferred}; using ${base}`);
+  return join(base, 'data');
 }
 
 function readPid(data: string): number {
@@ -54,8 +57,7 @@ export const postgres: Service = {
   async start(ctx, previous) {
     const bin = binDir() as string;
     const data = previous?.extra?.dataDir ?? dataDir(ctx);
-    const log = join(ctx.dir, 'postgres.log');
-    if (isRoot()) ctx.run('chown', ['-R', 'postgres:postgres', ctx.dir]);
+    const log = join(dirname(data), 'postgres.log');
     if (!existsSync(join(data, 'PG_VERSION'))) {
       ctx.log(`initdb in ${data}`);
       const r = asPg(ctx, join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-instructions']);
