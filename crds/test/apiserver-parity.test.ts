@@ -12,6 +12,7 @@ import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { type ReferenceCase, referenceValidate } from '../conformance/reference.ts';
 import { validateResource } from '../src/validate.ts';
+import { mergePatch } from './merge-patch.ts';
 
 const root = join(import.meta.dirname, '..');
 type Json = Record<string, unknown>;
@@ -21,16 +22,6 @@ const examples = Object.fromEntries(
     .sort()
     .map((f) => [f, parse(readFileSync(join(root, 'examples', f), 'utf8')) as Json]),
 );
-
-function mergePatch(target: unknown, patch: unknown): unknown {
-  if (!patch || typeof patch !== 'object' || Array.isArray(patch)) return patch;
-  const out: Json = target && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Json) } : {};
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else out[k] = mergePatch(out[k], v);
-  }
-  return out;
-}
 
 /** mulberry32: a small seeded PRNG, so every run checks the same mutations. */
 function rng(seed: number): () => number {

@@ -8,24 +8,13 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { validateResource } from '../src/validate.ts';
+import { mergePatch } from './merge-patch.ts';
 
 const dir = join(import.meta.dirname, '..', 'examples');
 const examples = readdirSync(dir)
   .filter((f) => f.endsWith('.yaml'))
   .sort();
 const load = (f: string) => parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>;
-
-/** RFC 7386 JSON merge patch. */
-function mergePatch(target: unknown, patch: unknown): unknown {
-  if (!patch || typeof patch !== 'object' || Array.isArray(patch)) return patch;
-  const out: Record<string, unknown> =
-    target && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else out[k] = mergePatch(out[k], v);
-  }
-  return out;
-}
 
 describe('example manifests', () => {
   it('cover every kind and the modes of each', () => {

@@ -26,6 +26,13 @@ const readEnv = () =>
       .filter((l) => l && !l.startsWith('#'))
       .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
   ) as Record<string, string>;
+const s3For = (env: Record<string, string>) =>
+  new S3Client({
+    endpoint: env.S3_ENDPOINT,
+    region: env.S3_REGION,
+    forcePathStyle: true,
+    credentials: { accessKeyId: env.S3_ACCESS_KEY_ID as string, secretAccessKey: env.S3_SECRET_ACCESS_KEY as string },
+  });
 const pids = () => JSON.parse(readFileSync(join(stateDir, 'services.json'), 'utf8')) as Record<string, { pid: number }>;
 const alive = (pid: number) => {
   try {
@@ -57,12 +64,7 @@ describe('scripts/services', () => {
     const redis = new Redis(env.REDIS_URL as string);
     await redis.set('k', 'kept');
     redis.disconnect();
-    const s3 = new S3Client({
-      endpoint: env.S3_ENDPOINT,
-      region: env.S3_REGION,
-      forcePathStyle: true,
-      credentials: { accessKeyId: env.S3_ACCESS_KEY_ID as string, secretAccessKey: env.S3_SECRET_ACCESS_KEY as string },
-    });
+    const s3 = s3For(env);
     await s3.send(new CreateBucketCommand({ Bucket: 'svc-test' }));
     await s3.send(new PutObjectCommand({ Bucket: 'svc-test', Key: 'a', Body: 'kept' }));
     s3.destroy();
@@ -93,12 +95,7 @@ describe('scripts/services', () => {
     const redis = new Redis(env.REDIS_URL as string);
     assert.equal(await redis.get('k'), 'kept');
     redis.disconnect();
-    const s3 = new S3Client({
-      endpoint: env.S3_ENDPOINT,
-      region: env.S3_REGION,
-      forcePathStyle: true,
-      credentials: { accessKeyId: env.S3_ACCESS_KEY_ID as string, secretAccessKey: env.S3_SECRET_ACCESS_KEY as string },
-    });
+    const s3 = s3For(env);
     const obj = await s3.send(new GetObjectCommand({ Bucket: 'svc-test', Key: 'a' }));
     assert.equal(await obj.Body?.transformToString(), 'kept');
     s3.destroy();
