@@ -1,0 +1,33 @@
+/**
+ * Content-addressed blob storage: every file of every adapter version is stored once
+ * under its SHA-256, verified when written (the content must hash to the address it is
+ * stored at, and to the digest the client claimed) and when read (a reader gets an error,
+ * not silently wrong bytes, if storage corrupted it). Two backends: the local filesystem
+ * (the embedded default) and S3.
+ */
+import type { Readable } from 'node:stream';
+
+export interface PutResult {
+  digest: string;
+  size: number;
+  /** False when identical content was already stored (deduplicated). */
+  created: boolean;
+}
+
+export interface PutOptions {
+  /** The digest the client says the content has; a mismatch stores nothing. */
+  expectedDigest?: string;
+  /** The size the client says the content has; a mismatch stores nothing. */
+  expectedSize?: number;
+  /** Refuse content larger than this many bytes (default: no limit). */
+  maxBytes?: number;
+}
+
+export interface BlobStore {
+  readonly kind: 'filesystem' | 's3';
+  put(body: Readable | Uint8Array, options?: PutOptions): Promise<PutResult>;
+  /** The content, hashed as it streams: the stream errors at its end if it does not match. */
+  get(digest: string): Promise<Readable>;
+  stat(digest: string): Promise<{ size: number } | undefined>;
+  delete(digest: string): Promise<void>;
+}
