@@ -9,6 +9,7 @@ import { createLogger } from '@lowrank/crds/log';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createApp } from './app.ts';
+import { migrate } from './db/migrate.ts';
 
 const log = createLogger('registry-api');
 
@@ -27,7 +28,10 @@ async function main(): Promise<void> {
   const port = Number(process.env.LOWRANK_PORT ?? 8080);
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new LowrankError('invalid_request', `LOWRANK_PORT must be a port number, got "${process.env.LOWRANK_PORT}"`);
-  const db = new pg.Pool({ connectionString: required('DATABASE_URL'), max: 10 });
+  const databaseUrl = required('DATABASE_URL');
+  const migrations = await migrate(databaseUrl);
+  log.info({ applied: migrations.applied, alreadyApplied: migrations.alreadyApplied.length }, 'database migrated');
+  const db = new pg.Pool({ connectionString: databaseUrl, max: 10 });
   const redis = new Redis(required('REDIS_URL'), { lazyConnect: true, maxRetriesPerRequest: 2 });
   await redis.connect();
   await db.query('select 1');

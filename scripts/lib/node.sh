@@ -35,4 +35,20 @@ lowrank_ensure_deps() {
     (cd "$LOWRANK_ROOT" && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error) || return 1
     echo "$want" > "$stamp"
   fi
+  lowrank_ensure_prisma_client
+}
+
+# The Prisma client is generated code (git-ignored): regenerate when the schema changes.
+# PRISMA_SCHEMA_ENGINE_BINARY: `generate` does not need the engine, but the CLI insists
+# on one and would download it (impossible here); see shared/notes/installs.md.
+lowrank_ensure_prisma_client() {
+  local out="$LOWRANK_ROOT/registry-api/src/generated/prisma"
+  local want
+  want="$( (cat "$LOWRANK_ROOT/prisma/schema.prisma"; node -p "require('$LOWRANK_ROOT/node_modules/prisma/package.json').version") | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$out/.schema.sha256" ] || [ "$(cat "$out/.schema.sha256")" != "$want" ]; then
+    local log
+    log="$(cd "$LOWRANK_ROOT" && PRISMA_SCHEMA_ENGINE_BINARY="${PRISMA_SCHEMA_ENGINE_BINARY:-/bin/true}" PRISMA_HIDE_UPDATE_MESSAGE=1 \
+      node_modules/.bin/prisma generate --config prisma/prisma.config.ts 2>&1)" || { echo "error: prisma generate failed:" >&2; echo "$log" >&2; return 1; }
+    echo "$want" > "$out/.schema.sha256"
+  fi
 }
