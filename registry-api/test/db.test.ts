@@ -5,40 +5,16 @@
  * which proves the schema and the SQL agree.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LowrankError } from '@lowrank/crds/errors';
-import { serviceEnv } from '@lowrank/e2e/env';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { listMigrations, MIGRATIONS_DIR, migrate } from '../src/db/migrate.ts';
 import { PrismaClient } from '../src/generated/prisma/client.ts';
-
-const admin = serviceEnv('DATABASE_URL');
-const created: string[] = [];
-
-/** A fresh, empty database on the test server. */
-async function freshDatabase(): Promise<string> {
-  const name = `test_${randomBytes(6).toString('hex')}`;
-  const c = new pg.Client({ connectionString: admin });
-  await c.connect();
-  await c.query(`CREATE DATABASE ${name}`);
-  await c.end();
-  created.push(name);
-  const url = new URL(admin);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-after(async () => {
-  const c = new pg.Client({ connectionString: admin });
-  await c.connect();
-  for (const name of created) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await c.end();
-});
+import { freshDatabase } from './support/database.ts';
 
 describe('migrations', () => {
   it('apply to an empty database, then find nothing to do', async () => {
