@@ -1,0 +1,66 @@
+/**
+ * Blob records beside the bytes: a row per stored blob with its reference count. A blob
+ * is recorded as unreferenced when stored, so an upload that is never committed (a killed
+ * push) is collected by garbage collection like any other unreferenced blob.
+ *
+ * Upload and collection of the same digest are serialised by a transaction-scoped
+ * advisory lock on the digest, so collection never deletes bytes that an upload has just
+ * recorded, and an upload never records bytes that collection has just deleted.
+ */
+import type { Readable } from 'node:stream';
+import { LowrankError } from '@lowrank/crds/errors';
+import type { BlobStore, PutOptions, PutResult } from '../blobs/store.ts';
+import type { Prisma, PrismaClient } from '../generated/prisma/client.ts';
+
+const lockDigest = (tx: Prisma.TransactionClient, digest: string) => tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${digest}))`;
+
+export async function uploadBlob(
+  db: PrismaClient,
+  store: BlobStore,
+  body: Readable | Uint8Array,
+  options: PutOptions = {},
+): Promise<PutResult> {
+  const put = await store.put(body, options);
+  await db.$transaction(async (tx) => {
+    await lockDigest(tx, put.digest);
+    if (!(await store.stat(put.digest))) {
+      throw new LowrankError('unavailable', `blob ${put.digest} was garbage-collected while it was uploaded; retry the upload`);
+    }
+    const existing = await tx.blob.findUnique({ where: { digest: put.digest } });
+    if (!existing) await tx.blob.create({ data: { digest: put.digest, size: BigInt(put.size), unreferencedAt: new Date() } });
+    // Uploaded again while waiting for collection: a fresh grace period.
+    else if (existing.refCount === 0) await tx.blob.update({ where: { digest: put.digest }, data: { unreferencedAt: new Date() } });
+  });
+  return put;
+}
+
+export interface GcResult {
+  deleted: string[];
+  bytes: bigint;
+}
+
+/** Deletes blobs unreferenced for longer than the grace period, rows and bytes together. */
+export async function collectGarbage(db: PrismaClient, store: BlobStore, graceMs: number, now = new Date()): Promise<GcResult> {
+  const cutoff = new Date(now.getTime() - graceMs);
+  const candidates = await db.blob.findMany({
+    where: { refCount: 0, unreferencedAt: { lte: cutoff } },
+    select: { digest: true },
+    take: 1000,
+  });
+  const result: GcResult = { deleted: [], bytes: 0n };
+  for (const { digest } of candidates) {
+    const size = await db.$transaction(async (tx) => {
+      await lockDigest(tx, digest);
+      const row = await tx.blob.findUnique({ where: { digest } });
+      // A commit may have taken a reference, or an upload refreshed it, since the query.
+      if (row?.refCount !== 0 || !row.unreferencedAt || row.unreferencedAt > cutoff) return undefined;
+      await tx.blob.delete({ where: { digest } });
+      await store.delete(digest); // inside the transaction: if it fails, the row stays
+      return row.size;
+    });
+    if (size === undefined) continue;
+    result.deleted.push(digest);
+    result.bytes += size;
+  }
+  return result;
+}
