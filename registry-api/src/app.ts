@@ -1,33 +1,55 @@
-/** The registry's HTTP app: health, the OpenAPI document, job schemas and validation. */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { asResource, crdInfo, JOB_KINDS, type JobKind, problemCount, validateResource } from '@lowrank/crds';
-import { LowrankError } from '@lowrank/crds/errors';
+/**
+ * The registry's HTTP app. Every route comes from the OpenAPI document: this file maps
+ * each operationId to its handler, and the document's schemas validate the request
+ * before the handler runs. Callers are identified on every request; each handler checks
+ * what the caller may do with what it names.
+ */
 import type { Logger } from '@lowrank/crds/log';
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
-import { parse } from 'yaml';
-import { errorHandler, notFound, sendProblem } from './problem.ts';
+import { authenticate } from './auth/principal.ts';
+import type { BlobStore } from './blobs/store.ts';
+import type { PrismaClient } from './generated/prisma/client.ts';
+import { expressPath, operations } from './openapi/document.ts';
+import { requestValidator } from './openapi/request-validator.ts';
+import { errorHandler, notFound } from './problem.ts';
+import { headBlob, uploadBlob } from './routes/blobs.ts';
+import type { Context } from './routes/context.ts';
+import { downloadFile } from './routes/files.ts';
+import { createRepository, getRepository } from './routes/repositories.ts';
+import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
+import { commitVersion, getVersion, listVersions } from './routes/versions.ts';
 
 export interface AppDeps {
   db: Pool;
   redis: Redis;
+  prisma: PrismaClient;
+  blobs: BlobStore;
   log: Logger;
+  /** Largest accepted blob upload (default 20 GiB). */
+  maxBlobBytes?: number;
 }
 
-const openapi = parse(readFileSync(join(import.meta.dirname, '..', 'openapi.yaml'), 'utf8')) as object;
+export function createApp(deps: AppDeps): Express {
+  const ctx: Context = { prisma: deps.prisma, blobs: deps.blobs, log: deps.log, maxBlobBytes: deps.maxBlobBytes ?? 20 * 2 ** 30 };
+  const handlers: Record<string, RequestHandler> = {
+    getHealth,
+    getReadiness: getReadiness(deps.db, deps.redis),
+    getOpenApi,
+    listJobSchemas,
+    getJobSchema,
+    validateJob,
+    createRepository: createRepository(ctx),
+    getRepository: getRepository(ctx),
+    headBlob: headBlob(ctx),
+    uploadBlob: uploadBlob(ctx),
+    listVersions: listVersions(ctx),
+    commitVersion: commitVersion(ctx),
+    getVersion: getVersion(ctx),
+    downloadFile: downloadFile(ctx),
+  };
 
-async function check(name: string, probe: () => Promise<unknown>): Promise<[string, string]> {
-  try {
-    await probe();
-    return [name, 'ok'];
-  } catch (err) {
-    return [name, err instanceof Error ? err.message : String(err)];
-  }
-}
-
-export function createApp({ db, redis, log }: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
@@ -36,69 +58,23 @@ export function createApp({ db, redis, log }: AppDeps): Express {
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info({ method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request');
+      deps.log.info(
+        { method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10, user: res.locals.principal?.handle },
+        'request',
+      );
     });
     next();
   });
-
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
+  app.use(async (req, res, next) => {
+    res.locals.principal = await authenticate(deps.prisma, req.get('authorization'));
+    next();
   });
-
-  app.get('/readyz', async (_req, res) => {
-    const checks = Object.fromEntries(
-      await Promise.all([check('postgres', () => db.query('select 1')), check('redis', () => redis.ping())]),
-    );
-    const failed = Object.entries(checks).filter(([, v]) => v !== 'ok');
-    if (failed.length === 0) {
-      res.json({ status: 'ok', checks });
-      return;
-    }
-    sendProblem(res, new LowrankError('unavailable', `not ready: ${failed.map(([k, v]) => `${k}: ${v}`).join('; ')}`));
-  });
-
-  app.get('/v1/openapi.json', (_req, res) => {
-    res.json(openapi);
-  });
-
-  app.get('/v1/schemas', (_req, res) => {
-    res.json({
-      items: JOB_KINDS.map((kind) => {
-        const info = crdInfo(kind);
-        return {
-          kind,
-          apiVersion: `${info.group}/${info.version}`,
-          plural: info.plural,
-          shortNames: info.shortNames,
-          schema: `/v1/schemas/${kind}`,
-        };
-      }),
-    });
-  });
-
-  app.get('/v1/schemas/:kind', (req, res) => {
-    const kind = JOB_KINDS.find((k) => k === req.params.kind);
-    if (!kind) {
-      sendProblem(res, new LowrankError('not_found', `unknown job kind "${req.params.kind}"; kinds are ${JOB_KINDS.join(', ')}`));
-      return;
-    }
-    res.json(crdInfo(kind as JobKind).schema);
-  });
-
-  app.post('/v1/jobs\\:validate', (req, res) => {
-    if (!req.is('application/json') && !req.is('application/*+json')) {
-      sendProblem(res, new LowrankError('invalid_request', 'send the job as JSON with Content-Type: application/json'));
-      return;
-    }
-    const result = validateResource(asResource(req.body, { generateName: 'job-' }));
-    if (!result.ok) {
-      sendProblem(res, new LowrankError('invalid_spec', `job is invalid: ${problemCount(result.errors)}`, { errors: result.errors }));
-      return;
-    }
-    res.json({ valid: true, resource: result.value });
-  });
-
+  for (const op of operations()) {
+    const handler = handlers[op.operationId];
+    if (!handler) throw new Error(`openapi.yaml names operation ${op.operationId}, which has no handler`);
+    app[op.method](expressPath(op.path), requestValidator(op), handler);
+  }
   app.use(notFound);
-  app.use(errorHandler(log));
+  app.use(errorHandler(deps.log));
   return app;
 }

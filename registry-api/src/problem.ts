@@ -22,6 +22,11 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       problem = new LowrankError('invalid_request', e.message ?? 'unsupported body encoding');
     } else problem = asLowrankError(err);
     if (problem.status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');
+    if (res.headersSent) {
+      // Mid-body (e.g. a blob found corrupt while streaming): abort, so the client sees a failed transfer, not a short file.
+      res.destroy(problem);
+      return;
+    }
     sendProblem(res, problem);
   };
 }

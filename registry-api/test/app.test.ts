@@ -1,35 +1,17 @@
 /** The registry app over real HTTP, against the real PostgreSQL and Redis of `npm test`. */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { createLogger } from '@lowrank/crds/log';
-import { serviceEnv } from '@lowrank/e2e/env';
+import { before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { parse } from 'yaml';
-import { createApp } from '../src/app.ts';
+import { startRegistry } from './support/app.ts';
 
 const example = parse(readFileSync(join(import.meta.dirname, '..', '..', 'crds', 'examples', 'adapterjob-train-lora.yaml'), 'utf8'));
-let server: Server;
 let base: string;
-let db: pg.Pool;
-let redis: Redis;
 
 before(async () => {
-  db = new pg.Pool({ connectionString: serviceEnv('DATABASE_URL') });
-  redis = new Redis(serviceEnv('REDIS_URL'));
-  const log = createLogger('registry-test', { write: () => {} } as never);
-  server = createApp({ db, redis, log }).listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-});
-after(async () => {
-  await new Promise((r) => server.close(r));
-  await db.end();
-  redis.disconnect();
+  base = (await startRegistry()).base;
 });
 
 /** Response bodies are probed loosely: their shapes are what these tests check. */
@@ -47,11 +29,9 @@ describe('registry app', () => {
 
   it('reports not ready, as a problem, when Redis is gone', async () => {
     const gone = new Redis('redis://127.0.0.1:1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    const s = createApp({ db, redis: gone, log: createLogger('t', { write: () => {} } as never) }).listen(0, '127.0.0.1');
-    await new Promise((r) => s.once('listening', r));
-    const res = await fetch(`http://127.0.0.1:${(s.address() as AddressInfo).port}/readyz`);
-    await new Promise((r) => s.close(r));
-    gone.disconnect();
+    gone.on('error', () => {}); // expected: nothing listens there
+    const other = await startRegistry({ redis: gone });
+    const res = await fetch(`${other.base}/readyz`);
     assert.equal(res.status, 503);
     assert.equal(res.headers.get('content-type'), 'application/problem+json; charset=utf-8');
     const body = await json(res);

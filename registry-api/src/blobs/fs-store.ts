@@ -51,6 +51,11 @@ export class FilesystemBlobStore implements BlobStore {
     return verified;
   }
 
+  async getRange(digest: string, start: number, end: number): Promise<Readable> {
+    if (!(await this.stat(digest))) throw new LowrankError('not_found', `blob ${digest} not found`);
+    return createReadStream(this.path(digest), { start, end });
+  }
+
   async stat(digest: string): Promise<{ size: number } | undefined> {
     try {
       return { size: (await stat(this.path(digest))).size };

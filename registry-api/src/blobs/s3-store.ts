@@ -10,9 +10,11 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  CreateBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   type GetObjectCommandOutput,
+  HeadBucketCommand,
   HeadObjectCommand,
   S3Client,
   type S3ClientConfig,
@@ -51,6 +53,16 @@ export class S3BlobStore implements BlobStore {
 
   private key(digest: string): string {
     return `${this.options.prefix ?? ''}${blobKey(digest)}`;
+  }
+
+  /** Creates the bucket when it does not exist (local and test setups; production buckets exist). */
+  async ensureBucket(): Promise<void> {
+    try {
+      await this.s3.send(new HeadBucketCommand({ Bucket: this.options.bucket }));
+    } catch (err) {
+      if (status(err) !== 404) throw err;
+      await this.s3.send(new CreateBucketCommand({ Bucket: this.options.bucket }));
+    }
   }
 
   async put(body: Readable | Uint8Array, options: PutOptions = {}): Promise<PutResult> {
@@ -102,6 +114,18 @@ export class S3BlobStore implements BlobStore {
     const verified = new HashingStream({ digest, ...(res.ContentLength === undefined ? {} : { size: res.ContentLength }) });
     pipeline(res.Body as Readable, verified).catch(() => {});
     return verified;
+  }
+
+  async getRange(digest: string, start: number, end: number): Promise<Readable> {
+    try {
+      const res = await this.s3.send(
+        new GetObjectCommand({ Bucket: this.options.bucket, Key: this.key(digest), Range: `bytes=${start}-${end}` }),
+      );
+      return res.Body as Readable;
+    } catch (err) {
+      if (status(err) === 404) throw new LowrankError('not_found', `blob ${digest} not found`);
+      throw err;
+    }
   }
 
   async stat(digest: string): Promise<{ size: number } | undefined> {

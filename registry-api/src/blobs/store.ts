@@ -28,6 +28,11 @@ export interface BlobStore {
   put(body: Readable | Uint8Array, options?: PutOptions): Promise<PutResult>;
   /** The content, hashed as it streams: the stream errors at its end if it does not match. */
   get(digest: string): Promise<Readable>;
+  /**
+   * Bytes [start, end] (inclusive) of a blob, for HTTP Range requests. A part cannot be
+   * checked against the whole blob's digest; clients verify whole files.
+   */
+  getRange(digest: string, start: number, end: number): Promise<Readable>;
   stat(digest: string): Promise<{ size: number } | undefined>;
   delete(digest: string): Promise<void>;
 }

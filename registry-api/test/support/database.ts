@@ -8,9 +8,16 @@ import { migrate } from '../../src/db/migrate.ts';
 import { PrismaClient } from '../../src/generated/prisma/client.ts';
 
 const created: string[] = [];
+const closers: (() => Promise<void>)[] = [];
+
+/** Closes what uses the test databases (apps, pools) before they are dropped. */
+export function closeBeforeDrop(fn: () => Promise<void>): void {
+  closers.push(fn);
+}
 
 // Registered at import, so it runs when the importing test file ends.
 after(async () => {
+  for (const close of closers.reverse()) await close();
   if (created.length === 0) return;
   const c = new pg.Client({ connectionString: serviceEnv('DATABASE_URL') });
   await c.connect();

@@ -1,0 +1,125 @@
+/** listVersions, commitVersion, getVersion. */
+import { type FieldError, LowrankError } from '@lowrank/crds/errors';
+import type { RequestHandler, Response } from 'express';
+import type { Relation, Repository } from '../generated/prisma/client.ts';
+import { commitVersion as commit, type LineageInput } from '../versions/commit.ts';
+import type { VersionFileInput } from '../versions/files.ts';
+import { authorize, type Context, paramsOf, principalOf, repositoryFor } from './context.ts';
+import { versionInclude, versionView } from './views.ts';
+
+interface CommitBody {
+  number?: number;
+  files: VersionFileInput[];
+  config: Record<string, unknown>;
+  method?: string;
+  methodMetadata?: Record<string, unknown>;
+  metrics?: Record<string, unknown>;
+  rank?: number;
+  lineage?: { relation: Relation; parent?: string; parentRef?: string; weight?: number; parameters?: Record<string, unknown> }[];
+  tags?: string[];
+}
+
+/** A version by number or tag, as the caller may read it. */
+export async function resolveVersion(ctx: Context, repo: Repository, ref: string) {
+  const where = /^\d+$/.test(ref) ? { repositoryId_number: { repositoryId: repo.id, number: Number(ref) } } : undefined;
+  const version = where
+    ? await ctx.prisma.version.findUnique({ where, include: versionInclude })
+    : (
+        await ctx.prisma.tag.findUnique({
+          where: { repositoryId_name: { repositoryId: repo.id, name: ref } },
+          include: { version: { include: versionInclude } },
+        })
+      )?.version;
+  if (!version)
+    throw new LowrankError('not_found', `${repo.namespace}/${repo.name} has no version ${/^\d+$/.test(ref) ? ref : `tagged "${ref}"`}`);
+  return version;
+}
+
+/** Lineage parents named namespace/name@number become version ids the caller may read. */
+async function resolveLineage(ctx: Context, res: Response, lineage: NonNullable<CommitBody['lineage']>): Promise<LineageInput[]> {
+  const errors: FieldError[] = [];
+  const out: LineageInput[] = [];
+  for (const [i, l] of lineage.entries()) {
+    const base = {
+      relation: l.relation,
+      ...(l.weight === undefined ? {} : { weight: l.weight }),
+      ...(l.parameters ? { parameters: l.parameters } : {}),
+    };
+    if (l.parent === undefined) {
+      out.push({ ...base, ...(l.parentRef === undefined ? {} : { parentRef: l.parentRef }) });
+      continue;
+    }
+    const m = /^([a-z0-9-]+)\/([a-z0-9-]+)@(\d+)$/.exec(l.parent);
+    const parent = m
+      ? await ctx.prisma.version.findFirst({
+          where: { number: Number(m[3]), repository: { namespace: m[1] as string, name: m[2] as string } },
+          include: { repository: true },
+        })
+      : null;
+    let readable = !!parent;
+    if (parent) {
+      try {
+        authorize(principalOf(res), 'read', { teamId: parent.repository.teamId, visibility: parent.repository.visibility });
+      } catch {
+        readable = false;
+      }
+    }
+    if (!parent || !readable) errors.push({ path: `body.lineage[${i}].parent`, message: `version ${l.parent} not found` });
+    else out.push({ ...base, parentVersionId: parent.id });
+  }
+  if (errors.length > 0) throw new LowrankError('invalid_request', 'lineage names versions that do not exist', { errors });
+  return out;
+}
+
+export function listVersions(ctx: Context): RequestHandler {
+  return async (_req, res) => {
+    const repo = await repositoryFor(ctx, res, 'read');
+    const rows = await ctx.prisma.version.findMany({
+      where: { repositoryId: repo.id },
+      include: versionInclude,
+      orderBy: { number: 'desc' },
+      take: 1000,
+    });
+    res.json({ items: rows.map(versionView) });
+  };
+}
+
+export function getVersion(ctx: Context): RequestHandler {
+  return async (_req, res) => {
+    const repo = await repositoryFor(ctx, res, 'read');
+    res.json(versionView(await resolveVersion(ctx, repo, paramsOf(res).ref as string)));
+  };
+}
+
+export function commitVersion(ctx: Context): RequestHandler {
+  return async (req, res) => {
+    const repo = await repositoryFor(ctx, res, 'write');
+    const principal = principalOf(res);
+    const body = req.body as CommitBody;
+    const lineage = await resolveLineage(ctx, res, body.lineage ?? []);
+    const made = await commit(ctx.prisma, {
+      repositoryId: repo.id,
+      files: body.files,
+      config: body.config,
+      lineage,
+      ...(body.number === undefined ? {} : { number: body.number }),
+      ...(body.method === undefined ? {} : { method: body.method }),
+      ...(body.methodMetadata ? { methodMetadata: body.methodMetadata } : {}),
+      ...(body.metrics ? { metrics: body.metrics } : {}),
+      ...(body.rank === undefined ? {} : { rank: body.rank }),
+      ...(body.tags ? { tags: body.tags } : {}),
+      ...(principal ? { createdById: principal.userId } : {}),
+    });
+    await ctx.prisma.auditEvent.create({
+      data: {
+        actorId: principal?.userId ?? null,
+        tokenId: principal?.tokenId ?? null,
+        action: 'version.commit',
+        target: `${repo.namespace}/${repo.name}@${made.number}`,
+        details: { files: body.files.length },
+      },
+    });
+    const version = await ctx.prisma.version.findUniqueOrThrow({ where: { id: made.id }, include: versionInclude });
+    res.status(201).json(versionView(version));
+  };
+}

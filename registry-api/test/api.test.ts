@@ -1,0 +1,241 @@
+/**
+ * The registry over HTTP: push (upload blobs, commit) and pull (versions, files with
+ * ETag and Range), conflicts, and a walk of every route of the OpenAPI document with
+ * no token, a read token, another team's token and an admin token.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { before, describe, it } from 'node:test';
+import { createToken } from '../src/auth/tokens.ts';
+import { operations } from '../src/openapi/document.ts';
+import { startRegistry, type TestRegistry } from './support/app.ts';
+
+const digestOf = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+let reg: TestRegistry;
+const tokens: Record<'ada' | 'adaRead' | 'bob' | 'admin', string> = { ada: '', adaRead: '', bob: '', admin: '' };
+
+before(async () => {
+  reg = await startRegistry();
+  const db = reg.prisma;
+  const org = await db.organization.create({ data: { name: 'acme' } });
+  const nlp = await db.team.create({ data: { name: 'nlp', organizationId: org.id } });
+  const vision = await db.team.create({ data: { name: 'vision', organizationId: org.id } });
+  const ada = await db.user.create({ data: { handle: 'ada', memberships: { create: { teamId: nlp.id, role: 'maintainer' } } } });
+  const bob = await db.user.create({ data: { handle: 'bob', memberships: { create: { teamId: vision.id, role: 'maintainer' } } } });
+  const root = await db.user.create({ data: { handle: 'root', isAdmin: true } });
+  tokens.ada = (await createToken(db, { userId: ada.id, name: 'w', scope: 'write' })).token;
+  tokens.adaRead = (await createToken(db, { userId: ada.id, name: 'r', scope: 'read' })).token;
+  tokens.bob = (await createToken(db, { userId: bob.id, name: 'w', scope: 'admin' })).token;
+  tokens.admin = (await createToken(db, { userId: root.id, name: 'a', scope: 'admin' })).token;
+});
+
+type Who = keyof typeof tokens | 'anonymous';
+function call(who: Who, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const h: Record<string, string> = { ...headers };
+  if (who !== 'anonymous') h.authorization = `Bearer ${tokens[who]}`;
+  let payload: RequestInit['body'];
+  if (body instanceof Uint8Array) {
+    h['content-type'] = 'application/octet-stream';
+    payload = body as RequestInit['body'];
+  } else if (body !== undefined) {
+    h['content-type'] = 'application/json';
+    payload = JSON.stringify(body);
+  }
+  return fetch(`${reg.base}${path}`, { method, headers: h, ...(payload === undefined ? {} : { body: payload }) });
+}
+const json = (r: Response): Promise<any> => r.json();
+
+async function push(who: Who, repo: string, files: Record<string, Uint8Array>, extra: Record<string, unknown> = {}) {
+  for (const data of Object.values(files)) {
+    const r = await call(who, 'PUT', `/v1/repos/${repo}/blobs/${digestOf(data)}`, data);
+    assert.ok(r.status === 201 || r.status === 200, `upload: ${r.status} ${await r.text()}`);
+  }
+  return call(who, 'POST', `/v1/repos/${repo}/versions`, {
+    files: Object.entries(files).map(([path, data]) => ({ path, digest: digestOf(data), size: data.length })),
+    config: { peft_type: 'LORA', r: 8, lora_alpha: 16 },
+    ...extra,
+  });
+}
+
+describe('push and pull', () => {
+  const model = randomBytes(300_000);
+  const config = Buffer.from('{"peft_type":"LORA","r":8}');
+
+  it('creates a repository in a team namespace, once', async () => {
+    const r = await call('ada', 'POST', '/v1/repos', {
+      namespace: 'nlp',
+      name: 'support-bot',
+      baseModel: 'meta-llama/Llama-3.2-1B',
+      taskTags: ['chat'],
+    });
+    assert.equal(r.status, 201);
+    assert.deepEqual((await json(r)).visibility, 'private');
+    assert.equal((await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'support-bot', baseModel: 'x' })).status, 409);
+    const bad = await call('ada', 'POST', '/v1/repos', { namespace: 'NLP', name: 'x', baseModel: 'x', extra: 1 });
+    assert.equal(bad.status, 400);
+    assert.deepEqual((await json(bad)).errors.map((e: { path: string }) => e.path).sort(), ['body', 'body.namespace']);
+    assert.equal((await call('bob', 'POST', '/v1/repos', { namespace: 'nlp', name: 'intrusion', baseModel: 'x' })).status, 403);
+    assert.equal((await call('ada', 'POST', '/v1/repos', { namespace: 'nobody', name: 'x', baseModel: 'x' })).status, 404);
+  });
+
+  it('pushes a version from uploaded blobs and pulls it back by number and by tag', async () => {
+    const r = await push(
+      'ada',
+      'nlp/support-bot',
+      { 'adapter_config.json': config, 'adapter_model.safetensors': model },
+      { tags: ['prod'], rank: 8, lineage: [{ relation: 'trained_from', parentRef: 'hf:meta-llama/Llama-3.2-1B' }] },
+    );
+    assert.equal(r.status, 201, await r.clone().text());
+    const v = await json(r);
+    assert.equal(v.number, 1);
+    assert.deepEqual(v.tags, ['latest', 'prod']);
+    assert.deepEqual(v.lineage, [
+      { relation: 'trained_from', parent: null, parentRef: 'hf:meta-llama/Llama-3.2-1B', weight: null, parameters: {} },
+    ]);
+    for (const ref of ['1', 'latest', 'prod']) {
+      const got = await json(await call('adaRead', 'GET', `/v1/repos/nlp/support-bot/versions/${ref}`));
+      assert.equal(got.number, 1);
+    }
+    const list = await json(await call('adaRead', 'GET', '/v1/repos/nlp/support-bot/versions'));
+    assert.deepEqual(
+      list.items.map((x: { number: number }) => x.number),
+      [1],
+    );
+    const repo = await json(await call('adaRead', 'GET', '/v1/repos/nlp/support-bot'));
+    assert.deepEqual(repo.tags, { latest: 1, prod: 1 });
+  });
+
+  it('serves files with their digest as ETag, If-None-Match and byte ranges', async () => {
+    const path = '/v1/repos/nlp/support-bot/versions/latest/files/adapter_model.safetensors';
+    const full = await call('adaRead', 'GET', path);
+    assert.equal(full.status, 200);
+    assert.equal(full.headers.get('etag'), `"${digestOf(model)}"`);
+    assert.ok(Buffer.from(await full.arrayBuffer()).equals(model));
+    assert.equal((await call('adaRead', 'GET', path, undefined, { 'if-none-match': `"${digestOf(model)}"` })).status, 304);
+    const part = await call('adaRead', 'GET', path, undefined, { range: 'bytes=1000-1999' });
+    assert.equal(part.status, 206);
+    assert.equal(part.headers.get('content-range'), `bytes 1000-1999/${model.length}`);
+    assert.ok(Buffer.from(await part.arrayBuffer()).equals(model.subarray(1000, 2000)));
+    const tail = await call('adaRead', 'GET', path, undefined, { range: 'bytes=-10' });
+    assert.ok(Buffer.from(await tail.arrayBuffer()).equals(model.subarray(model.length - 10)));
+    const out = await call('adaRead', 'GET', path, undefined, { range: `bytes=${model.length}-` });
+    assert.equal(out.status, 416);
+    assert.equal((await call('adaRead', 'GET', '/v1/repos/nlp/support-bot/versions/1/files/nope.bin')).status, 404);
+  });
+
+  it('skips uploads of blobs the repository already has', async () => {
+    assert.equal((await call('ada', 'HEAD', `/v1/repos/nlp/support-bot/blobs/${digestOf(model)}`)).status, 200);
+    assert.equal((await call('ada', 'HEAD', `/v1/repos/nlp/support-bot/blobs/${digestOf(randomBytes(5))}`)).status, 404);
+  });
+
+  it('refuses bytes that do not match their digest, and commits that name missing blobs', async () => {
+    const data = randomBytes(100);
+    const r = await call('ada', 'PUT', `/v1/repos/nlp/support-bot/blobs/${digestOf(randomBytes(100))}`, data);
+    assert.equal(r.status, 422);
+    assert.match((await json(r)).detail, /hashes to sha256:.* not sha256:/);
+    const c = await call('ada', 'POST', '/v1/repos/nlp/support-bot/versions', {
+      files: [{ path: 'a.bin', digest: digestOf(data), size: 100 }],
+      config: {},
+    });
+    assert.equal(c.status, 400);
+    assert.match(JSON.stringify(await json(c)), /was not uploaded; upload it/);
+  });
+
+  it('gives one of two concurrent pushes of the same number a conflict', async () => {
+    const [a, b] = await Promise.all([
+      push('ada', 'nlp/support-bot', { 'adapter_model.safetensors': randomBytes(1000) }, { number: 2 }),
+      push('ada', 'nlp/support-bot', { 'adapter_model.safetensors': randomBytes(1000) }, { number: 2 }),
+    ]);
+    assert.deepEqual([a.status, b.status].sort(), [201, 409]);
+  });
+
+  it('records lineage to other versions the caller can read', async () => {
+    const r = await push(
+      'ada',
+      'nlp/support-bot',
+      { 'adapter_model.safetensors': randomBytes(500) },
+      { lineage: [{ relation: 'compressed_from', parent: 'nlp/support-bot@1', parameters: { energy: 0.95 } }] },
+    );
+    assert.equal(r.status, 201);
+    assert.equal((await json(r)).lineage[0].parent, 'nlp/support-bot@1');
+    // Another team cannot name (or probe) a private version as a parent.
+    assert.equal((await call('bob', 'POST', '/v1/repos', { namespace: 'vision', name: 'probe', baseModel: 'm' })).status, 201);
+    const hidden = await push(
+      'bob',
+      'vision/probe',
+      { 'x.bin': randomBytes(10) },
+      { lineage: [{ relation: 'merged_from', parent: 'nlp/support-bot@1', weight: 0.5 }] },
+    );
+    assert.equal(hidden.status, 400);
+    assert.match(JSON.stringify(await json(hidden)), /version nlp\/support-bot@1 not found/);
+  });
+
+  it('lets anyone read a public repository, and nobody else write to it', async () => {
+    assert.equal(
+      (await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'open', baseModel: 'm', visibility: 'public' })).status,
+      201,
+    );
+    assert.equal((await push('ada', 'nlp/open', { 'adapter_model.safetensors': Buffer.from('public bytes') })).status, 201);
+    const anon = await call('anonymous', 'GET', '/v1/repos/nlp/open/versions/latest/files/adapter_model.safetensors');
+    assert.equal(await anon.text(), 'public bytes');
+    assert.equal((await call('bob', 'PUT', `/v1/repos/nlp/open/blobs/${digestOf(Buffer.from('x'))}`, Buffer.from('x'))).status, 403);
+    assert.equal((await call('anonymous', 'PUT', `/v1/repos/nlp/open/blobs/${digestOf(Buffer.from('x'))}`, Buffer.from('x'))).status, 401);
+  });
+});
+
+describe('every route checks authorization', () => {
+  const callers: Who[] = ['anonymous', 'adaRead', 'bob', 'admin'];
+  const file = Buffer.from('route walk');
+  /** What each kind of route answers each caller, on a private repository of team nlp. */
+  const expected: Record<string, Record<Who, 'ok' | number>> = {
+    none: { anonymous: 'ok', adaRead: 'ok', bob: 'ok', admin: 'ok', ada: 'ok' },
+    read: { anonymous: 401, adaRead: 'ok', bob: 404, admin: 'ok', ada: 'ok' },
+    write: { anonymous: 401, adaRead: 403, bob: 404, admin: 'ok', ada: 'ok' },
+  };
+
+  before(async () => {
+    await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'walk', baseModel: 'm' });
+    assert.equal((await push('ada', 'nlp/walk', { 'adapter_config.json': file })).status, 201);
+  });
+
+  function request(operationId: string): { path: string; body?: unknown } {
+    const d = digestOf(file);
+    const table: Record<string, { path: string; body?: unknown }> = {
+      getHealth: { path: '/healthz' },
+      getReadiness: { path: '/readyz' },
+      getOpenApi: { path: '/v1/openapi.json' },
+      listJobSchemas: { path: '/v1/schemas' },
+      getJobSchema: { path: '/v1/schemas/AdapterJob' },
+      validateJob: { path: '/v1/jobs:validate', body: { kind: 'AdapterMerge', spec: {} } },
+      createRepository: { path: '/v1/repos', body: { namespace: 'nlp', name: `walk-${randomBytes(3).toString('hex')}`, baseModel: 'm' } },
+      getRepository: { path: '/v1/repos/nlp/walk' },
+      headBlob: { path: `/v1/repos/nlp/walk/blobs/${d}` },
+      uploadBlob: { path: `/v1/repos/nlp/walk/blobs/${d}`, body: file },
+      listVersions: { path: '/v1/repos/nlp/walk/versions' },
+      commitVersion: {
+        path: '/v1/repos/nlp/walk/versions',
+        body: { files: [{ path: 'adapter_config.json', digest: d, size: file.length }], config: {} },
+      },
+      getVersion: { path: '/v1/repos/nlp/walk/versions/latest' },
+      downloadFile: { path: '/v1/repos/nlp/walk/versions/1/files/adapter_config.json' },
+    };
+    const r = table[operationId];
+    if (!r) throw new Error(`the route walk has no request for ${operationId}: add one`);
+    return r;
+  }
+
+  for (const op of operations()) {
+    it(`${op.method.toUpperCase()} ${op.path} (${op.operationId}, ${op.auth})`, async () => {
+      const { path, body } = request(op.operationId);
+      const want = expected[op.auth === 'admin' || op.auth === 'site' ? 'write' : op.auth];
+      assert.ok(want, `no expectation for auth ${op.auth}`);
+      for (const who of callers) {
+        const r = await call(who, op.method.toUpperCase(), path, body);
+        // createRepository names a team, not a repository: other teams are refused, not hidden.
+        const expStatus: 'ok' | number = op.operationId === 'createRepository' && who === 'bob' ? 403 : want[who];
+        if (expStatus === 'ok') assert.ok(r.status < 400 || r.status === 422, `${who}: ${r.status} ${await r.text()}`);
+        else assert.equal(r.status, expStatus, `${who}: ${r.status} ${await r.text()}`);
+      }
+    });
+  }
+});

@@ -1,0 +1,47 @@
+/** A registry app on a free port over a fresh migrated database and a fresh bucket. */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createLogger } from '@lowrank/crds/log';
+import { serviceEnv } from '@lowrank/e2e/env';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { createApp } from '../../src/app.ts';
+import type { BlobStore } from '../../src/blobs/store.ts';
+import type { PrismaClient } from '../../src/generated/prisma/client.ts';
+import { closeBeforeDrop, migratedPrisma } from './database.ts';
+import { freshBucket } from './s3.ts';
+
+export interface TestRegistry {
+  base: string;
+  prisma: PrismaClient;
+  blobs: BlobStore;
+  redis: Redis;
+  db: pg.Pool;
+}
+
+const quiet = createLogger('registry-test', { write: () => {} } as never);
+
+export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: number } = {}): Promise<TestRegistry> {
+  const { url, prisma } = await migratedPrisma();
+  const { store, raw } = await freshBucket();
+  const db = new pg.Pool({ connectionString: url });
+  const redis = options.redis ?? new Redis(serviceEnv('REDIS_URL'));
+  const server: Server = createApp({
+    db,
+    redis,
+    prisma,
+    blobs: store,
+    log: quiet,
+    ...(options.maxBlobBytes ? { maxBlobBytes: options.maxBlobBytes } : {}),
+  }).listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  closeBeforeDrop(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    await Promise.allSettled([db.end(), prisma.$disconnect()]);
+    redis.disconnect();
+    store.destroy();
+    raw.destroy();
+  });
+  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, prisma, blobs: store, redis, db };
+}
