@@ -19,7 +19,7 @@ import type { Context } from './routes/context.ts';
 import { downloadFile } from './routes/files.ts';
 import { createRepository, getRepository } from './routes/repositories.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
-import { commitVersion, getVersion, listVersions } from './routes/versions.ts';
+import { commitVersion, getLineage, getVersion, listVersions } from './routes/versions.ts';
 
 export interface AppDeps {
   db: Pool;
@@ -48,6 +48,7 @@ export function createApp(deps: AppDeps): Express {
     commitVersion: commitVersion(ctx),
     getVersion: getVersion(ctx),
     downloadFile: downloadFile(ctx),
+    getLineage: getLineage(ctx),
   };
 
   const app = express();

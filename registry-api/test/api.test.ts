@@ -183,6 +183,51 @@ describe('push and pull', () => {
   });
 });
 
+describe('lineage', () => {
+  it('answers ancestors and descendants to a depth, hiding versions the caller cannot read', async () => {
+    for (const [ns, name, visibility] of [
+      ['nlp', 'base-a', 'internal'],
+      ['nlp', 'base-b', 'private'],
+      ['nlp', 'merged', 'internal'],
+      ['nlp', 'small', 'internal'],
+    ] as const) {
+      assert.equal((await call('ada', 'POST', '/v1/repos', { namespace: ns, name, baseModel: 'm', visibility })).status, 201);
+    }
+    const one = async (repo: string, lineage: unknown[] = []) => {
+      const r = await push('ada', repo, { 'adapter_model.safetensors': randomBytes(64) }, { lineage });
+      assert.equal(r.status, 201, await r.clone().text());
+      return (await json(r)).number as number;
+    };
+    await one('nlp/base-a', [{ relation: 'trained_from', parentRef: 'hf:meta-llama/Llama-3.2-1B' }]);
+    await one('nlp/base-b');
+    await one('nlp/merged', [
+      { relation: 'merged_from', parent: 'nlp/base-a@1', weight: 0.7 },
+      { relation: 'merged_from', parent: 'nlp/base-b@1', weight: 0.3 },
+    ]);
+    await one('nlp/small', [{ relation: 'compressed_from', parent: 'nlp/merged@1', parameters: { rank: 4 } }]);
+
+    const up = await json(await call('ada', 'GET', '/v1/repos/nlp/small/versions/1/lineage?direction=ancestors&depth=2'));
+    const names = (g: { nodes: { version: string | null; depth: number }[] }) => g.nodes.map((n) => `${n.depth}:${n.version}`);
+    assert.deepEqual(names(up), ['0:nlp/small@1', '1:nlp/merged@1', '2:nlp/base-a@1', '2:nlp/base-b@1']);
+    assert.deepEqual(up.edges.map((e: { relation: string; weight: number | null }) => `${e.relation}:${e.weight}`).sort(), [
+      'compressed_from:null',
+      'merged_from:0.3',
+      'merged_from:0.7',
+    ]);
+    const deeper = await json(await call('ada', 'GET', '/v1/repos/nlp/small/versions/1/lineage?direction=ancestors&depth=3'));
+    assert.ok(deeper.edges.some((e: { parentRef: string | null }) => e.parentRef === 'hf:meta-llama/Llama-3.2-1B'));
+    const down = await json(await call('ada', 'GET', '/v1/repos/nlp/base-a/versions/1/lineage?direction=descendants'));
+    assert.deepEqual(names(down), ['0:nlp/base-a@1', '1:nlp/merged@1', '2:nlp/small@1']);
+    // bob reads the internal chain but not the private parent.
+    const seenByBob = await json(await call('bob', 'GET', '/v1/repos/nlp/small/versions/1/lineage?direction=ancestors'));
+    assert.deepEqual(
+      seenByBob.nodes.filter((n: { hidden: boolean }) => n.hidden).map((n: { version: string | null }) => n.version),
+      [null],
+    );
+    assert.equal((await call('ada', 'GET', '/v1/repos/nlp/small/versions/1/lineage?depth=0')).status, 400);
+  });
+});
+
 describe('every route checks authorization', () => {
   const callers: Who[] = ['anonymous', 'adaRead', 'bob', 'admin'];
   const file = Buffer.from('route walk');
@@ -218,6 +263,7 @@ describe('every route checks authorization', () => {
       },
       getVersion: { path: '/v1/repos/nlp/walk/versions/latest' },
       downloadFile: { path: '/v1/repos/nlp/walk/versions/1/files/adapter_config.json' },
+      getLineage: { path: '/v1/repos/nlp/walk/versions/1/lineage?depth=3' },
     };
     const r = table[operationId];
     if (!r) throw new Error(`the route walk has no request for ${operationId}: add one`);

@@ -1,9 +1,11 @@
 /** listVersions, commitVersion, getVersion. */
 import { type FieldError, LowrankError } from '@lowrank/crds/errors';
 import type { RequestHandler, Response } from 'express';
+import { decide } from '../auth/policy.ts';
 import type { Relation, Repository } from '../generated/prisma/client.ts';
 import { commitVersion as commit, type LineageInput } from '../versions/commit.ts';
 import type { VersionFileInput } from '../versions/files.ts';
+import { lineageGraph } from '../versions/lineage.ts';
 import { authorize, type Context, paramsOf, principalOf, repositoryFor } from './context.ts';
 import { versionInclude, versionView } from './views.ts';
 
@@ -121,5 +123,21 @@ export function commitVersion(ctx: Context): RequestHandler {
     });
     const version = await ctx.prisma.version.findUniqueOrThrow({ where: { id: made.id }, include: versionInclude });
     res.status(201).json(versionView(version));
+  };
+}
+
+export function getLineage(ctx: Context): RequestHandler {
+  return async (req, res) => {
+    const repo = await repositoryFor(ctx, res, 'read');
+    const version = await resolveVersion(ctx, repo, paramsOf(res).ref as string);
+    const principal = principalOf(res);
+    const direction = (req.query.direction as 'ancestors' | 'descendants' | 'both' | undefined) ?? 'both';
+    const depth = req.query.depth === undefined ? 8 : Number(req.query.depth);
+    const graph = await lineageGraph(ctx.prisma, version.id, {
+      direction,
+      depth,
+      canRead: (r) => decide(principal, 'read', { teamId: r.teamId, visibility: r.visibility }).allowed,
+    });
+    res.json({ root: version.id, ...graph });
   };
 }
