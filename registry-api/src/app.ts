@@ -18,6 +18,7 @@ import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { downloadFile } from './routes/files.ts';
 import { createRepository, getRepository } from './routes/repositories.ts';
+import { searchRepositories } from './routes/search.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
 import { commitVersion, getLineage, getVersion, listVersions } from './routes/versions.ts';
 
@@ -42,6 +43,7 @@ export function createApp(deps: AppDeps): Express {
     validateJob,
     createRepository: createRepository(ctx),
     getRepository: getRepository(ctx),
+    searchRepositories: searchRepositories(ctx),
     headBlob: headBlob(ctx),
     uploadBlob: uploadBlob(ctx),
     listVersions: listVersions(ctx),

@@ -183,6 +183,44 @@ describe('push and pull', () => {
   });
 });
 
+describe('search', () => {
+  it('finds repositories by text and filters, only among those the caller may read', async () => {
+    const mk = async (name: string, visibility: string, description: string, taskTags: string[], rank: number, method: string) => {
+      assert.equal(
+        (
+          await call('ada', 'POST', '/v1/repos', {
+            namespace: 'nlp',
+            name,
+            baseModel: 'Qwen/Qwen2-0.5B',
+            visibility,
+            description,
+            taskTags,
+          })
+        ).status,
+        201,
+      );
+      assert.equal((await push('ada', `nlp/${name}`, { 'adapter_model.safetensors': randomBytes(32) }, { rank, method })).status, 201);
+    };
+    await mk('legal-summarizer', 'internal', 'Summarises contracts and court rulings', ['summarization', 'legal'], 16, 'dora');
+    await mk('legal-private', 'private', 'Internal legal drafts', ['legal'], 8, 'lora');
+    await mk('chat-helper', 'public', 'Friendly chat about contracts', ['chat'], 64, 'rslora');
+    const find = async (who: Who, query: string) =>
+      (await json(await call(who, 'GET', `/v1/repos?${query}`))).items.map((r: { name: string }) => r.name);
+    assert.deepEqual((await find('ada', 'q=legal&baseModel=Qwen/Qwen2-0.5B')).sort(), ['legal-private', 'legal-summarizer']);
+    assert.deepEqual(await find('bob', 'q=legal&baseModel=Qwen/Qwen2-0.5B'), ['legal-summarizer']);
+    assert.deepEqual(await find('anonymous', 'q=contracts'), ['chat-helper']);
+    assert.deepEqual(await find('ada', 'q=contracts&tag=legal'), ['legal-summarizer']);
+    assert.deepEqual(await find('ada', 'baseModel=Qwen/Qwen2-0.5B&method=rslora'), ['chat-helper']);
+    assert.deepEqual(await find('ada', 'baseModel=Qwen/Qwen2-0.5B&rank=8'), ['legal-private']);
+    assert.deepEqual(await find('ada', 'q=legal -private'), ['legal-summarizer']);
+    const page = await json(await call('ada', 'GET', '/v1/repos?baseModel=Qwen/Qwen2-0.5B&limit=2'));
+    assert.equal(page.total, 3);
+    assert.equal(page.items.length, 2);
+    assert.equal((await call('ada', 'GET', '/v1/repos?limit=1000')).status, 400);
+    assert.equal((await call('ada', 'GET', '/v1/repos?color=blue')).status, 400);
+  });
+});
+
 describe('lineage', () => {
   it('answers ancestors and descendants to a depth, hiding versions the caller cannot read', async () => {
     for (const [ns, name, visibility] of [
@@ -254,6 +292,7 @@ describe('every route checks authorization', () => {
       validateJob: { path: '/v1/jobs:validate', body: { kind: 'AdapterMerge', spec: {} } },
       createRepository: { path: '/v1/repos', body: { namespace: 'nlp', name: `walk-${randomBytes(3).toString('hex')}`, baseModel: 'm' } },
       getRepository: { path: '/v1/repos/nlp/walk' },
+      searchRepositories: { path: '/v1/repos?q=walk' },
       headBlob: { path: `/v1/repos/nlp/walk/blobs/${d}` },
       uploadBlob: { path: `/v1/repos/nlp/walk/blobs/${d}`, body: file },
       listVersions: { path: '/v1/repos/nlp/walk/versions' },
