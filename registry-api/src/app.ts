@@ -17,6 +17,7 @@ import { errorHandler, notFound } from './problem.ts';
 import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { downloadFile } from './routes/files.ts';
+import { hubModelInfo, hubResolve, hubTree } from './routes/hf.ts';
 import { createRepository, getRepository } from './routes/repositories.ts';
 import { searchRepositories } from './routes/search.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
@@ -51,6 +52,12 @@ export function createApp(deps: AppDeps): Express {
     getVersion: getVersion(ctx),
     downloadFile: downloadFile(ctx),
     getLineage: getLineage(ctx),
+    hubModelInfo: hubModelInfo(ctx),
+    hubModelInfoAtRevision: hubModelInfo(ctx),
+    hubTree: hubTree(ctx),
+    hubTreeAtPath: hubTree(ctx),
+    hubResolve: hubResolve(ctx),
+    hubResolveHead: hubResolve(ctx),
   };
 
   const app = express();

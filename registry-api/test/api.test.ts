@@ -303,6 +303,12 @@ describe('every route checks authorization', () => {
       getVersion: { path: '/v1/repos/nlp/walk/versions/latest' },
       downloadFile: { path: '/v1/repos/nlp/walk/versions/1/files/adapter_config.json' },
       getLineage: { path: '/v1/repos/nlp/walk/versions/1/lineage?depth=3' },
+      hubModelInfo: { path: '/api/models/nlp/walk' },
+      hubModelInfoAtRevision: { path: '/api/models/nlp/walk/revision/1' },
+      hubTree: { path: '/api/models/nlp/walk/tree/main?recursive=True' },
+      hubTreeAtPath: { path: '/api/models/nlp/walk/tree/main/adapter_config.json' },
+      hubResolve: { path: '/nlp/walk/resolve/main/adapter_config.json' },
+      hubResolveHead: { path: '/nlp/walk/resolve/main/adapter_config.json' },
     };
     const r = table[operationId];
     if (!r) throw new Error(`the route walk has no request for ${operationId}: add one`);
