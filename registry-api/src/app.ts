@@ -21,6 +21,7 @@ import { hubModelInfo, hubResolve, hubTree } from './routes/hf.ts';
 import { createRepository, getRepository } from './routes/repositories.ts';
 import { searchRepositories } from './routes/search.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
+import { deleteTag, setTag, yankVersion } from './routes/tags.ts';
 import { commitVersion, getLineage, getVersion, listVersions } from './routes/versions.ts';
 
 export interface AppDeps {
@@ -52,6 +53,9 @@ export function createApp(deps: AppDeps): Express {
     getVersion: getVersion(ctx),
     downloadFile: downloadFile(ctx),
     getLineage: getLineage(ctx),
+    setTag: setTag(ctx),
+    deleteTag: deleteTag(ctx),
+    yankVersion: yankVersion(ctx),
     hubModelInfo: hubModelInfo(ctx),
     hubModelInfoAtRevision: hubModelInfo(ctx),
     hubTree: hubTree(ctx),

@@ -183,6 +183,34 @@ describe('push and pull', () => {
   });
 });
 
+describe('tags and yanking', () => {
+  it('moves tags, keeps latest, and yanks a version without breaking its lineage', async () => {
+    assert.equal((await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'tagged', baseModel: 'm' })).status, 201);
+    for (let i = 0; i < 3; i++)
+      assert.equal((await push('ada', 'nlp/tagged', { 'adapter_model.safetensors': randomBytes(40) })).status, 201);
+    assert.deepEqual(await json(await call('ada', 'PUT', '/v1/repos/nlp/tagged/tags/prod', { version: 2 })), { tag: 'prod', version: 2 });
+    assert.deepEqual(await json(await call('ada', 'PUT', '/v1/repos/nlp/tagged/tags/canary', { version: 'latest' })), {
+      tag: 'canary',
+      version: 3,
+    });
+    assert.equal((await call('ada', 'PUT', '/v1/repos/nlp/tagged/tags/42', { version: 1 })).status, 400);
+    assert.equal((await call('ada', 'DELETE', '/v1/repos/nlp/tagged/tags/latest')).status, 400);
+    // Yanking needs admin rights on the repository: a maintainer with an admin-scoped token.
+    assert.equal((await call('ada', 'POST', '/v1/repos/nlp/tagged/versions/3:yank', { reason: 'trained on eval data' })).status, 403);
+    const y = await call('admin', 'POST', '/v1/repos/nlp/tagged/versions/3:yank', { reason: 'trained on eval data' });
+    assert.equal(y.status, 200, await y.clone().text());
+    assert.equal((await json(y)).yanked.reason, 'trained on eval data');
+    const repo = await json(await call('ada', 'GET', '/v1/repos/nlp/tagged'));
+    assert.deepEqual(repo.tags, { latest: 2, prod: 2 }, 'latest fell back, canary was removed');
+    assert.equal((await json(await call('ada', 'GET', '/v1/repos/nlp/tagged/versions/3'))).yanked.reason, 'trained on eval data');
+    assert.equal((await call('ada', 'PUT', '/v1/repos/nlp/tagged/tags/prod', { version: 3 })).status, 409);
+    assert.equal((await call('admin', 'POST', '/v1/repos/nlp/tagged/versions/3:yank', { reason: 'again' })).status, 409);
+    assert.equal((await call('ada', 'DELETE', '/v1/repos/nlp/tagged/tags/prod')).status, 204);
+    assert.equal((await call('ada', 'DELETE', '/v1/repos/nlp/tagged/tags/prod')).status, 404);
+    assert.equal((await call('ada', 'POST', '/v1/jobsfoo')).status, 404, 'custom methods are literal');
+  });
+});
+
 describe('search', () => {
   it('finds repositories by text and filters, only among those the caller may read', async () => {
     const mk = async (name: string, visibility: string, description: string, taskTags: string[], rank: number, method: string) => {
@@ -303,6 +331,9 @@ describe('every route checks authorization', () => {
       getVersion: { path: '/v1/repos/nlp/walk/versions/latest' },
       downloadFile: { path: '/v1/repos/nlp/walk/versions/1/files/adapter_config.json' },
       getLineage: { path: '/v1/repos/nlp/walk/versions/1/lineage?depth=3' },
+      setTag: { path: '/v1/repos/nlp/walk/tags/stable', body: { version: 1 } },
+      deleteTag: { path: '/v1/repos/nlp/walk/tags/stable' },
+      yankVersion: { path: '/v1/repos/nlp/walk/versions/1:yank', body: { reason: 'route walk' } },
       hubModelInfo: { path: '/api/models/nlp/walk' },
       hubModelInfoAtRevision: { path: '/api/models/nlp/walk/revision/1' },
       hubTree: { path: '/api/models/nlp/walk/tree/main?recursive=True' },

@@ -47,7 +47,13 @@ export function operations(): Operation[] {
   return out;
 }
 
-/** Express 5 route syntax: {x} -> :x, and a trailing {path} matches the rest (*path). */
+/**
+ * Express 5 route syntax: literal colons escaped (`/v1/jobs:validate` is a custom method,
+ * not a parameter), {x} -> :x, and a trailing {path} matches the rest (*path).
+ */
 export function expressPath(path: string): string {
-  return path.replace(/\{path\}$/, '*path').replace(/\{([A-Za-z0-9_]+)\}/g, ':$1');
+  return path
+    .replaceAll(':', '\\:')
+    .replace(/\{path\}$/, '*path')
+    .replace(/\{([A-Za-z0-9_]+)\}/g, ':$1');
 }
