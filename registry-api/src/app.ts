@@ -18,6 +18,7 @@ import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { downloadFile } from './routes/files.ts';
 import { hubModelInfo, hubResolve, hubTree } from './routes/hf.ts';
+import { getMe } from './routes/me.ts';
 import { createRepository, getRepository } from './routes/repositories.ts';
 import { searchRepositories } from './routes/search.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
@@ -43,6 +44,7 @@ export function createApp(deps: AppDeps): Express {
     listJobSchemas,
     getJobSchema,
     validateJob,
+    getMe: getMe(ctx),
     createRepository: createRepository(ctx),
     getRepository: getRepository(ctx),
     searchRepositories: searchRepositories(ctx),

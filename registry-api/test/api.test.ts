@@ -300,6 +300,7 @@ describe('every route checks authorization', () => {
   /** What each kind of route answers each caller, on a private repository of team nlp. */
   const expected: Record<string, Record<Who, 'ok' | number>> = {
     none: { anonymous: 'ok', adaRead: 'ok', bob: 'ok', admin: 'ok', ada: 'ok' },
+    user: { anonymous: 401, adaRead: 'ok', bob: 'ok', admin: 'ok', ada: 'ok' },
     read: { anonymous: 401, adaRead: 'ok', bob: 404, admin: 'ok', ada: 'ok' },
     write: { anonymous: 401, adaRead: 403, bob: 404, admin: 'ok', ada: 'ok' },
   };
@@ -318,6 +319,7 @@ describe('every route checks authorization', () => {
       listJobSchemas: { path: '/v1/schemas' },
       getJobSchema: { path: '/v1/schemas/AdapterJob' },
       validateJob: { path: '/v1/jobs:validate', body: { kind: 'AdapterMerge', spec: {} } },
+      getMe: { path: '/v1/me' },
       createRepository: { path: '/v1/repos', body: { namespace: 'nlp', name: `walk-${randomBytes(3).toString('hex')}`, baseModel: 'm' } },
       getRepository: { path: '/v1/repos/nlp/walk' },
       searchRepositories: { path: '/v1/repos?q=walk' },

@@ -16,7 +16,7 @@ describe('openapi.yaml', () => {
     const ops = operations();
     assert.equal(new Set(ops.map((o) => o.operationId)).size, ops.length);
     for (const op of ops) {
-      assert.ok(['none', 'read', 'write', 'admin', 'site'].includes(op.auth), `${op.operationId}: x-lowrank-auth`);
+      assert.ok(['none', 'user', 'read', 'write', 'admin', 'site'].includes(op.auth), `${op.operationId}: x-lowrank-auth`);
       const responses = (openapiDocument.paths[op.path]?.[op.method] as { responses: Record<string, unknown> }).responses;
       if (op.auth !== 'none') assert.ok(responses['401'], `${op.operationId} documents 401`);
       if (op.requestSchema) assert.ok(responses['400'] ?? responses['422'], `${op.operationId} documents its validation errors`);

@@ -10,7 +10,8 @@ export interface Operation {
   method: 'get' | 'head' | 'post' | 'put' | 'patch' | 'delete';
   /** As written in the document: /v1/repos/{namespace}/{name}. */
   path: string;
-  auth: 'none' | 'read' | 'write' | 'admin' | 'site';
+  /** none: anyone; user: any signed-in caller; read/write/admin: on the repository named; site: site admins. */
+  auth: 'none' | 'user' | 'read' | 'write' | 'admin' | 'site';
   parameters: { name: string; in: 'path' | 'query' | 'header'; required?: boolean; schema: object }[];
   requestContentType?: string;
   requestSchema?: object;
