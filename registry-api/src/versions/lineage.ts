@@ -4,7 +4,7 @@
  * recursive query per direction; versions the caller may not read are returned as
  * hidden nodes (their existence, not their name), so a graph never leaks a private repository.
  */
-import type { PrismaClient } from '../generated/prisma/client.ts';
+import { Prisma, type PrismaClient } from '../generated/prisma/client.ts';
 
 export interface LineageNode {
   id: string;
@@ -35,27 +35,19 @@ interface Row {
 const MAX_EDGES = 5000;
 
 async function walk(db: PrismaClient, rootId: string, direction: 'ancestors' | 'descendants', depth: number): Promise<Row[]> {
-  // ancestors: follow child -> parent; descendants: parent -> child.
-  if (direction === 'ancestors') {
-    return db.$queryRaw<Row[]>`
-      WITH RECURSIVE up AS (
-        SELECT e."childId" AS child_id, e."parentId" AS parent_id, e."parentRef" AS parent_ref, e.relation::text AS relation, e.weight, 1 AS depth
-        FROM "LineageEdge" e WHERE e."childId" = ${rootId}::uuid
-        UNION
-        SELECT e."childId", e."parentId", e."parentRef", e.relation::text, e.weight, up.depth + 1
-        FROM "LineageEdge" e JOIN up ON e."childId" = up.parent_id
-        WHERE up.depth < ${depth}
-      ) SELECT * FROM up LIMIT ${MAX_EDGES}`;
-  }
+  // ancestors follow child -> parent, descendants parent -> child: the same query with the columns swapped.
+  const near = direction === 'ancestors' ? 'childId' : 'parentId';
+  const nearCol = Prisma.raw(`e."${near}"`);
+  const farOut = Prisma.raw(direction === 'ancestors' ? 'walk.parent_id' : 'walk.child_id');
   return db.$queryRaw<Row[]>`
-    WITH RECURSIVE down AS (
+    WITH RECURSIVE walk AS (
       SELECT e."childId" AS child_id, e."parentId" AS parent_id, e."parentRef" AS parent_ref, e.relation::text AS relation, e.weight, 1 AS depth
-      FROM "LineageEdge" e WHERE e."parentId" = ${rootId}::uuid
+      FROM "LineageEdge" e WHERE ${nearCol} = ${rootId}::uuid
       UNION
-      SELECT e."childId", e."parentId", e."parentRef", e.relation::text, e.weight, down.depth + 1
-      FROM "LineageEdge" e JOIN down ON e."parentId" = down.child_id
-      WHERE down.depth < ${depth}
-    ) SELECT * FROM down LIMIT ${MAX_EDGES}`;
+      SELECT e."childId", e."parentId", e."parentRef", e.relation::text, e.weight, walk.depth + 1
+      FROM "LineageEdge" e JOIN walk ON ${nearCol} = ${farOut}
+      WHERE walk.depth < ${depth}
+    ) SELECT * FROM walk LIMIT ${MAX_EDGES}`;
 }
 
 export async function lineageGraph(
