@@ -17,7 +17,9 @@ describe('openapi.yaml', () => {
     assert.equal(new Set(ops.map((o) => o.operationId)).size, ops.length);
     for (const op of ops) {
       assert.ok(['none', 'user', 'read', 'write', 'admin', 'site'].includes(op.auth), `${op.operationId}: x-lowrank-auth`);
-      const responses = (openapiDocument.paths[op.path]?.[op.method] as { responses: Record<string, unknown> }).responses;
+      const operation = openapiDocument.paths[op.path]?.[op.method] as { responses: Record<string, unknown> } | undefined;
+      assert.ok(operation, `${op.operationId} is in the document`);
+      const { responses } = operation;
       if (op.auth !== 'none') assert.ok(responses['401'], `${op.operationId} documents 401`);
       if (op.requestSchema) assert.ok(responses['400'] ?? responses['422'], `${op.operationId} documents its validation errors`);
     }
