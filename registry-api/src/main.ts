@@ -9,6 +9,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createApp } from './app.ts';
+import { bootstrapLocalAdmin } from './bootstrap.ts';
 import { loadConfig } from './config.ts';
 import { migrate } from './db/migrate.ts';
 import { PrismaClient } from './generated/prisma/client.ts';
@@ -23,6 +24,10 @@ async function main(): Promise<void> {
   const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: config.databaseUrl }) });
   const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
   await redis.connect();
+  const tokenFile = process.env.LOWRANK_BOOTSTRAP_TOKEN_FILE;
+  if (tokenFile && (await bootstrapLocalAdmin(prisma, tokenFile))) {
+    log.info({ tokenFile }, `first start: created user admin (team demo); its admin token is in ${tokenFile}`);
+  }
   const blobs = await config.blobs();
   log.info({ blobs: blobs.kind }, 'blob store ready');
   const app = createApp({ db, redis, prisma, blobs, log, maxBlobBytes: config.maxBlobBytes });
