@@ -1,20 +1,14 @@
 /** createRepository, getRepository. */
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RequestHandler } from 'express';
+import type { RepositoryCreate } from '../api-types.ts';
 import { Prisma } from '../generated/prisma/client.ts';
 import { authorize, type Context, principalOf, repositoryFor } from './context.ts';
 import { repositoryView } from './views.ts';
 
 export function createRepository(ctx: Context): RequestHandler {
   return async (req, res) => {
-    const body = req.body as {
-      namespace: string;
-      name: string;
-      baseModel: string;
-      taskTags?: string[];
-      visibility?: 'private' | 'internal' | 'public';
-      description?: string;
-    };
+    const body = req.body as RepositoryCreate;
     const principal = principalOf(res);
     if (!principal) throw new LowrankError('unauthorized', 'sign in: send `Authorization: Bearer <token>`');
     const team = await ctx.prisma.team.findUnique({ where: { name: body.namespace } });

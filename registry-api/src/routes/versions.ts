@@ -1,25 +1,15 @@
 /** listVersions, commitVersion, getVersion. */
 import { type FieldError, LowrankError } from '@lowrank/crds/errors';
 import type { RequestHandler, Response } from 'express';
+import type { VersionCommit } from '../api-types.ts';
 import { decide } from '../auth/policy.ts';
-import type { Relation, Repository } from '../generated/prisma/client.ts';
+import type { Repository } from '../generated/prisma/client.ts';
 import { commitVersion as commit, type LineageInput } from '../versions/commit.ts';
-import type { VersionFileInput } from '../versions/files.ts';
 import { lineageGraph } from '../versions/lineage.ts';
 import { authorize, type Context, paramsOf, principalOf, repositoryFor } from './context.ts';
 import { versionInclude, versionView } from './views.ts';
 
-interface CommitBody {
-  number?: number;
-  files: VersionFileInput[];
-  config: Record<string, unknown>;
-  method?: string;
-  methodMetadata?: Record<string, unknown>;
-  metrics?: Record<string, unknown>;
-  rank?: number;
-  lineage?: { relation: Relation; parent?: string; parentRef?: string; weight?: number; parameters?: Record<string, unknown> }[];
-  tags?: string[];
-}
+type CommitBody = VersionCommit;
 
 /** A version by number or tag, as the caller may read it. */
 export async function resolveVersion(ctx: Context, repo: Repository, ref: string) {
