@@ -11,6 +11,7 @@ import type { Pool } from 'pg';
 import { authenticate } from './auth/principal.ts';
 import type { BlobStore } from './blobs/store.ts';
 import type { PrismaClient } from './generated/prisma/client.ts';
+import type { JobQueue } from './jobs/queue.ts';
 import { expressPath, operations } from './openapi/document.ts';
 import { requestValidator } from './openapi/request-validator.ts';
 import { errorHandler, notFound } from './problem.ts';
@@ -18,6 +19,7 @@ import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { downloadFile } from './routes/files.ts';
 import { hubModelInfo, hubResolve, hubTree } from './routes/hf.ts';
+import { cancelJob, getJob, jobEvents, listJobs, reportJobProgress, submitJob } from './routes/jobs.ts';
 import { getMe } from './routes/me.ts';
 import { createRepository, getRepository } from './routes/repositories.ts';
 import { searchRepositories } from './routes/search.ts';
@@ -31,6 +33,8 @@ export interface AppDeps {
   prisma: PrismaClient;
   blobs: BlobStore;
   log: Logger;
+  /** The queue jobs submitted over REST go to (the local executor consumes it). */
+  jobs: JobQueue;
   /** Largest accepted blob upload (default 20 GiB). */
   maxBlobBytes?: number;
 }
@@ -45,6 +49,12 @@ export function createApp(deps: AppDeps): Express {
     getJobSchema,
     validateJob,
     getMe: getMe(ctx),
+    submitJob: submitJob(ctx, deps.jobs),
+    listJobs: listJobs(ctx),
+    getJob: getJob(ctx),
+    cancelJob: cancelJob(ctx, deps.jobs),
+    reportJobProgress: reportJobProgress(ctx, deps.jobs),
+    jobEvents: jobEvents(ctx, deps.redis),
     createRepository: createRepository(ctx),
     getRepository: getRepository(ctx),
     searchRepositories: searchRepositories(ctx),

@@ -13,6 +13,7 @@ import { bootstrapLocalAdmin } from './bootstrap.ts';
 import { loadConfig } from './config.ts';
 import { migrate } from './db/migrate.ts';
 import { PrismaClient } from './generated/prisma/client.ts';
+import { jobQueue } from './jobs/queue.ts';
 
 const log = createLogger('registry-api');
 
@@ -30,7 +31,8 @@ async function main(): Promise<void> {
   }
   const blobs = await config.blobs();
   log.info({ blobs: blobs.kind }, 'blob store ready');
-  const app = createApp({ db, redis, prisma, blobs, log, maxBlobBytes: config.maxBlobBytes });
+  const jobs = jobQueue(redis);
+  const app = createApp({ db, redis, prisma, blobs, jobs, log, maxBlobBytes: config.maxBlobBytes });
   const server = app.listen(config.port, config.host);
   await new Promise<void>((res, rej) => {
     server.once('listening', res);
@@ -42,7 +44,7 @@ async function main(): Promise<void> {
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
     server.close(async () => {
-      await Promise.allSettled([db.end(), redis.quit(), prisma.$disconnect()]);
+      await Promise.allSettled([jobs.close(), db.end(), redis.quit(), prisma.$disconnect()]);
       process.exit(0);
     });
     setTimeout(() => process.exit(1), 10_000).unref();

@@ -5,11 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { parse } from 'yaml';
 import { createToken } from '../src/auth/tokens.ts';
 import { operations } from '../src/openapi/document.ts';
 import { startRegistry, type TestRegistry } from './support/app.ts';
 
+const example = parse(readFileSync(join(import.meta.dirname, '..', '..', 'crds', 'examples', 'adapterjob-train-lora.yaml'), 'utf8'));
 const digestOf = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 let reg: TestRegistry;
 const tokens: Record<'ada' | 'adaRead' | 'bob' | 'admin', string> = { ada: '', adaRead: '', bob: '', admin: '' };
@@ -305,9 +309,17 @@ describe('every route checks authorization', () => {
     write: { anonymous: 401, adaRead: 403, bob: 404, admin: 'ok', ada: 'ok' },
   };
 
+  const jobIds: Record<'read' | 'cancel' | 'progress', string> = { read: '', cancel: '', progress: '' };
+  const job = () => ({ ...example, spec: { ...example.spec, output: { repository: 'nlp/walk' } } });
+
   before(async () => {
     await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'walk', baseModel: 'm' });
     assert.equal((await push('ada', 'nlp/walk', { 'adapter_config.json': file })).status, 201);
+    for (const k of Object.keys(jobIds) as (keyof typeof jobIds)[]) {
+      const r = await call('ada', 'POST', '/v1/jobs', job());
+      assert.equal(r.status, 201, await r.clone().text());
+      jobIds[k] = (await json(r)).id;
+    }
   });
 
   function request(operationId: string): { path: string; body?: unknown } {
@@ -320,6 +332,12 @@ describe('every route checks authorization', () => {
       getJobSchema: { path: '/v1/schemas/AdapterJob' },
       validateJob: { path: '/v1/jobs:validate', body: { kind: 'AdapterMerge', spec: {} } },
       getMe: { path: '/v1/me' },
+      listJobs: { path: '/v1/jobs' },
+      submitJob: { path: '/v1/jobs', body: job() },
+      getJob: { path: `/v1/jobs/${jobIds.read}` },
+      jobEvents: { path: `/v1/jobs/${jobIds.read}/events` },
+      cancelJob: { path: `/v1/jobs/${jobIds.cancel}:cancel` },
+      reportJobProgress: { path: `/v1/jobs/${jobIds.progress}/progress`, body: { status: 'running', progress: { step: 1, total: 10 } } },
       createRepository: { path: '/v1/repos', body: { namespace: 'nlp', name: `walk-${randomBytes(3).toString('hex')}`, baseModel: 'm' } },
       getRepository: { path: '/v1/repos/nlp/walk' },
       searchRepositories: { path: '/v1/repos?q=walk' },
@@ -355,10 +373,13 @@ describe('every route checks authorization', () => {
       assert.ok(want, `no expectation for auth ${op.auth}`);
       for (const who of callers) {
         const r = await call(who, op.method.toUpperCase(), path, body);
-        // createRepository names a team, not a repository: other teams are refused, not hidden.
-        const expStatus: 'ok' | number = op.operationId === 'createRepository' && who === 'bob' ? 403 : want[who];
-        if (expStatus === 'ok') assert.ok(r.status < 400 || r.status === 422, `${who}: ${r.status} ${await r.text()}`);
-        else assert.equal(r.status, expStatus, `${who}: ${r.status} ${await r.text()}`);
+        // createRepository and submitJob name a team, not a repository: other teams are refused, not hidden.
+        const namesTeam = op.operationId === 'createRepository' || op.operationId === 'submitJob';
+        const expStatus: 'ok' | number = namesTeam && who === 'bob' ? 403 : want[who];
+        const ok = expStatus === 'ok' ? r.status < 400 || r.status === 422 : r.status === expStatus;
+        // Read the body only to explain a failure: event streams stay open until their job ends.
+        if (!ok) assert.fail(`${who}: expected ${expStatus}, got ${r.status} ${await r.text()}`);
+        await r.body?.cancel();
       }
     });
   }

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { createApp } from '../../src/app.ts';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import type { PrismaClient } from '../../src/generated/prisma/client.ts';
+import { jobQueue } from '../../src/jobs/queue.ts';
 import { closeBeforeDrop, migratedPrisma } from './database.ts';
 import { freshBucket } from './s3.ts';
 
@@ -26,11 +27,13 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
   const { store, raw } = await freshBucket();
   const db = new pg.Pool({ connectionString: url });
   const redis = options.redis ?? new Redis(serviceEnv('REDIS_URL'));
+  const jobs = jobQueue(redis);
   const server: Server = createApp({
     db,
     redis,
     prisma,
     blobs: store,
+    jobs,
     log: quiet,
     ...(options.maxBlobBytes ? { maxBlobBytes: options.maxBlobBytes } : {}),
   }).listen(0, '127.0.0.1');
@@ -38,7 +41,7 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
   closeBeforeDrop(async () => {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
-    await Promise.allSettled([db.end(), prisma.$disconnect()]);
+    await Promise.allSettled([jobs.close(), db.end(), prisma.$disconnect()]);
     redis.disconnect();
     store.destroy();
     raw.destroy();

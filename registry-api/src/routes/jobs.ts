@@ -1,0 +1,160 @@
+/**
+ * Jobs over REST: submitJob (the custom resource or {kind, spec}, validated by the shared
+ * job schema and queued for the local executor), listJobs, getJob, cancelJob,
+ * reportJobProgress (from the worker running it) and jobEvents (Server-Sent Events of
+ * its status and progress until it ends).
+ */
+import { asResource, problemCount, validateResource } from '@lowrank/crds';
+import { LowrankError } from '@lowrank/crds/errors';
+import type { RequestHandler, Response } from 'express';
+import type { Redis } from 'ioredis';
+import type { Job, JobStatus, Prisma } from '../generated/prisma/client.ts';
+import { type JobQueue, jobChannel } from '../jobs/queue.ts';
+import { authorize, type Context, paramsOf, principalOf } from './context.ts';
+
+const TERMINAL: JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+
+export const jobView = (j: Job) => ({
+  id: j.id,
+  kind: j.kind,
+  name: j.name,
+  status: j.status,
+  progress: j.progress,
+  attempts: j.attempts,
+  error: j.error,
+  createdAt: j.createdAt.toISOString(),
+  startedAt: j.startedAt?.toISOString() ?? null,
+  finishedAt: j.finishedAt?.toISOString() ?? null,
+  spec: (j.spec as { spec?: unknown }).spec ?? null,
+});
+
+/** The team that owns a job: the namespace of the repository it writes to. */
+async function teamOf(ctx: Context, spec: unknown): Promise<{ id: string; name: string }> {
+  const repo = (spec as { output?: { repository?: string } }).output?.repository ?? '';
+  const name = repo.split('/')[0] ?? '';
+  const team = await ctx.prisma.team.findUnique({ where: { name } });
+  if (!team) throw new LowrankError('not_found', `no team named "${name}" for output.repository ${repo}`);
+  return team;
+}
+
+async function jobFor(ctx: Context, res: Response, action: 'read' | 'write'): Promise<Job> {
+  const principal = principalOf(res);
+  if (!principal) throw new LowrankError('unauthorized', 'sign in: send `Authorization: Bearer <token>`');
+  const job = await ctx.prisma.job.findUnique({ where: { id: paramsOf(res).id as string } });
+  if (!job) throw new LowrankError('not_found', `job ${paramsOf(res).id} not found`);
+  const team = await teamOf(ctx, (job.spec as { spec?: unknown }).spec);
+  authorize(principal, action, { teamId: team.id, visibility: 'private' }, `job ${job.id}`);
+  return job;
+}
+
+export function submitJob(ctx: Context, queue: JobQueue): RequestHandler {
+  return async (req, res) => {
+    const principal = principalOf(res);
+    if (!principal) throw new LowrankError('unauthorized', 'sign in: send `Authorization: Bearer <token>`');
+    const result = validateResource(asResource(req.body, { generateName: 'job-' }));
+    if (!result.ok) throw new LowrankError('invalid_spec', `job is invalid: ${problemCount(result.errors)}`, { errors: result.errors });
+    const resource = result.value as unknown as { kind: string; metadata: { name?: string; generateName?: string }; spec: unknown };
+    const team = await teamOf(ctx, resource.spec);
+    authorize(principal, 'write', { teamId: team.id, visibility: 'internal' }, `team ${team.name}`);
+    const name = resource.metadata.name ?? `${resource.metadata.generateName ?? 'job-'}${Date.now().toString(36)}`;
+    const job = await ctx.prisma.job.create({
+      data: { kind: resource.kind, name, spec: resource as unknown as Prisma.InputJsonValue, submittedById: principal.userId },
+    });
+    await queue.enqueue(job.id, job.kind);
+    await ctx.prisma.auditEvent.create({
+      data: {
+        actorId: principal.userId,
+        tokenId: principal.tokenId,
+        action: 'job.submit',
+        target: `job/${job.id}`,
+        details: { kind: job.kind, name },
+      },
+    });
+    res.status(201).location(`/v1/jobs/${job.id}`).json(jobView(job));
+  };
+}
+
+export function listJobs(ctx: Context): RequestHandler {
+  return async (req, res) => {
+    const principal = principalOf(res);
+    if (!principal) throw new LowrankError('unauthorized', 'sign in: send `Authorization: Bearer <token>`');
+    const status = req.query.status as JobStatus | undefined;
+    const siteAdmin = principal.isAdmin && principal.scope === 'admin';
+    const jobs = await ctx.prisma.job.findMany({
+      where: { ...(status ? { status } : {}), ...(siteAdmin ? {} : { submittedById: principal.userId }) },
+      orderBy: { createdAt: 'desc' },
+      take: 100,
+    });
+    res.json({ items: jobs.map(jobView) });
+  };
+}
+
+export function getJob(ctx: Context): RequestHandler {
+  return async (_req, res) => {
+    res.json(jobView(await jobFor(ctx, res, 'read')));
+  };
+}
+
+export function cancelJob(ctx: Context, queue: JobQueue): RequestHandler {
+  return async (_req, res) => {
+    const job = await jobFor(ctx, res, 'write');
+    if (TERMINAL.includes(job.status)) throw new LowrankError('conflict', `job ${job.id} already ${job.status}`);
+    // A queued job leaves the queue now; a running one is told to stop through its channel.
+    await queue.removeWaiting(job.id);
+    const done = await ctx.prisma.job.update({ where: { id: job.id }, data: { status: 'cancelled', finishedAt: new Date() } });
+    await queue.publish(job.id, { type: 'status', status: 'cancelled' });
+    res.json(jobView(done));
+  };
+}
+
+export function reportJobProgress(ctx: Context, queue: JobQueue): RequestHandler {
+  return async (req, res) => {
+    const job = await jobFor(ctx, res, 'write');
+    const body = req.body as { status?: JobStatus; progress?: Record<string, unknown>; error?: string };
+    if (TERMINAL.includes(job.status)) throw new LowrankError('conflict', `job ${job.id} already ${job.status}; stop working on it`);
+    const now = new Date();
+    const updated = await ctx.prisma.job.update({
+      where: { id: job.id },
+      data: {
+        ...(body.progress ? { progress: body.progress as Prisma.InputJsonValue } : {}),
+        ...(body.status ? { status: body.status } : {}),
+        ...(body.status === 'running' && !job.startedAt ? { startedAt: now, attempts: { increment: 1 } } : {}),
+        ...(body.status && TERMINAL.includes(body.status) ? { finishedAt: now } : {}),
+        ...(body.error ? { error: body.error } : {}),
+      },
+    });
+    await queue.publish(job.id, { type: 'update', status: updated.status, progress: updated.progress, error: updated.error });
+    res.json(jobView(updated));
+  };
+}
+
+/** SSE: the current state at once, then every update, until the job ends or the client leaves. */
+export function jobEvents(ctx: Context, redis: Redis): RequestHandler {
+  return async (req, res) => {
+    const job = await jobFor(ctx, res, 'read');
+    res
+      .status(200)
+      .set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.flushHeaders();
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const sub = redis.duplicate();
+    const close = () => {
+      clearInterval(heartbeat);
+      sub.disconnect();
+      res.end();
+    };
+    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    req.on('close', close);
+    await sub.subscribe(jobChannel(job.id));
+    sub.on('message', async () => {
+      // The row is the truth: send it, not the message, so events are never out of order.
+      const now = await ctx.prisma.job.findUnique({ where: { id: job.id } });
+      if (!now) return close();
+      send('job', jobView(now));
+      if (TERMINAL.includes(now.status)) close();
+    });
+    const current = await ctx.prisma.job.findUniqueOrThrow({ where: { id: job.id } });
+    send('job', jobView(current));
+    if (TERMINAL.includes(current.status)) close();
+  };
+}
