@@ -1,6 +1,6 @@
 /** The `lora` CLI as a user runs it, against a registry on real PostgreSQL and MinIO. */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -106,6 +106,56 @@ describe('lora', () => {
     assert.match(down.out, /└─ compressed_from nlp\/small@1/);
     const y = await lora(['yank', 'nlp/support-bot@2', '--reason', 'bad data']);
     assert.equal(y.code, 69, 'yank needs an admin-scoped token');
+  });
+
+  it('submits a job, lists it, follows its progress to the end, and cancels another', async () => {
+    const example = readFileSync(join(import.meta.dirname, '..', '..', 'crds', 'examples', 'adapterjob-train-lora.yaml'), 'utf8').replace(
+      /repository: .*/,
+      'repository: nlp/support-bot',
+    );
+    writeFileSync(join(work, 'job.yaml'), example);
+    const submitted = await lora(['jobs', 'submit', 'job.yaml']);
+    assert.equal(submitted.code, 0, submitted.err);
+    const id = submitted.out.split(/\s+/)[0] as string;
+    assert.match(submitted.out, /AdapterJob .* queued/);
+    assert.match((await lora(['jobs', 'list'])).out, new RegExp(`${id}\\s+AdapterJob`));
+    // Report progress only once the watcher is following (it prints the queued state first).
+    const watcher = spawn(process.execPath, [cli, 'jobs', 'watch', id], {
+      cwd: work,
+      env: { ...process.env, LOWRANK_REGISTRY: reg.base, LOWRANK_CONFIG_DIR: join(work, 'config'), LOWRANK_TOKEN: '' },
+    });
+    let watchedOut = '';
+    await new Promise<void>((resolve) =>
+      watcher.stdout.on('data', (d: Buffer) => {
+        watchedOut += d.toString();
+        if (watchedOut.includes('queued')) resolve();
+      }),
+    );
+    const watching = new Promise<{ code: number; out: string; err: string }>((resolve) =>
+      watcher.on('close', (code) => resolve({ code: code ?? 1, out: watchedOut, err: '' })),
+    );
+    const report = (body: unknown) =>
+      fetch(`${reg.base}/v1/jobs/${id}/progress`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    for (const b of [
+      { status: 'running', progress: { step: 5, total: 10, loss: 1.25 } },
+      { status: 'succeeded', progress: { step: 10, total: 10, loss: 0.5 } },
+    ]) {
+      assert.equal((await report(b)).status, 200);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const watched = await watching;
+    assert.equal(watched.code, 0, watched.err);
+    assert.deepEqual(watched.out.trim().split('\n'), ['queued', 'running step 5/10 loss 1.2500', 'succeeded step 10/10 loss 0.5000']);
+    const other = (await lora(['jobs', 'submit', 'job.yaml'])).out.split(/\s+/)[0] as string;
+    assert.equal((await lora(['jobs', 'cancel', other])).out.trim(), `${other} cancelled`);
+    const watchCancelled = await lora(['jobs', 'watch', other]);
+    assert.equal(watchCancelled.code, 1, 'a job that did not succeed is a failure for scripts');
+    const bad = await lora(['jobs', 'submit', 'adapter']);
+    assert.equal(bad.code, 65);
   });
 
   it('fails clearly with distinct exit codes', async () => {

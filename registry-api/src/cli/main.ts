@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 /**
  * lora: the registry from the command line.
  *   lora login --registry URL --token TOKEN     lora whoami
@@ -6,10 +7,12 @@
  *   lora pull ns/name[@ref] [DIR]               lora show ns/name[@ref]
  *   lora search [QUERY] [--base-model ...]      lora lineage ns/name[@ref] [--descendants]
  *   lora tag ns/name TAG VERSION                lora yank ns/name@ref --reason R
+ *   lora jobs submit FILE | list | watch ID | cancel ID
  * Exit status: 0 ok, 64 usage, 65 bad input, 69 not found / not allowed, 75 registry unavailable (retry), 1 other.
  */
 import { LowrankError } from '@lowrank/crds/errors';
 import { Command, CommanderError } from 'commander';
+import { parse as parseYaml } from 'yaml';
 import { parseRef, RegistryClient } from './client.ts';
 import { loadConfig, saveConfig } from './config.ts';
 import { type Graph, renderTree } from './lineage-tree.ts';
@@ -214,6 +217,68 @@ program
     });
     out(`yanked ${repo}@${v.number}`);
   });
+
+const jobs = program.command('jobs').description('submit and follow jobs run by the platform');
+
+jobs
+  .command('submit <file>')
+  .description('submit a job (an AdapterJob/AdapterMerge/CompressionJob resource, YAML or JSON); prints its id')
+  .action(async (file: string) => {
+    let body: unknown;
+    try {
+      body = parseYaml(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new LowrankError('invalid_file', `${file}: ${(err as Error).message}`);
+    }
+    const j = await client().json<{ id: string; kind: string; name: string; status: string }>('POST', '/v1/jobs', body);
+    out(json() ? JSON.stringify(j) : `${j.id}  ${j.kind} ${j.name}  ${j.status}`);
+  });
+
+jobs
+  .command('list')
+  .option('--status <s>', 'queued, running, succeeded, failed or cancelled')
+  .action(async (o: { status?: string }) => {
+    const r = await client().json<{ items: { id: string; kind: string; name: string; status: string; createdAt: string }[] }>(
+      'GET',
+      `/v1/jobs${o.status ? `?status=${o.status}` : ''}`,
+    );
+    if (json()) return out(JSON.stringify(r));
+    for (const j of r.items) out(`${j.id}  ${j.kind.padEnd(14)} ${j.name.padEnd(28)} ${j.status.padEnd(10)} ${j.createdAt}`);
+  });
+
+jobs
+  .command('watch <id>')
+  .description("follow a job's progress until it ends; exit status 0 only if it succeeded")
+  .action(async (id: string) => {
+    const c = client();
+    const res = await c.request('GET', `/v1/jobs/${id}/events`);
+    const decoder = new TextDecoder();
+    let buf = '';
+    let last: { status: string; error?: string | null } = { status: 'queued' };
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += decoder.decode(chunk, { stream: true });
+      for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
+        const data = buf
+          .slice(0, i)
+          .split('\n')
+          .find((l) => l.startsWith('data: '));
+        buf = buf.slice(i + 2);
+        if (!data) continue;
+        const j = JSON.parse(data.slice(6)) as { status: string; error: string | null; progress: Record<string, unknown> };
+        last = j;
+        const p = j.progress;
+        const step = p.step !== undefined ? ` step ${p.step}${p.total !== undefined ? `/${p.total}` : ''}` : '';
+        const loss = typeof p.loss === 'number' ? ` loss ${p.loss.toFixed(4)}` : '';
+        out(json() ? JSON.stringify(j) : `${j.status}${step}${loss}${j.error ? ` error: ${j.error}` : ''}`);
+      }
+    }
+    if (last.status !== 'succeeded') process.exitCode = 1;
+  });
+
+jobs.command('cancel <id>').action(async (id: string) => {
+  const j = await client().json<{ id: string; status: string }>('POST', `/v1/jobs/${id}:cancel`);
+  out(`${j.id} ${j.status}`);
+});
 
 const EXIT: Partial<Record<string, number>> = {
   invalid_request: 65,
