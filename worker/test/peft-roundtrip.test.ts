@@ -7,13 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { reduceRank } from '../src/native/compress.ts';
 import { mergeAdapters } from '../src/native/merge.ts';
 import { patternValue, readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
+import { mergeIntoBase } from '../src/peft/merge-into-base.ts';
 import { pythonDir, referencePython } from './support/python-ref.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'peft-roundtrip-'));
@@ -65,6 +66,22 @@ describe('PEFT directories round trip through PeftModel.from_pretrained', () => 
     for (const [name, m] of Object.entries(merged.modules)) {
       assert.equal(patternValue(written.rank_pattern, name) ?? written.r, m.r, `${name}: rank_pattern round-trips`);
     }
+  });
+
+  it('merging an adapter into the base gives the weights PEFT merge_and_unload gives; unmerging restores the base', () => {
+    const a = readPeftAdapter(join(dir, 'b')); // rsLoRA, layer 0 only
+    const ours = join(dir, 'merged-base-ours');
+    const result = mergeIntoBase(join(dir, 'base'), a.modules, ours);
+    assert.equal(result.merged.length, 3);
+    py('merged-base', dir, 'b', join(dir, 'merged-base-peft'));
+    const vsPeft = py('compare-models', ours, join(dir, 'merged-base-peft'));
+    assert.deepEqual([vsPeft.only_a, vsPeft.only_b], [[], []]);
+    assert.ok(vsPeft.max_rel <= 1e-6, `merged weights differ from PEFT by rel ${vsPeft.max_rel} (tolerance 1e-6, float32)`);
+    const back = join(dir, 'unmerged');
+    mergeIntoBase(ours, a.modules, back, 'unmerge');
+    const vsBase = py('compare-models', back, join(dir, 'base'));
+    assert.ok(vsBase.max_rel <= 1e-6, `unmerge leaves rel ${vsBase.max_rel}`);
+    assert.ok(existsSync(join(ours, 'config.json')), 'the model directory keeps its config');
   });
 
   it('the merge reduced to rank 4 loads in PEFT as the truncated SVD of the sum', async () => {

@@ -3,6 +3,8 @@
   peft_roundtrip.py make DIR
       DIR/base: a tiny random Llama; DIR/a: LoRA r=4, alpha=8 on q/v; DIR/b: rsLoRA r=8,
       alpha=16 on q/k/o of layer 0 only (different ranks, targets and scaling rules).
+  peft_roundtrip.py merged-base DIR ADAPTER OUT      PEFT merge_and_unload, saved to OUT
+  peft_roundtrip.py compare-models A B               max relative difference of two model dirs
   peft_roundtrip.py check DIR OUT W_A W_B RANK
       loads DIR/base + OUT with PeftModel.from_pretrained and compares every module's
       get_delta_weight with W_A*delta_a + W_B*delta_b from PEFT's own loads of a and b
@@ -57,5 +59,23 @@ def check(d, out_dir, wa, wb, rank):
     print(json.dumps({"max_rel": worst, "modules": len(names)}))
 
 
+
+
+def merged_base(d, adapter, out):
+    """PEFT's merge_and_unload of DIR/<adapter> into DIR/base, saved to OUT (safetensors)."""
+    model = PeftModel.from_pretrained(base(d), os.path.join(d, adapter)).merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    print(json.dumps({"ok": True}))
+
+
+def compare_models(a, b):
+    """Largest relative Frobenius difference over all tensors of two model directories."""
+    from safetensors.torch import load_file
+    x, y = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
+    keys = sorted(set(x) & set(y))
+    worst = max(float((x[k].double() - y[k].double()).norm() / max(y[k].double().norm(), 1e-30)) for k in keys)
+    print(json.dumps({"max_rel": worst, "common": len(keys), "only_a": sorted(set(x) - set(y)), "only_b": sorted(set(y) - set(x))}))
+
+
 if __name__ == "__main__":
-    {"make": make, "check": check}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "check": check, "merged-base": merged_base, "compare-models": compare_models}[sys.argv[1]](*sys.argv[2:])
