@@ -651,6 +651,12 @@ export type components = {
                 parameters?: Record<string, unknown>;
             }[];
             tags: string[];
+            /** @description On commit only: advice such as a rank above common serving limits, with a suggested CompressionJob. */
+            warnings?: {
+                code: string;
+                message: string;
+                suggestedJob?: Record<string, unknown>;
+            }[];
         };
         LineageGraph: {
             /** @description The id of the version asked about. */

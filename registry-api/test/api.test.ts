@@ -153,6 +153,23 @@ describe('push and pull', () => {
     assert.deepEqual([a.status, b.status].sort(), [201, 409]);
   });
 
+  it('warns when a pushed rank is above common serving limits, with a valid CompressionJob to fix it', async () => {
+    const low = await push('ada', 'nlp/support-bot', { 'adapter_model.safetensors': randomBytes(50) });
+    assert.equal((await json(low)).warnings, undefined, 'r = 8 needs no advice');
+    const high = await push(
+      'ada',
+      'nlp/support-bot',
+      { 'adapter_model.safetensors': randomBytes(50) },
+      { config: { peft_type: 'LORA', r: 16, rank_pattern: { 'layers.0.q_proj': 64 } } },
+    );
+    const v = await json(high);
+    assert.equal(v.warnings[0].code, 'rank_above_serving_default');
+    assert.match(v.warnings[0].message, /rank 64 is above vLLM's default --max-lora-rank 16/);
+    const check = await json(await call('ada', 'POST', '/v1/jobs:validate', v.warnings[0].suggestedJob));
+    assert.equal(check.valid, true, JSON.stringify(check));
+    assert.equal(check.resource.spec.servingMaxRank, 16);
+  });
+
   it('records lineage to other versions the caller can read', async () => {
     const r = await push(
       'ada',

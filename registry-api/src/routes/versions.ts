@@ -6,6 +6,7 @@ import { decide } from '../auth/policy.ts';
 import type { Repository } from '../generated/prisma/client.ts';
 import { commitVersion as commit, type LineageInput } from '../versions/commit.ts';
 import { lineageGraph } from '../versions/lineage.ts';
+import { servingWarnings } from '../versions/serving.ts';
 import { authorize, type Context, paramsOf, principalOf, repositoryFor } from './context.ts';
 import { versionInclude, versionView } from './views.ts';
 
@@ -112,7 +113,8 @@ export function commitVersion(ctx: Context): RequestHandler {
       },
     });
     const version = await ctx.prisma.version.findUniqueOrThrow({ where: { id: made.id }, include: versionInclude });
-    res.status(201).json(versionView(version));
+    const warnings = servingWarnings(`${repo.namespace}/${repo.name}`, made.number, body.config, body.rank);
+    res.status(201).json({ ...versionView(version), ...(warnings.length > 0 ? { warnings } : {}) });
   };
 }
 
