@@ -104,6 +104,23 @@ describe('Hugging Face clients pull from the registry', () => {
       (await fetch(`${reg.base}/api/models/nlp/tiny-adapter/revision/v9`, { headers: h })).headers.get('x-error-code'),
       'RevisionNotFound',
     );
+    // A version pushed without a README gets a generated model card with Hub metadata.
+    const bare = readFileSync(join(dir, 'adapter', 'adapter_model.safetensors'));
+    await fetch(`${reg.base}/v1/repos/nlp/tiny-adapter/versions`, {
+      method: 'POST',
+      headers: { ...h, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        files: [{ path: 'adapter_model.safetensors', digest: digestOf(bare), size: bare.length }],
+        config: {},
+        tags: ['bare'],
+      }),
+    });
+    const siblings = ((await (await fetch(`${reg.base}/api/models/nlp/tiny-adapter/revision/bare`, { headers: h })).json()) as any)
+      .siblings;
+    assert.deepEqual(siblings.map((s: { rfilename: string }) => s.rfilename).sort(), ['README.md', 'adapter_model.safetensors']);
+    const card = await (await fetch(`${reg.base}/nlp/tiny-adapter/resolve/bare/README.md`, { headers: h })).text();
+    assert.match(card, /^---\nbase_model: local\/tiny-llama\nbase_model_relation: adapter\nlibrary_name: peft\n/);
+    assert.match(card, /PeftModel\.from_pretrained\(base, "nlp\/tiny-adapter", revision="2"\)/);
     const anon = await fetch(`${reg.base}/api/models/nlp/tiny-adapter`);
     assert.equal(anon.status, 401);
     assert.equal(anon.headers.get('x-error-code'), 'RepoNotFound');

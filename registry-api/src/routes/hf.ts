@@ -15,6 +15,54 @@ import type { Repository } from '../generated/prisma/client.ts';
 import { type Context, paramsOf, repositoryFor } from './context.ts';
 import { resolveVersion } from './versions.ts';
 
+type HubVersion = Awaited<ReturnType<typeof resolveVersion>>;
+
+/**
+ * The model card of a version without its own README.md: Hub metadata (base_model,
+ * base_model_relation, library_name, tags) so that a mirror on the Hub keeps the model
+ * tree, then what it is, where it came from, and how to load it.
+ */
+export function modelCard(repo: Repository, version: HubVersion): string {
+  const id = `${repo.namespace}/${repo.name}`;
+  const lineage = version.parents.map(
+    (p) =>
+      `- ${p.relation.replaceAll('_', ' ')} ${p.parent ? `${p.parent.repository.namespace}/${p.parent.repository.name}@${p.parent.number}` : (p.parentRef ?? '')}${p.weight === null ? '' : ` (weight ${p.weight})`}`,
+  );
+  return [
+    '---',
+    `base_model: ${repo.baseModel}`,
+    'base_model_relation: adapter',
+    'library_name: peft',
+    'tags:',
+    ...['peft', 'lora', ...repo.taskTags].map((t) => `- ${t}`),
+    '---',
+    '',
+    `# ${id} (version ${version.number})`,
+    '',
+    repo.description || `A LoRA adapter for ${repo.baseModel}.`,
+    '',
+    ...(version.method ? [`Method: ${version.method}${version.rank ? `, rank ${version.rank}` : ''}.`, ''] : []),
+    ...(lineage.length > 0 ? ['## Lineage', '', ...lineage, ''] : []),
+    '## Use',
+    '',
+    '```python',
+    'from peft import PeftModel',
+    'from transformers import AutoModelForCausalLM',
+    '',
+    `base = AutoModelForCausalLM.from_pretrained("${repo.baseModel}")`,
+    `model = PeftModel.from_pretrained(base, "${id}", revision="${version.number}")`,
+    '```',
+    '',
+  ].join('\n');
+}
+
+const gitBlobId = (content: Buffer) => createHash('sha1').update(`blob ${content.length}\0`).update(content).digest('hex');
+
+/** The generated card, when the version has no README.md of its own. */
+function virtualCard(repo: Repository, version: HubVersion): Buffer | undefined {
+  return version.files.some((f) => f.path === 'README.md') ? undefined : Buffer.from(modelCard(repo, version));
+}
+
 /** A stable 40-hex id per version, as the Hub's commit sha. */
 export const commitOf = (versionId: string) => createHash('sha1').update(`lowrank-version:${versionId}`).digest('hex');
 
@@ -53,7 +101,6 @@ export function hubModelInfo(ctx: Context): RequestHandler {
     const repo = await hubRepository(ctx, res);
     const version = await hubVersion(ctx, res, repo, paramsOf(res).revision ?? 'main');
     const id = `${repo.namespace}/${repo.name}`;
-    const relation = version.parents.find((p) => p.parentRef?.startsWith('hf:'))?.relation;
     res.json({
       _id: version.id,
       id,
@@ -68,12 +115,8 @@ export function hubModelInfo(ctx: Context): RequestHandler {
       tags: ['peft', 'lora', ...repo.taskTags],
       createdAt: repo.createdAt.toISOString(),
       lastModified: version.createdAt.toISOString(),
-      cardData: {
-        base_model: repo.baseModel,
-        library_name: 'peft',
-        ...(relation ? { base_model_relation: relation === 'trained_from' ? 'adapter' : relation } : {}),
-      },
-      siblings: version.files.map((f) => ({ rfilename: f.path })),
+      cardData: { base_model: repo.baseModel, base_model_relation: 'adapter', library_name: 'peft' },
+      siblings: [...version.files.map((f) => ({ rfilename: f.path })), ...(virtualCard(repo, version) ? [{ rfilename: 'README.md' }] : [])],
     });
   };
 }
@@ -98,7 +141,9 @@ export function hubTree(ctx: Context): RequestHandler {
       const parts = f.path.slice(prefix.length).split('/');
       for (let i = 1; i < parts.length; i++) folders.add(prefix + parts.slice(0, i).join('/'));
     }
+    const card = !path ? virtualCard(repo, version) : undefined;
     res.json([
+      ...(card ? [{ type: 'file', path: 'README.md', size: card.length, oid: gitBlobId(card) }] : []),
       ...[...folders]
         .sort()
         .map((p) => ({ type: 'directory', path: p, oid: createHash('sha1').update(`tree:${version.id}:${p}`).digest('hex'), size: 0 })),
@@ -120,6 +165,18 @@ export function hubResolve(ctx: Context): RequestHandler {
     const { revision, path } = paramsOf(res);
     const version = await hubVersion(ctx, res, repo, revision as string);
     const file = version.files.find((f) => f.path === path);
+    const card = !file && path === 'README.md' ? virtualCard(repo, version) : undefined;
+    if (card) {
+      res.set({
+        'X-Repo-Commit': commitOf(version.id),
+        ETag: `"${gitBlobId(card)}"`,
+        'Content-Length': String(card.length),
+        'Content-Type': 'text/markdown; charset=utf-8',
+      });
+      if (req.method === 'HEAD') res.status(200).end();
+      else res.status(200).end(card);
+      return;
+    }
     if (!file)
       hubError(
         res,
