@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { chooseRanks, energyCutoff, reduceRank } from '../src/native/compress.ts';
 import { type LoraModule, philox } from '../src/native/linalg.ts';
+import { delta64, rel } from './support/numeric.ts';
 import { at, type Entry, loadF32, readJson, runPython, saveF32, writeJson } from './support/python-ref.ts';
 
 const normal = (stream: number, n: number, scale: number) => Float32Array.from(philox(7, stream, n, 'normal'), (x) => x * scale);
@@ -23,26 +24,6 @@ const modules: Record<string, LoraModule> = {
   'layers.0.v_proj': module(2, 16, 96, 32, 2 / Math.sqrt(16)),
   'layers.0.down_proj': module(3, 8, 160, 96, 0.5),
   'layers.1.q_proj': module(4, 4, 96, 96, 1),
-};
-
-/** s·B·A as a dense row-major [out, in] matrix (float64 accumulation). */
-function dense(m: LoraModule): Float64Array {
-  const d = new Float64Array(m.out * m.in);
-  for (let i = 0; i < m.out; i++)
-    for (let p = 0; p < m.r; p++) {
-      const b = at(m.B, i * m.r + p) * m.scale;
-      for (let j = 0; j < m.in; j++) d[i * m.in + j] = (d[i * m.in + j] as number) + b * at(m.A, p * m.in + j);
-    }
-  return d;
-}
-const rel = (x: ArrayLike<number>, y: ArrayLike<number>) => {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < x.length; i++) {
-    num += (at(x, i) - at(y, i)) ** 2;
-    den += at(y, i) ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
 };
 
 describe('rank reduction', () => {
@@ -87,13 +68,13 @@ describe('rank reduction', () => {
       const sigma = torch.get(name)?.s as Float32Array;
       const gap = k < sigma.length ? (at(sigma, k - 1) - at(sigma, k)) / at(sigma, 0) : 1;
       assert.ok(gap >= 1e-3, `${name}: test data has a clear gap at the cut`);
-      const err = rel(dense(m), truncated(name, k));
+      const err = rel(delta64(m), truncated(name, k));
       assert.ok(err <= 1e-5, `${name}: rel ${err}`);
       const nA = Math.hypot(...m.A);
       const nB = Math.hypot(...m.B);
       assert.ok(Math.abs(nA - nB) / nB < 1e-3, `${name}: balanced split (‖A‖ ${nA}, ‖B‖ ${nB})`);
       const want = Math.sqrt(1 - (report[name]?.energyKept as number));
-      assert.ok(Math.abs(rel(truncated(name, k), dense(modules[name] as LoraModule)) - want) < 1e-4, `${name}: reported error`);
+      assert.ok(Math.abs(rel(truncated(name, k), delta64(modules[name] as LoraModule)) - want) < 1e-4, `${name}: reported error`);
     }
   });
 

@@ -30,6 +30,7 @@ import {
   streamId,
   svd,
 } from '../src/native/linalg.ts';
+import { norm, rel } from './support/numeric.ts';
 import { at, type Entry, loadF32, readJson, runPython, saveF32, writeJson } from './support/python-ref.ts';
 
 const gaussian = (rows: number, cols: number, stream: number): Matrix => ({
@@ -51,14 +52,6 @@ function mm(a: Matrix, b: Matrix, ta = false, tb = false): Float64Array {
       out[i * n + j] = s;
     }
   return out;
-}
-
-const norm = (x: ArrayLike<number>) => Math.sqrt(Array.from(x).reduce((s, v) => s + v * v, 0));
-function rel(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  assert.equal(x.length, y.length);
-  let d = 0;
-  for (let i = 0; i < x.length; i++) d += (at(x, i) - at(y, i)) ** 2;
-  return Math.sqrt(d) / Math.max(norm(y), 1e-30);
 }
 
 function reconstruct(s: SvdResult): Float64Array {

@@ -22,6 +22,7 @@ import { after, before, describe, it } from 'node:test';
 import { LowrankError } from '@lowrank/crds/errors';
 import { dareMask, type LoraModule } from '../src/native/linalg.ts';
 import { type CombinationType, type MergedAdapter, type MergeInput, mergeAdapters } from '../src/native/merge.ts';
+import { delta64, norm, rel } from './support/numeric.ts';
 import { at, type Entry, loadF32, readJson, runPython, saveU8, writeJson } from './support/python-ref.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-merge-parity-'));
@@ -122,26 +123,6 @@ const ours = new Map<string, { peft: MergedAdapter; intended: MergedAdapter }>()
 
 const SVD_TYPES = new Set<CombinationType>(['svd', 'ties_svd', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune_svd']);
 const isDare = (c: CombinationType) => c.startsWith('dare_');
-
-/** fp64 s·B·A [out, in]. */
-function delta64(m: LoraModule): Float64Array {
-  const d = new Float64Array(m.out * m.in);
-  for (let i = 0; i < m.out; i++)
-    for (let p = 0; p < m.r; p++) {
-      const b = at(m.B, i * m.r + p) * m.scale;
-      if (b === 0) continue;
-      for (let j = 0; j < m.in; j++) d[i * m.in + j] = at(d, i * m.in + j) + b * at(m.A, p * m.in + j);
-    }
-  return d;
-}
-
-const norm = (x: ArrayLike<number>) => Math.sqrt(Array.from(x).reduce((s, v) => s + v * v, 0));
-function rel(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  assert.equal(x.length, y.length);
-  let d = 0;
-  for (let i = 0; i < x.length; i++) d += (at(x, i) - at(y, i)) ** 2;
-  return Math.sqrt(d) / Math.max(norm(y), 1e-30);
-}
 
 /** Our DARE masks for every (module, tensor, input) PEFT will ask for, written for the reference. */
 function masksFor(c: Case): Record<string, Entry> {

@@ -2,6 +2,8 @@
 // stream, at the tolerances of METHODS §8.1. Known-answer vectors pin the RNG bytes.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cmath>
 
 #include "lowrank/adapter.h"
@@ -23,16 +25,6 @@ double fro(const Matrix& m) {
   double s = 0;
   for (float x : m.data) s += static_cast<double>(x) * x;
   return std::sqrt(s);
-}
-
-double rel_diff(const Matrix& x, const Matrix& y) {
-  double d = 0, n = 0;
-  for (size_t i = 0; i < x.data.size(); i++) {
-    double e = static_cast<double>(x.data[i]) - y.data[i];
-    d += e * e;
-    n += static_cast<double>(y.data[i]) * y.data[i];
-  }
-  return std::sqrt(d) / std::max(std::sqrt(n), 1e-30);
 }
 
 Matrix reconstruct(const Svd& s) {

@@ -2,6 +2,8 @@
 // against PEFT itself lives in worker/test/merge-parity.test.ts.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cmath>
 
 #include "lowrank/error.h"
@@ -28,16 +30,6 @@ LoraModule random_module(int64_t r, int64_t in, int64_t out, double scale, uint6
   philox_fill_normal(99, stream, 0, r * in, m.a.ptr());
   philox_fill_normal(99, stream + 1, 0, out * r, m.b.ptr());
   return m;
-}
-
-double rel_diff(const Matrix& x, const Matrix& y) {
-  double d = 0, n = 0;
-  for (size_t i = 0; i < x.data.size(); i++) {
-    double e = static_cast<double>(x.data[i]) - y.data[i];
-    d += e * e;
-    n += static_cast<double>(y.data[i]) * y.data[i];
-  }
-  return std::sqrt(d) / std::max(std::sqrt(n), 1e-30);
 }
 
 Matrix scaled_delta(const LoraModule& m) { return delta_weight(m); }
