@@ -507,6 +507,26 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** The job's log lines (what its worker wrote, every attempt), oldest first, from line `since`. */
+        get: operations["getJobLogs"];
+        put?: never;
+        /** The executor (or operator) running a job appends its worker's log lines. */
+        post: operations["appendJobLogs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{id}/events": {
         parameters: {
             query?: never;
@@ -627,10 +647,17 @@ export type components = {
             rank?: number;
             lineage?: components["schemas"]["LineageInput"][];
             tags?: string[];
+            /**
+             * Format: uuid
+             * @description The registry job that made this version (the worker sends LOWRANK_JOB_ID); the caller must be able to write that job.
+             */
+            jobId?: string;
         };
         Version: {
             repository: string;
             number: number;
+            /** @description Id of the job that made this version (GET /v1/jobs/{id}), if a job did. */
+            job?: string | null;
             /** Format: date-time */
             createdAt: string;
             config: Record<string, unknown>;
@@ -1611,8 +1638,11 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @enum {string} */
-                    status?: "running" | "succeeded" | "failed";
+                    /**
+                     * @description running when an attempt starts (counted in attempts), queued while the executor waits to retry it, or the end.
+                     * @enum {string}
+                     */
+                    status?: "queued" | "running" | "succeeded" | "failed";
                     progress?: Record<string, unknown>;
                     error?: string;
                 };
@@ -1633,6 +1663,82 @@ export interface operations {
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
             409: components["responses"]["Problem"];
+        };
+    };
+    getJobLogs: {
+        parameters: {
+            query?: {
+                /** @description Lines after this seq (the `next` of the previous answer); default 0. */
+                since?: string;
+                /** @description 1 to 10000 lines (default 1000). */
+                limit?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Log lines and the cursor to ask from next. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        lines: {
+                            seq: number;
+                            /** Format: date-time */
+                            at: string;
+                            attempt?: number;
+                            stream: string;
+                            text: string;
+                        }[];
+                        next: number;
+                    };
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    appendJobLogs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    attempt?: number;
+                    lines: {
+                        /** @enum {string} */
+                        stream: "stdout" | "stderr" | "executor";
+                        text: string;
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description Appended. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
         };
     };
     jobEvents: {

@@ -19,7 +19,7 @@ import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { downloadFile } from './routes/files.ts';
 import { hubModelInfo, hubResolve, hubTree } from './routes/hf.ts';
-import { cancelJob, getJob, jobEvents, listJobs, reportJobProgress, submitJob } from './routes/jobs.ts';
+import { appendJobLogs, cancelJob, getJob, getJobLogs, jobEvents, listJobs, reportJobProgress, submitJob } from './routes/jobs.ts';
 import { getMe } from './routes/me.ts';
 import { createRepository, getRepository } from './routes/repositories.ts';
 import { searchRepositories } from './routes/search.ts';
@@ -55,6 +55,8 @@ export function createApp(deps: AppDeps): Express {
     cancelJob: cancelJob(ctx, deps.jobs),
     reportJobProgress: reportJobProgress(ctx, deps.jobs),
     jobEvents: jobEvents(ctx, deps.redis),
+    getJobLogs: getJobLogs(ctx),
+    appendJobLogs: appendJobLogs(ctx),
     createRepository: createRepository(ctx),
     getRepository: getRepository(ctx),
     searchRepositories: searchRepositories(ctx),

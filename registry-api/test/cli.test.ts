@@ -150,6 +150,20 @@ describe('lora', () => {
     const watched = await watching;
     assert.equal(watched.code, 0, watched.err);
     assert.deepEqual(watched.out.trim().split('\n'), ['queued', 'running step 5/10 loss 1.2500', 'succeeded step 10/10 loss 0.5000']);
+    // Log lines appended by whoever ran the worker, printed in order (and all of them when following an ended job).
+    const append = await fetch(`${reg.base}/v1/jobs/${id}/logs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        lines: [
+          { stream: 'stdout', text: 'step 5' },
+          { stream: 'stderr', text: 'step 10' },
+        ],
+      }),
+    });
+    assert.equal(append.status, 204);
+    assert.deepEqual((await lora(['jobs', 'logs', id])).out.trim().split('\n'), ['step 5', 'step 10']);
+    assert.deepEqual((await lora(['jobs', 'logs', '--follow', id])).out.trim().split('\n'), ['step 5', 'step 10']);
     const other = (await lora(['jobs', 'submit', 'job.yaml'])).out.split(/\s+/)[0] as string;
     assert.equal((await lora(['jobs', 'cancel', other])).out.trim(), `${other} cancelled`);
     const watchCancelled = await lora(['jobs', 'watch', other]);

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
  *   lora pull ns/name[@ref] [DIR]               lora show ns/name[@ref]
  *   lora search [QUERY] [--base-model ...]      lora lineage ns/name[@ref] [--descendants]
  *   lora tag ns/name TAG VERSION                lora yank ns/name@ref --reason R
- *   lora jobs submit FILE | list | watch ID | cancel ID
+ *   lora jobs submit FILE | list | watch ID | logs ID [--follow] | cancel ID
  * Exit status: 0 ok, 64 usage, 65 bad input, 69 not found / not allowed, 75 registry unavailable (retry), 1 other.
  */
 import { LowrankError } from '@lowrank/crds/errors';
@@ -273,6 +273,32 @@ jobs
       }
     }
     if (last.status !== 'succeeded') process.exitCode = 1;
+  });
+
+jobs
+  .command('logs <id>')
+  .description("print a job's log lines (every attempt); --follow keeps printing until the job ends")
+  .option('-f, --follow', 'wait for new lines until the job ends')
+  .action(async (id: string, o: { follow?: boolean }) => {
+    const c = client();
+    let since = 0;
+    for (;;) {
+      const page = await c.json<{ lines: { seq: number; attempt: number; stream: string; text: string }[]; next: number }>(
+        'GET',
+        `/v1/jobs/${id}/logs?since=${since}`,
+      );
+      for (const l of page.lines) out(json() ? JSON.stringify(l) : l.text);
+      since = page.next;
+      if (page.lines.length > 0) continue;
+      if (!o.follow) return;
+      const j = await c.json<{ status: string }>('GET', `/v1/jobs/${id}`);
+      if (['succeeded', 'failed', 'cancelled'].includes(j.status)) {
+        const last = await c.json<{ lines: { text: string }[] }>('GET', `/v1/jobs/${id}/logs?since=${since}`);
+        for (const l of last.lines) out(l.text);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
   });
 
 jobs.command('cancel <id>').action(async (id: string) => {

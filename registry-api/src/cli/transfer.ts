@@ -54,7 +54,11 @@ export interface PushOptions {
   tags?: string[];
   number?: number;
   method?: string;
-  lineage?: { relation: string; parent?: string; parentRef?: string; weight?: number }[];
+  lineage?: { relation: string; parent?: string; parentRef?: string; weight?: number; parameters?: Record<string, unknown> }[];
+  methodMetadata?: Record<string, unknown>;
+  metrics?: Record<string, unknown>;
+  /** The registry job that made the version. */
+  jobId?: string;
 }
 
 /** What PEFT's adapter_config.json says about the method, when the caller does not. */
@@ -118,6 +122,9 @@ export async function push(
     ...(options.number ? { number: options.number } : {}),
     ...(options.tags?.length ? { tags: options.tags } : {}),
     ...(options.lineage?.length ? { lineage: options.lineage } : {}),
+    ...(options.methodMetadata ? { methodMetadata: options.methodMetadata } : {}),
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+    ...(options.jobId ? { jobId: options.jobId } : {}),
   });
   return { number: version.number, uploaded: todo.length, skipped: files.length - todo.length };
 }

@@ -8,9 +8,12 @@ import type { Redis } from 'ioredis';
 
 export const JOB_QUEUE = 'lowrank-jobs';
 export const jobChannel = (id: string) => `lowrank:job:${id}`;
+/** First retry after 1 s, then 2 s, 4 s, ... (bullmq exponential backoff). */
+const RETRY_BASE_DELAY_MS = 1000;
 
 export interface JobQueue {
-  enqueue(id: string, kind: string): Promise<void>;
+  /** attempts: tries in all (the spec's retry.backoffLimit + 1), exponential backoff between them. */
+  enqueue(id: string, kind: string, attempts?: number): Promise<void>;
   /** Removes a job that no worker has taken yet; false if one has. */
   removeWaiting(id: string): Promise<boolean>;
   publish(id: string, event: unknown): Promise<void>;
@@ -23,8 +26,12 @@ export function jobQueue(redis: Redis): JobQueue {
   const connection = redis.duplicate({ maxRetriesPerRequest: null });
   const queue = new Queue(JOB_QUEUE, { connection });
   return {
-    async enqueue(id, kind) {
-      await queue.add(kind, { jobId: id }, { jobId: id, removeOnComplete: 1000, removeOnFail: 1000 });
+    async enqueue(id, kind, attempts = 1) {
+      await queue.add(
+        kind,
+        { jobId: id },
+        { jobId: id, attempts, backoff: { type: 'exponential', delay: RETRY_BASE_DELAY_MS }, removeOnComplete: 1000, removeOnFail: 1000 },
+      );
     },
     async removeWaiting(id) {
       const job = await queue.getJob(id);

@@ -8,7 +8,8 @@ import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.
 import type { RequestHandler } from 'express';
 import { type Operation, openapiDocument } from './document.ts';
 
-const ajv = new Ajv2020({ allErrors: true, strict: false, coerceTypes: false });
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const ajv = new Ajv2020({ allErrors: true, strict: false, coerceTypes: false, formats: { uuid: UUID } });
 ajv.addSchema({ $id: 'openapi.json', components: openapiDocument.components }, 'openapi.json');
 
 /** `#/components/...` refs resolve inside the document. */

@@ -1,8 +1,9 @@
 /**
  * Jobs over REST: submitJob (the custom resource or {kind, spec}, validated by the shared
  * job schema and queued for the local executor), listJobs, getJob, cancelJob,
- * reportJobProgress (from the worker running it) and jobEvents (Server-Sent Events of
- * its status and progress until it ends).
+ * reportJobProgress (from the worker running it), jobEvents (Server-Sent Events of its
+ * status and progress until it ends) and the job's log lines (appended by the executor or
+ * operator that runs the worker, read by `lora jobs logs` and the web).
  */
 import { asResource, problemCount, validateResource } from '@lowrank/crds';
 import { LowrankError } from '@lowrank/crds/errors';
@@ -37,15 +38,18 @@ async function teamOf(ctx: Context, spec: unknown): Promise<{ id: string; name: 
   return team;
 }
 
-async function jobFor(ctx: Context, res: Response, action: 'read' | 'write'): Promise<Job> {
+/** A job by id, as the caller may read or write it (write: it writes to the caller's team). */
+export async function jobById(ctx: Context, res: Response, id: string, action: 'read' | 'write'): Promise<Job> {
   const principal = principalOf(res);
   if (!principal) throw new LowrankError('unauthorized', 'sign in: send `Authorization: Bearer <token>`');
-  const job = await ctx.prisma.job.findUnique({ where: { id: paramsOf(res).id as string } });
-  if (!job) throw new LowrankError('not_found', `job ${paramsOf(res).id} not found`);
+  const job = await ctx.prisma.job.findUnique({ where: { id } });
+  if (!job) throw new LowrankError('not_found', `job ${id} not found`);
   const team = await teamOf(ctx, (job.spec as { spec?: unknown }).spec);
   authorize(principal, action, { teamId: team.id, visibility: 'private' }, `job ${job.id}`);
   return job;
 }
+
+const jobFor = (ctx: Context, res: Response, action: 'read' | 'write') => jobById(ctx, res, paramsOf(res).id as string, action);
 
 export function submitJob(ctx: Context, queue: JobQueue): RequestHandler {
   return async (req, res) => {
@@ -60,7 +64,8 @@ export function submitJob(ctx: Context, queue: JobQueue): RequestHandler {
     const job = await ctx.prisma.job.create({
       data: { kind: resource.kind, name, spec: resource as unknown as Prisma.InputJsonValue, submittedById: principal.userId },
     });
-    await queue.enqueue(job.id, job.kind);
+    const retry = (resource.spec as { retry?: { backoffLimit?: number } }).retry;
+    await queue.enqueue(job.id, job.kind, (retry?.backoffLimit ?? 0) + 1);
     await ctx.prisma.auditEvent.create({
       data: {
         actorId: principal.userId,
@@ -113,18 +118,56 @@ export function reportJobProgress(ctx: Context, queue: JobQueue): RequestHandler
     const body = req.body as { status?: JobStatus; progress?: Record<string, unknown>; error?: string };
     if (TERMINAL.includes(job.status)) throw new LowrankError('conflict', `job ${job.id} already ${job.status}; stop working on it`);
     const now = new Date();
+    // Every move into running is an attempt; queued means "waiting to retry".
+    const starts = body.status === 'running' && job.status !== 'running';
     const updated = await ctx.prisma.job.update({
       where: { id: job.id },
       data: {
         ...(body.progress ? { progress: body.progress as Prisma.InputJsonValue } : {}),
         ...(body.status ? { status: body.status } : {}),
-        ...(body.status === 'running' && !job.startedAt ? { startedAt: now, attempts: { increment: 1 } } : {}),
+        ...(starts ? { attempts: { increment: 1 }, ...(job.startedAt ? {} : { startedAt: now }) } : {}),
         ...(body.status && TERMINAL.includes(body.status) ? { finishedAt: now } : {}),
         ...(body.error ? { error: body.error } : {}),
       },
     });
     await queue.publish(job.id, { type: 'update', status: updated.status, progress: updated.progress, error: updated.error });
     res.json(jobView(updated));
+  };
+}
+
+export function appendJobLogs(ctx: Context): RequestHandler {
+  return async (req, res) => {
+    const job = await jobFor(ctx, res, 'write');
+    const body = req.body as { attempt?: number; lines: { stream: string; text: string }[] };
+    // Numbered under the job row's lock, so concurrent appenders never collide on seq.
+    await ctx.prisma.$transaction(async (tx) => {
+      await tx.$queryRaw`SELECT id FROM "Job" WHERE id = ${job.id}::uuid FOR UPDATE`;
+      const last = await tx.jobLog.aggregate({ where: { jobId: job.id }, _max: { seq: true } });
+      const first = (last._max.seq ?? 0) + 1;
+      await tx.jobLog.createMany({
+        data: body.lines.map((l, i) => ({
+          jobId: job.id,
+          seq: first + i,
+          attempt: body.attempt ?? job.attempts,
+          stream: l.stream,
+          text: l.text,
+        })),
+      });
+    });
+    res.status(204).end();
+  };
+}
+
+export function getJobLogs(ctx: Context): RequestHandler {
+  return async (req, res) => {
+    const job = await jobFor(ctx, res, 'read');
+    const since = req.query.since === undefined ? 0 : Number(req.query.since);
+    const limit = req.query.limit === undefined ? 1000 : Number(req.query.limit);
+    const rows = await ctx.prisma.jobLog.findMany({ where: { jobId: job.id, seq: { gt: since } }, orderBy: { seq: 'asc' }, take: limit });
+    res.json({
+      lines: rows.map((r) => ({ seq: r.seq, at: r.at.toISOString(), attempt: r.attempt, stream: r.stream, text: r.text })),
+      next: rows.at(-1)?.seq ?? since,
+    });
   };
 }
 

@@ -8,6 +8,7 @@ import { commitVersion as commit, type LineageInput } from '../versions/commit.t
 import { lineageGraph } from '../versions/lineage.ts';
 import { servingWarnings } from '../versions/serving.ts';
 import { authorize, type Context, paramsOf, principalOf, repositoryFor } from './context.ts';
+import { jobById } from './jobs.ts';
 import { versionInclude, versionView } from './views.ts';
 
 type CommitBody = VersionCommit;
@@ -84,6 +85,17 @@ export function getVersion(ctx: Context): RequestHandler {
   };
 }
 
+/** The job a version names as its maker must exist and be the caller's to write. */
+async function writableJob(ctx: Context, res: Response, id: string): Promise<string> {
+  try {
+    return (await jobById(ctx, res, id, 'write')).id;
+  } catch (err) {
+    if (err instanceof LowrankError && (err.code === 'not_found' || err.code === 'forbidden'))
+      throw new LowrankError('invalid_request', `jobId ${id}: ${err.message}`, { errors: [{ path: 'body.jobId', message: err.message }] });
+    throw err;
+  }
+}
+
 export function commitVersion(ctx: Context): RequestHandler {
   return async (req, res) => {
     const repo = await repositoryFor(ctx, res, 'write');
@@ -101,6 +113,7 @@ export function commitVersion(ctx: Context): RequestHandler {
       ...(body.metrics ? { metrics: body.metrics } : {}),
       ...(body.rank === undefined ? {} : { rank: body.rank }),
       ...(body.tags ? { tags: body.tags } : {}),
+      ...(body.jobId ? { jobId: await writableJob(ctx, res, body.jobId) } : {}),
       ...(principal ? { createdById: principal.userId } : {}),
     });
     await ctx.prisma.auditEvent.create({

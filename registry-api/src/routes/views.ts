@@ -14,6 +14,7 @@ export function versionView(v: VersionRow) {
   return {
     repository: `${v.repository.namespace}/${v.repository.name}`,
     number: v.number,
+    job: v.jobId,
     createdAt: v.createdAt.toISOString(),
     config: v.config,
     method: v.method,

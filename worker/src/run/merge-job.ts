@@ -1,0 +1,118 @@
+/**
+ * AdapterMerge: fetch every input, merge with the native core (PEFT add_weighted_adapter
+ * semantics, METHODS §2), write a PEFT directory, and describe it (merged_from edges with
+ * weights, the method's parameters, retained energy for the svd types). With
+ * intoBase.enabled the merged adapter is folded into the base weights and the output is
+ * a Hugging Face model directory.
+ */
+import { join } from 'node:path';
+import { LowrankError } from '@lowrank/crds/errors';
+import type { AdapterMergeSpecDefaulted } from '@lowrank/crds/types';
+import { refactor } from '../native/linalg.ts';
+import { COMBINATION_TYPES, type CombinationType, mergeAdapters } from '../native/merge.ts';
+import { writePeftAdapter } from '../peft/adapter-dir.ts';
+import { mergeIntoBase } from '../peft/merge-into-base.ts';
+import { type FetchedAdapter, fetchAdapter } from './inputs.ts';
+import type { JobOutcome, RunContext } from './types.ts';
+
+const isCombination = (m: string): m is CombinationType => (COMBINATION_TYPES as readonly string[]).includes(m);
+
+export async function runMerge(spec: AdapterMergeSpecDefaulted, ctx: RunContext): Promise<JobOutcome> {
+  if (!isCombination(spec.method))
+    throw new LowrankError(
+      'invalid_spec',
+      `spec.method: ${spec.method} is not implemented by this worker yet; the PEFT methods (${COMBINATION_TYPES.join(', ')}) are`,
+    );
+  const inputs: FetchedAdapter[] = [];
+  for (const [i, ref] of spec.inputs.entries()) {
+    await ctx.reporter.progress({ stage: 'fetching inputs', step: i, total: spec.inputs.length });
+    inputs.push(await fetchAdapter(ref, `spec.inputs[${i}]`, ctx.client, ctx.workDir));
+  }
+  const weights = spec.weights ?? spec.inputs.map(() => 1);
+  if (weights.length !== inputs.length)
+    throw new LowrankError('invalid_spec', `spec.weights has ${weights.length} entries for ${inputs.length} inputs; give one per input`);
+  await ctx.reporter.progress({ stage: 'merging', step: 0, total: 1 }, true);
+  const started = performance.now();
+  const merged = await mergeAdapters(
+    inputs.map((f) => ({
+      modules: f.adapter.modules,
+      useRslora: !!f.adapter.config.use_rslora,
+      dora: !!f.adapter.config.use_dora,
+      loraBias: !!f.adapter.config.lora_bias,
+    })),
+    {
+      combination: spec.method,
+      weights,
+      ...(spec.density === undefined ? {} : { density: spec.density }),
+      majoritySignMethod: spec.majoritySign,
+      ...(spec.targetRank === undefined ? {} : { svdRank: spec.targetRank }),
+      ...(spec.svdClamp === undefined ? {} : { svdClamp: spec.svdClamp }),
+      seed: spec.seed,
+      parityMode: spec.parityMode,
+      svdMethod: spec.svd.algorithm === 'randomized' ? 'randomized' : 'exact',
+    },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  let modules = merged.modules;
+  if (spec.refactor === 'b-heavy' && spec.parityMode === 'intended')
+    modules = Object.fromEntries(Object.entries(modules).map(([n, m]) => [n, refactor(m, m.r, { targetScale: 1, split: 'b_heavy' })]));
+  await ctx.reporter.progress({ stage: 'writing', step: 1, total: 1 }, true);
+
+  const first = inputs[0] as FetchedAdapter;
+  const baseModel = String(first.adapter.config.base_model_name_or_path ?? 'unknown');
+  const energies = Object.values(merged.info)
+    .map((i) => i.retainedEnergy)
+    .filter((e): e is number => e !== null);
+  const adapterDir = join(ctx.workDir, 'output', 'adapter');
+  writePeftAdapter(adapterDir, modules, { base_model_name_or_path: baseModel });
+  const methodMetadata = {
+    kind: 'merge',
+    method: spec.method,
+    combination: merged.combination,
+    weights,
+    inputs: inputs.map((f) => f.parent ?? f.parentRef),
+    ...(spec.density === undefined ? {} : { density: spec.density }),
+    majoritySign: spec.majoritySign,
+    ...(spec.targetRank === undefined ? {} : { targetRank: spec.targetRank }),
+    parityMode: spec.parityMode,
+    refactor: spec.refactor,
+    seed: spec.seed,
+    rank: merged.r,
+    rankPattern: merged.rankPattern,
+  };
+  const metrics = {
+    modules: Object.keys(modules).length,
+    mergeSeconds: Math.round(seconds * 1000) / 1000,
+    ...(energies.length
+      ? { retainedEnergyMin: Math.min(...energies), retainedEnergyMean: energies.reduce((a, b) => a + b, 0) / energies.length }
+      : {}),
+  };
+  const lineage = inputs.map((f, i) => ({
+    relation: 'merged_from',
+    ...(f.parent ? { parent: f.parent } : { parentRef: f.parentRef as string }),
+    weight: weights[i] as number,
+    parameters: { method: spec.method },
+  }));
+  if (!spec.intoBase?.enabled) return { dir: adapterDir, baseModel, method: `merge-${spec.method}`, methodMetadata, metrics, lineage };
+
+  const base = spec.intoBase.baseModel;
+  if (!base?.path)
+    throw new LowrankError(
+      'invalid_spec',
+      'spec.intoBase.baseModel.path: merging into the base needs the base model as a local Hugging Face directory (downloads from the Hub are not done by this worker)',
+    );
+  const modelDir = join(ctx.workDir, 'output', 'model');
+  await ctx.reporter.progress({ stage: 'merging into base', step: 0, total: 1 }, true);
+  const res = mergeIntoBase(base.path, modules, modelDir);
+  return {
+    dir: modelDir,
+    baseModel: base.name ?? base.path,
+    method: 'merge-into-base',
+    methodMetadata: { ...methodMetadata, kind: 'merge-into-base', mergedTensors: res.merged.length },
+    metrics,
+    lineage: [
+      ...lineage,
+      { relation: 'merged_from', parentRef: base.name ? `hf:${base.name}` : `file:${base.path}`, parameters: { role: 'base' } },
+    ],
+  };
+}

@@ -1,0 +1,347 @@
+/**
+ * `lora-worker run` and the local executor against a real registry (PostgreSQL, Redis,
+ * MinIO): merge and compression jobs from spec to registry version with lineage, method
+ * metadata and the job link; bad input fails at once and leaves the registry unchanged;
+ * an unreachable registry is retryable; jobs submitted over REST are run by the executor
+ * with logs, retries with backoff, and cancellation of a running worker.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { serviceEnv } from '@lowrank/e2e/env';
+import { Redis } from 'ioredis';
+import { createToken } from '../../registry-api/src/auth/tokens.ts';
+import { RegistryClient } from '../../registry-api/src/cli/client.ts';
+import { push } from '../../registry-api/src/cli/transfer.ts';
+import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
+import { type Executor, startExecutor } from '../src/executor/executor.ts';
+import type { LoraModule } from '../src/native/linalg.ts';
+import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
+
+const run = promisify(execFile);
+const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
+const tmp = mkdtempSync(join(tmpdir(), 'lowrank-run-test-'));
+let reg: TestRegistry;
+const tok = { admin: '', ada: '' };
+
+function randomAdapter(seed: number, r: number): Record<string, LoraModule> {
+  let s = seed;
+  const rnd = () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return (s / 2 ** 31) * 2 - 1;
+  };
+  const mod = (out: number, inn: number): LoraModule => ({
+    r,
+    in: inn,
+    out,
+    A: Float32Array.from({ length: r * inn }, rnd),
+    B: Float32Array.from({ length: out * r }, rnd),
+    scale: 2,
+  });
+  return { 'model.layers.0.self_attn.q_proj': mod(32, 32), 'model.layers.0.self_attn.v_proj': mod(16, 32) };
+}
+
+async function worker(
+  spec: unknown,
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string; result: any }> {
+  const dir = mkdtempSync(join(tmp, 'job-'));
+  const specFile = join(dir, 'spec.json');
+  const resultFile = join(dir, 'result.json');
+  writeFileSync(specFile, JSON.stringify(spec));
+  const res = await run(process.execPath, [CLI, 'run', '--spec', specFile, '--work-dir', join(dir, 'work')], {
+    env: { ...process.env, LOWRANK_REGISTRY_URL: reg.base, LOWRANK_TOKEN: tok.ada, LOWRANK_RESULT_FILE: resultFile, ...env },
+  }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+  let result: unknown;
+  try {
+    result = JSON.parse(readFileSync(resultFile, 'utf8'));
+  } catch {}
+  return { ...res, result };
+}
+
+const api = (who: keyof typeof tok, method: string, path: string, body?: unknown): Promise<any> =>
+  fetch(`${reg.base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${tok[who]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
+
+const versionCount = async () => reg.prisma.version.count();
+
+// Its own Redis database, so this registry's queue is not shared with other test files.
+const redisUrl = `${serviceEnv('REDIS_URL').replace(/\/\d*$/, '')}/7`;
+
+before(async () => {
+  reg = await startRegistry({ redis: new Redis(redisUrl) });
+  await reg.redis.flushdb();
+  const org = await reg.prisma.organization.create({ data: { name: 'acme' } });
+  const nlp = await reg.prisma.team.create({ data: { name: 'nlp', organizationId: org.id } });
+  const ada = await reg.prisma.user.create({ data: { handle: 'ada', memberships: { create: { teamId: nlp.id } } } });
+  const root = await reg.prisma.user.create({ data: { handle: 'root', isAdmin: true } });
+  tok.ada = (await createToken(reg.prisma, { userId: ada.id, name: 't', scope: 'write' })).token;
+  tok.admin = (await createToken(reg.prisma, { userId: root.id, name: 'executor', scope: 'admin' })).token;
+  const client = new RegistryClient({ registry: reg.base, token: tok.ada });
+  await client.json('POST', '/v1/repos', { namespace: 'nlp', name: 'bot', baseModel: 'tiny/llama' });
+  for (const [i, seed] of [11, 22].entries()) {
+    const dir = join(tmp, `in-${i}`);
+    writePeftAdapter(dir, randomAdapter(seed, 8), { base_model_name_or_path: 'tiny/llama' });
+    await push(client, dir, 'nlp/bot');
+  }
+});
+
+describe('lora-worker run', () => {
+  it('merges two registry versions into a new version with merged_from lineage and weights', async () => {
+    const spec = {
+      kind: 'AdapterMerge',
+      metadata: { name: 'bot-ties' },
+      spec: {
+        inputs: [
+          { repository: 'nlp/bot', version: 1 },
+          { repository: 'nlp/bot', version: 2 },
+        ],
+        weights: [0.7, 0.3],
+        method: 'ties',
+        density: 0.5,
+        output: { repository: 'nlp/merged', tags: ['ties'], labels: { team: 'support' } },
+      },
+    };
+    const res = await worker(spec);
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+    assert.deepEqual(res.result, { status: 'succeeded', output: { repository: 'nlp/merged', version: 1, ref: 'nlp/merged@1' } });
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/merged/versions/ties');
+    assert.equal(v.number, 1);
+    assert.equal(v.method, 'merge-ties');
+    assert.deepEqual(
+      v.lineage.map((l: any) => [l.relation, l.parent, l.weight]),
+      [
+        ['merged_from', 'nlp/bot@1', 0.7],
+        ['merged_from', 'nlp/bot@2', 0.3],
+      ],
+    );
+    assert.equal(v.methodMetadata.density, 0.5);
+    assert.deepEqual(v.methodMetadata.labels, { team: 'support' });
+    // Progress went to stdout as JSON lines.
+    const events = res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).event);
+    assert.ok(events.includes('progress') && events.at(-1) === 'succeeded', events.join(','));
+  });
+
+  it('reduces the rank of a version by a fixed policy and records the compression', async () => {
+    const res = await worker({
+      kind: 'CompressionJob',
+      spec: {
+        mode: 'rank-reduction',
+        source: { adapter: { repository: 'nlp/bot', version: 1 } },
+        rankPolicy: { fixed: { rank: 4 } },
+        output: { repository: 'nlp/bot', tags: ['r4'] },
+      },
+    });
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/bot/versions/r4');
+    assert.equal(v.rank, 4);
+    assert.deepEqual(
+      v.lineage.map((l: any) => [l.relation, l.parent]),
+      [['compressed_from', 'nlp/bot@1']],
+    );
+    assert.equal(v.methodMetadata.ranksBefore, 8);
+    assert.equal(v.methodMetadata.ranksAfter, 4);
+    assert.ok(v.metrics.energyKeptMin > 0 && v.metrics.energyKeptMin <= 1);
+    // The pulled output is an ordinary PEFT adapter at rank 4.
+    const out = join(tmp, 'r4');
+    const { pull } = await import('../../registry-api/src/cli/transfer.ts');
+    await pull(new RegistryClient({ registry: reg.base, token: tok.ada }), 'nlp/bot', 'r4', out);
+    const adapter = readPeftAdapter(out);
+    assert.deepEqual(
+      Object.values(adapter.modules).map((m) => m.r),
+      [4, 4],
+    );
+  });
+
+  it('fails bad input at once (exit 65) with what to fix, and the registry is unchanged', async () => {
+    const before = await versionCount();
+    const cases: [unknown, RegExp][] = [
+      [
+        {
+          kind: 'AdapterMerge',
+          spec: { inputs: [{ repository: 'nlp/bot', version: 9 }], method: 'linear', output: { repository: 'nlp/x' } },
+        },
+        /has no version 9/,
+      ],
+      [
+        { kind: 'AdapterMerge', spec: { inputs: [{ path: join(tmp, 'nowhere') }], method: 'linear', output: { repository: 'nlp/x' } } },
+        /is not a directory/,
+      ],
+      [
+        {
+          kind: 'CompressionJob',
+          spec: { mode: 'rank-reduction', source: { adapter: { repository: 'nlp/bot' } }, output: { repository: 'nlp/x' } },
+        },
+        /rankPolicy/,
+      ],
+      [
+        {
+          kind: 'AdapterMerge',
+          spec: { inputs: [{ repository: 'nlp/bot' }], method: 'lego', targetRank: 4, output: { repository: 'nlp/x' } },
+        },
+        /lego is not implemented/,
+      ],
+    ];
+    for (const [spec, message] of cases) {
+      const res = await worker(spec);
+      assert.equal(res.code, 65, `${JSON.stringify(spec)}: ${res.stderr}${res.stdout}`);
+      assert.equal(res.result.status, 'failed');
+      assert.match(res.result.message, message);
+    }
+    const invalid = await worker({ kind: 'AdapterMerge', spec: { method: 'ties' } });
+    assert.equal(invalid.code, 65);
+    assert.match(invalid.stderr, /spec.inputs: Required value/);
+    assert.equal(await versionCount(), before);
+    assert.equal(await reg.prisma.repository.count({ where: { name: 'x' } }), 0);
+  });
+
+  it('says an unreachable registry is retryable (exit 75)', async () => {
+    const res = await worker(
+      { kind: 'AdapterMerge', spec: { inputs: [{ repository: 'nlp/bot' }], method: 'linear', output: { repository: 'nlp/x' } } },
+      { LOWRANK_REGISTRY_URL: 'http://127.0.0.1:9' },
+    );
+    assert.equal(res.code, 75, res.stderr + res.stdout);
+    assert.equal(res.result.reason, 'unavailable');
+  });
+});
+
+describe('local executor', () => {
+  let executor: Executor;
+  const start = (workRoot = join(tmp, 'work')) =>
+    startExecutor({ redisUrl, registryUrl: reg.base, token: tok.admin, concurrency: 2, logsDir: join(tmp, 'logs'), workRoot });
+
+  before(async () => {
+    executor = await start();
+    await executor.ready();
+  });
+  after(() => executor?.close());
+
+  async function submit(spec: unknown): Promise<string> {
+    const { status, body } = await api('ada', 'POST', '/v1/jobs', spec);
+    assert.equal(status, 201, JSON.stringify(body));
+    return body.id;
+  }
+
+  async function until(id: string, done: (j: any) => boolean, ms = 60_000): Promise<any> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const { body } = await api('ada', 'GET', `/v1/jobs/${id}`);
+      if (done(body)) return body;
+      if (Date.now() > end) assert.fail(`job ${id} stuck: ${JSON.stringify(body)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  it('runs a submitted merge to a version linked to its job, with its logs', async () => {
+    const id = await submit({
+      kind: 'AdapterMerge',
+      spec: {
+        inputs: [
+          { repository: 'nlp/bot', version: 1 },
+          { repository: 'nlp/bot', version: 2 },
+        ],
+        method: 'cat',
+        output: { repository: 'nlp/cat' },
+      },
+    });
+    const job = await until(id, (j) => j.status === 'succeeded' || j.status === 'failed');
+    assert.equal(job.status, 'succeeded', JSON.stringify(job));
+    assert.equal(job.attempts, 1);
+    assert.equal(job.progress.output.ref, 'nlp/cat@1');
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/cat/versions/1');
+    assert.equal(v.job, id);
+    assert.equal(v.rank, 16);
+    const { body: logs } = await api('ada', 'GET', `/v1/jobs/${id}/logs`);
+    const texts = logs.lines.map((l: any) => l.text).join('\n');
+    assert.match(texts, /attempt 1 of 4/); // retry.backoffLimit defaults to 3
+    assert.match(texts, /"event":"succeeded"/);
+    assert.match(texts, /worker ended: exit status 0/);
+    const { body: tail } = await api('ada', 'GET', `/v1/jobs/${id}/logs?since=${logs.next}`);
+    assert.deepEqual(tail.lines, []);
+  });
+
+  it('fails a job with bad input at once, without retrying', async () => {
+    const id = await submit({
+      kind: 'AdapterMerge',
+      spec: {
+        inputs: [{ repository: 'nlp/bot', version: 99 }],
+        method: 'linear',
+        retry: { backoffLimit: 3 },
+        output: { repository: 'nlp/none' },
+      },
+    });
+    const job = await until(id, (j) => j.status === 'failed');
+    assert.equal(job.attempts, 1);
+    assert.match(job.error, /has no version 99/);
+  });
+
+  it('retries a failing worker with backoff until the retry limit, then marks the job failed', async () => {
+    // A work root that is a file: every attempt fails inside the worker (an internal error, retried).
+    const workRootFile = join(tmp, 'not-a-directory');
+    writeFileSync(workRootFile, '');
+    await executor.close();
+    executor = await start(workRootFile);
+    try {
+      const id = await submit({
+        kind: 'CompressionJob',
+        spec: {
+          source: { adapter: { repository: 'nlp/bot' } },
+          servingMaxRank: 8,
+          retry: { backoffLimit: 1 },
+          output: { repository: 'nlp/bot' },
+        },
+      });
+      const job = await until(id, (j) => j.status === 'failed');
+      assert.equal(job.attempts, 2);
+      assert.match(job.error, /after 2 attempts/);
+      const { body: logs } = await api('ada', 'GET', `/v1/jobs/${id}/logs`);
+      assert.deepEqual([...new Set(logs.lines.map((l: any) => l.attempt))], [1, 2]);
+    } finally {
+      await executor.close();
+      executor = await start();
+    }
+  });
+
+  it('cancels a running job: the worker is stopped and the job stays cancelled', async () => {
+    // An input whose adapter_config.json is a FIFO nobody writes: the worker blocks reading it.
+    const stuck = join(tmp, 'stuck');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(stuck);
+    await run('mkfifo', [join(stuck, 'adapter_config.json')]);
+    const id = await submit({
+      kind: 'AdapterMerge',
+      spec: { inputs: [{ path: stuck }], method: 'linear', output: { repository: 'nlp/stuck' } },
+    });
+    await until(id, (j) => j.status === 'running' && j.progress.stage === 'fetching inputs');
+    const { status } = await api('ada', 'POST', `/v1/jobs/${id}:cancel`);
+    assert.equal(status, 200);
+    const { body: logs } = await (async () => {
+      const end = Date.now() + 30_000;
+      for (;;) {
+        const r = await api('ada', 'GET', `/v1/jobs/${id}/logs`);
+        if (r.body.lines.some((l: any) => /worker ended: killed by SIGTERM/.test(l.text)) || Date.now() > end) return r;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    })();
+    assert.ok(
+      logs.lines.some((l: any) => /killed by SIGTERM/.test(l.text)),
+      JSON.stringify(logs.lines),
+    );
+    const { body: job } = await api('ada', 'GET', `/v1/jobs/${id}`);
+    assert.equal(job.status, 'cancelled');
+    assert.equal(await reg.prisma.repository.count({ where: { name: 'stuck' } }), 0);
+  });
+});
