@@ -257,6 +257,52 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/repos/{namespace}/{name}/versions/{ref}/diagnostics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        /** What post-processing computed for the version: per-module singular values, energy, effective and stable rank, norms, and a summary. state is pending until it ran. */
+        get: operations["getDiagnostics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/versions/{ref}/compare": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        /** This version beside another (with=namespace/name@version-or-tag): config, metrics and method metadata differences, files, and both spectra of every module when both are computed. */
+        get: operations["compareVersions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/models/{namespace}/{name}": {
         parameters: {
             query?: never;
@@ -624,6 +670,11 @@ export type components = {
             digest: components["schemas"]["Digest"];
             size: number;
         };
+        Differences: {
+            key: string;
+            a: unknown;
+            b: unknown;
+        }[];
         /** @enum {string} */
         Relation: "trained_from" | "merged_from" | "compressed_from" | "transferred_from" | "generated_by" | "extracted_from" | "quantized_from";
         LineageInput: {
@@ -1207,6 +1258,85 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LineageGraph"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    getDiagnostics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The diagnostics, or state pending. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        state: "pending" | "ready";
+                        /** Format: date-time */
+                        computedAt?: string;
+                        /** @description lora, or none when the version is not a PEFT LoRA adapter. */
+                        kind?: string;
+                        summary?: Record<string, unknown>;
+                        modules?: {
+                            [key: string]: Record<string, unknown>;
+                        };
+                    };
+                };
+            };
+            401: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    compareVersions: {
+        parameters: {
+            query: {
+                with: string;
+            };
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The comparison. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        a: components["schemas"]["Version"];
+                        b: components["schemas"]["Version"];
+                        config: components["schemas"]["Differences"];
+                        metrics: components["schemas"]["Differences"];
+                        methodMetadata: components["schemas"]["Differences"];
+                        files: Record<string, unknown>;
+                        diagnostics?: Record<string, unknown>;
+                        spectra: Record<string, unknown> | null;
+                    };
                 };
             };
             400: components["responses"]["Problem"];

@@ -14,9 +14,11 @@ import type { PrismaClient } from './generated/prisma/client.ts';
 import type { JobQueue } from './jobs/queue.ts';
 import { expressPath, operations } from './openapi/document.ts';
 import { requestValidator } from './openapi/request-validator.ts';
+import type { PostprocessQueue } from './postprocess/queue.ts';
 import { errorHandler, notFound } from './problem.ts';
 import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
+import { compareVersions, getDiagnostics } from './routes/diagnostics.ts';
 import { downloadFile } from './routes/files.ts';
 import { hubModelInfo, hubResolve, hubTree } from './routes/hf.ts';
 import { appendJobLogs, cancelJob, getJob, getJobLogs, jobEvents, listJobs, reportJobProgress, submitJob } from './routes/jobs.ts';
@@ -35,12 +37,20 @@ export interface AppDeps {
   log: Logger;
   /** The queue jobs submitted over REST go to (the local executor consumes it). */
   jobs: JobQueue;
+  /** Where new versions are queued for diagnostics; none: they are not computed. */
+  postprocess?: PostprocessQueue;
   /** Largest accepted blob upload (default 20 GiB). */
   maxBlobBytes?: number;
 }
 
 export function createApp(deps: AppDeps): Express {
-  const ctx: Context = { prisma: deps.prisma, blobs: deps.blobs, log: deps.log, maxBlobBytes: deps.maxBlobBytes ?? 20 * 2 ** 30 };
+  const ctx: Context = {
+    prisma: deps.prisma,
+    blobs: deps.blobs,
+    log: deps.log,
+    maxBlobBytes: deps.maxBlobBytes ?? 20 * 2 ** 30,
+    ...(deps.postprocess ? { postprocess: deps.postprocess } : {}),
+  };
   const handlers: Record<string, RequestHandler> = {
     getHealth,
     getReadiness: getReadiness(deps.db, deps.redis),
@@ -67,6 +77,8 @@ export function createApp(deps: AppDeps): Express {
     getVersion: getVersion(ctx),
     downloadFile: downloadFile(ctx),
     getLineage: getLineage(ctx),
+    getDiagnostics: getDiagnostics(ctx),
+    compareVersions: compareVersions(ctx),
     setTag: setTag(ctx),
     deleteTag: deleteTag(ctx),
     yankVersion: yankVersion(ctx),

@@ -18,6 +18,11 @@ export interface Config {
   databaseUrl: string;
   redisUrl: string;
   maxBlobBytes: number;
+  /** Run post-processing (diagnostics, scheduled GC) in this process. */
+  postprocess: boolean;
+  /** GC runs every gcEveryMs and deletes blobs unreferenced for longer than gcGraceMs. */
+  gcEveryMs: number;
+  gcGraceMs: number;
   blobs: () => Promise<BlobStore>;
 }
 
@@ -64,6 +69,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: required(env, 'DATABASE_URL'),
     redisUrl: required(env, 'REDIS_URL'),
     maxBlobBytes: integer(env, 'LOWRANK_MAX_BLOB_BYTES', 20 * 2 ** 30, 1, Number.MAX_SAFE_INTEGER),
+    postprocess: env.LOWRANK_POSTPROCESS !== 'off',
+    gcEveryMs: integer(env, 'LOWRANK_GC_EVERY_MS', 60 * 60 * 1000, 1000, 7 * 24 * 60 * 60 * 1000),
+    // A day: longer than any upload session, so a blob uploaded for a commit in flight is never taken.
+    gcGraceMs: integer(env, 'LOWRANK_GC_GRACE_MS', 24 * 60 * 60 * 1000, 0, 365 * 24 * 60 * 60 * 1000),
     blobs,
   };
 }

@@ -14,6 +14,8 @@ import { loadConfig } from './config.ts';
 import { migrate } from './db/migrate.ts';
 import { PrismaClient } from './generated/prisma/client.ts';
 import { jobQueue } from './jobs/queue.ts';
+import { postprocessQueue } from './postprocess/queue.ts';
+import { startPostprocessWorker } from './postprocess/worker.ts';
 
 const log = createLogger('registry-api');
 
@@ -32,7 +34,16 @@ async function main(): Promise<void> {
   const blobs = await config.blobs();
   log.info({ blobs: blobs.kind }, 'blob store ready');
   const jobs = jobQueue(redis);
-  const app = createApp({ db, redis, prisma, blobs, jobs, log, maxBlobBytes: config.maxBlobBytes });
+  const postprocess = postprocessQueue(redis);
+  const postWorker = config.postprocess ? startPostprocessWorker({ redis, prisma, blobs, log }) : undefined;
+  if (postWorker) {
+    await postprocess.scheduleGc(config.gcEveryMs, config.gcGraceMs);
+    log.info(
+      { gcEveryMs: config.gcEveryMs, gcGraceMs: config.gcGraceMs },
+      'post-processing on: diagnostics for new versions, scheduled GC',
+    );
+  }
+  const app = createApp({ db, redis, prisma, blobs, jobs, postprocess, log, maxBlobBytes: config.maxBlobBytes });
   const server = app.listen(config.port, config.host);
   await new Promise<void>((res, rej) => {
     server.once('listening', res);
@@ -44,7 +55,8 @@ async function main(): Promise<void> {
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
     server.close(async () => {
-      await Promise.allSettled([jobs.close(), db.end(), redis.quit(), prisma.$disconnect()]);
+      await postWorker?.close();
+      await Promise.allSettled([jobs.close(), postprocess.close(), db.end(), redis.quit(), prisma.$disconnect()]);
       process.exit(0);
     });
     setTimeout(() => process.exit(1), 10_000).unref();

@@ -355,6 +355,8 @@ describe('every route checks authorization', () => {
       jobEvents: { path: `/v1/jobs/${jobIds.read}/events` },
       cancelJob: { path: `/v1/jobs/${jobIds.cancel}:cancel` },
       reportJobProgress: { path: `/v1/jobs/${jobIds.progress}/progress`, body: { status: 'running', progress: { step: 1, total: 10 } } },
+      getDiagnostics: { path: '/v1/repos/nlp/walk/versions/1/diagnostics' },
+      compareVersions: { path: '/v1/repos/nlp/walk/versions/1/compare?with=nlp/walk@1' },
       getJobLogs: { path: `/v1/jobs/${jobIds.read}/logs?since=0` },
       appendJobLogs: { path: `/v1/jobs/${jobIds.progress}/logs`, body: { lines: [{ stream: 'stdout', text: 'hello' }] } },
       createRepository: { path: '/v1/repos', body: { namespace: 'nlp', name: `walk-${randomBytes(3).toString('hex')}`, baseModel: 'm' } },

@@ -216,6 +216,20 @@ say(
   `compressed: ${compressed.ref} (rank ${compressedVersion.methodMetadata.ranksBefore} -> ${compressedVersion.methodMetadata.ranksAfter} at 90% energy; ` +
     `parameters ${m.paramsBefore} -> ${m.paramsAfter}; energy kept >= ${m.energyKeptMin?.toFixed(4)}, relative error <= ${m.relErrorMax?.toFixed(4)})`,
 );
+// 4. Post-processing: the registry computed each new version's spectra.
+for (let i = 0; i < 100; i++) {
+  const d = await client.json<{ state: string; summary?: { modules: number; meanEffectiveRank: number; maxRank: number } }>(
+    'GET',
+    `/v1/repos/${compressed.repository}/versions/${compressed.version}/diagnostics`,
+  );
+  if (d.state === 'ready' && d.summary) {
+    say(
+      `diagnostics of ${compressed.ref}: ${d.summary.modules} modules, rank ${d.summary.maxRank}, mean effective rank ${d.summary.meanEffectiveRank}`,
+    );
+    break;
+  }
+  await new Promise((r) => setTimeout(r, 100));
+}
 const graph = await client.json<Graph>(
   'GET',
   `/v1/repos/${compressed.repository}/versions/${compressed.version}/lineage?direction=ancestors`,

@@ -6,6 +6,7 @@ import { type Action, decide } from '../auth/policy.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { BlobStore } from '../blobs/store.ts';
 import type { PrismaClient, Repository } from '../generated/prisma/client.ts';
+import type { PostprocessQueue } from '../postprocess/queue.ts';
 
 export interface Context {
   prisma: PrismaClient;
@@ -13,6 +14,7 @@ export interface Context {
   log: Logger;
   /** Largest accepted blob upload, in bytes. */
   maxBlobBytes: number;
+  postprocess?: PostprocessQueue;
 }
 
 export const principalOf = (res: Response) => (res.locals.principal ?? null) as Principal | null;

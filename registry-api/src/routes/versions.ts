@@ -125,6 +125,10 @@ export function commitVersion(ctx: Context): RequestHandler {
         details: { files: body.files.length },
       },
     });
+    // Diagnostics follow the commit; the version is already whole without them.
+    await ctx.postprocess
+      ?.diagnostics(made.id)
+      .catch((err: unknown) => ctx.log.warn({ err, version: made.id }, 'could not queue diagnostics'));
     const version = await ctx.prisma.version.findUniqueOrThrow({ where: { id: made.id }, include: versionInclude });
     const warnings = servingWarnings(`${repo.namespace}/${repo.name}`, made.number, body.config, body.rank);
     res.status(201).json({ ...versionView(version), ...(warnings.length > 0 ? { warnings } : {}) });

@@ -9,6 +9,8 @@ import { createApp } from '../../src/app.ts';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import type { PrismaClient } from '../../src/generated/prisma/client.ts';
 import { jobQueue } from '../../src/jobs/queue.ts';
+import { type PostprocessQueue, postprocessQueue } from '../../src/postprocess/queue.ts';
+import { startPostprocessWorker } from '../../src/postprocess/worker.ts';
 import { closeBeforeDrop, migratedPrisma } from './database.ts';
 import { freshBucket } from './s3.ts';
 
@@ -18,22 +20,27 @@ export interface TestRegistry {
   blobs: BlobStore;
   redis: Redis;
   db: pg.Pool;
+  postprocess?: PostprocessQueue;
 }
 
 const quiet = createLogger('registry-test', { write: () => {} } as never);
 
-export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: number } = {}): Promise<TestRegistry> {
+/** postprocess: queue diagnostics on commit and run the post-processing worker (give it its own Redis database). */
+export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean } = {}): Promise<TestRegistry> {
   const { url, prisma } = await migratedPrisma();
   const { store, raw } = await freshBucket();
   const db = new pg.Pool({ connectionString: url });
   const redis = options.redis ?? new Redis(serviceEnv('REDIS_URL'));
   const jobs = jobQueue(redis);
+  const postprocess = options.postprocess ? postprocessQueue(redis) : undefined;
+  const postWorker = options.postprocess ? startPostprocessWorker({ redis, prisma, blobs: store, log: quiet }) : undefined;
   const server: Server = createApp({
     db,
     redis,
     prisma,
     blobs: store,
     jobs,
+    ...(postprocess ? { postprocess } : {}),
     log: quiet,
     ...(options.maxBlobBytes ? { maxBlobBytes: options.maxBlobBytes } : {}),
   }).listen(0, '127.0.0.1');
@@ -41,10 +48,18 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
   closeBeforeDrop(async () => {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
-    await Promise.allSettled([jobs.close(), db.end(), prisma.$disconnect()]);
+    await postWorker?.close();
+    await Promise.allSettled([jobs.close(), postprocess?.close(), db.end(), prisma.$disconnect()]);
     redis.disconnect();
     store.destroy();
     raw.destroy();
   });
-  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, prisma, blobs: store, redis, db };
+  return {
+    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    prisma,
+    blobs: store,
+    redis,
+    db,
+    ...(postprocess ? { postprocess } : {}),
+  };
 }
