@@ -89,9 +89,9 @@ describe('diagnostics after each commit', () => {
       const want = spectra(m);
       const got = d.modules[name];
       assert.equal(got.sigma.length, 8);
-      got.sigma.forEach((x: number, i: number) =>
-        assert.ok(Math.abs(x - (want.sigma[i] as number)) <= 1e-6 * (want.sigma[0] as number) + 1e-6),
-      );
+      for (const [i, x] of (got.sigma as number[]).entries()) {
+        assert.ok(Math.abs(x - (want.sigma[i] as number)) <= 1e-6 * (want.sigma[0] as number) + 1e-6, `${name} sigma[${i}]`);
+      }
       assert.ok(Math.abs(got.erank - want.erank) <= 1e-5);
       assert.deepEqual(got.kAt, want.kAt);
     }
