@@ -224,7 +224,7 @@ export type paths = {
             };
             cookie?: never;
         };
-        /** A file's bytes, verified against its digest; supports Range and If-None-Match. */
+        /** A file's bytes, verified against its digest; supports Range and If-None-Match. With direct=1 on an S3 store, a 307 to a presigned S3 URL. */
         get: operations["downloadFile"];
         put?: never;
         post?: never;
@@ -1189,7 +1189,10 @@ export interface operations {
     };
     downloadFile: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description 1 to download straight from S3 (307 to a presigned URL, X-Linked-Etag has the digest to verify); ignored on a filesystem store and for Range requests. */
+                direct?: "0" | "1";
+            };
             header?: never;
             path: {
                 /** @description The owning team. */
@@ -1222,6 +1225,13 @@ export interface operations {
             };
             /** @description Not modified. */
             304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description direct=1 on an S3 store; Location is a presigned URL valid for 15 minutes. */
+            307: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -53,6 +53,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : async () => {
           const store = new S3BlobStore({
             bucket: env.S3_BUCKET ?? 'lowrank',
+            ...(env.LOWRANK_S3_PUBLIC_ENDPOINT ? { publicEndpoint: env.LOWRANK_S3_PUBLIC_ENDPOINT } : {}),
             client: {
               endpoint: required(env, 'S3_ENDPOINT'),
               region: env.S3_REGION ?? 'us-east-1',

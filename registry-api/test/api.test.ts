@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { serviceEnv } from '@lowrank/e2e/env';
 import { parse } from 'yaml';
 import { createToken } from '../src/auth/tokens.ts';
 import { operations } from '../src/openapi/document.ts';
@@ -125,6 +126,22 @@ describe('push and pull', () => {
     const out = await call('adaRead', 'GET', path, undefined, { range: `bytes=${model.length}-` });
     assert.equal(out.status, 416);
     assert.equal((await call('adaRead', 'GET', '/v1/repos/nlp/support-bot/versions/1/files/nope.bin')).status, 404);
+  });
+
+  it('sends a direct download straight from S3 with a presigned URL, the digest to check in X-Linked-Etag', async () => {
+    const path = '/v1/repos/nlp/support-bot/versions/latest/files/adapter_model.safetensors?direct=1';
+    const r = await fetch(`${reg.base}${path}`, { headers: { authorization: `Bearer ${tokens.adaRead}` }, redirect: 'manual' });
+    assert.equal(r.status, 307);
+    assert.equal(r.headers.get('x-linked-etag'), digestOf(model));
+    const location = r.headers.get('location') as string;
+    assert.ok(location.startsWith(serviceEnv('S3_ENDPOINT')), location);
+    assert.match(location, /X-Amz-Signature=/);
+    // The URL works without registry credentials, and fetch follows it (dropping the token).
+    assert.ok(Buffer.from(await (await fetch(location)).arrayBuffer()).equals(model));
+    assert.ok(Buffer.from(await (await call('adaRead', 'GET', path)).arrayBuffer()).equals(model));
+    // Authorization still comes first; ranges stay on the registry.
+    assert.equal((await call('bob', 'GET', path)).status, 404);
+    assert.equal((await call('adaRead', 'GET', path, undefined, { range: 'bytes=0-9' })).status, 206);
   });
 
   it('skips uploads of blobs the repository already has', async () => {

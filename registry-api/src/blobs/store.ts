@@ -35,4 +35,9 @@ export interface BlobStore {
   getRange(digest: string, start: number, end: number): Promise<Readable>;
   stat(digest: string): Promise<{ size: number } | undefined>;
   delete(digest: string): Promise<void>;
+  /**
+   * A time-limited URL from which a client downloads the blob straight from storage (S3
+   * only), so the registry is not in the data path; the client checks the digest itself.
+   */
+  presignGet?(digest: string, expiresInSeconds: number): Promise<string>;
 }

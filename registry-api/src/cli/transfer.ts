@@ -159,7 +159,8 @@ export async function pull(
       const tmp = `${target}.lowrank-partial`;
       const res = await client.request(
         'GET',
-        `/v1/repos/${repo}/versions/${version.number}/files/${f.path.split('/').map(encodeURIComponent).join('/')}`,
+        // direct=1: straight from S3 when the registry can (the digest is checked below either way).
+        `/v1/repos/${repo}/versions/${version.number}/files/${f.path.split('/').map(encodeURIComponent).join('/')}?direct=1`,
       );
       const hash = createHash('sha256');
       try {
