@@ -164,6 +164,94 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/repos/{namespace}/{name}/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Starts (or resumes) a direct upload of one blob: on an S3 store the client sends parts straight to S3 through presigned URLs; state proxy means PUT the blob to location instead, exists that this repository already has it. */
+        post: operations["startUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/uploads/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** The session with the parts uploaded so far (to resume). */
+        get: operations["getUpload"];
+        put?: never;
+        post?: never;
+        /** Gives the upload up; its parts are deleted from S3. */
+        delete: operations["abortUpload"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/uploads/{id}/parts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Presigned PUT URLs for parts; each URL requires the header x-amz-checksum-sha256 with the part's SHA-256 (base64), which S3 checks. */
+        post: operations["presignUploadParts"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/uploads/{id}:complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Completes the upload once every part is in S3; the registry hashes the whole object and keeps it only if it has the session's digest and size. */
+        post: operations["completeUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/repos/{namespace}/{name}/versions": {
         parameters: {
             query?: never;
@@ -670,6 +758,20 @@ export type components = {
             digest: components["schemas"]["Digest"];
             size: number;
         };
+        UploadSession: {
+            id?: string;
+            /** @enum {string} */
+            state: "open" | "exists" | "proxy";
+            digest: string;
+            size: number;
+            partSize?: number;
+            partCount?: number;
+            uploadedParts?: {
+                number?: number;
+                size?: number;
+            }[];
+            location: string;
+        };
         Differences: {
             key: string;
             a: unknown;
@@ -1095,6 +1197,184 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+        };
+    };
+    startUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    digest: components["schemas"]["Digest"];
+                    size: number;
+                };
+            };
+        };
+        responses: {
+            /** @description The upload session (resumed, with the parts S3 already has), or where to send the blob instead. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadSession"];
+                };
+            };
+            /** @description The upload session (resumed, with the parts S3 already has), or where to send the blob instead. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadSession"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+        };
+    };
+    getUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The upload session (resumed, with the parts S3 already has), or where to send the blob instead. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadSession"];
+                };
+            };
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    abortUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Aborted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    presignUploadParts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    parts: {
+                        number: number;
+                        sha256: string;
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description One URL per part. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        expiresInSeconds: number;
+                        parts: {
+                            number: number;
+                            url: string;
+                            headers: Record<string, unknown>;
+                        }[];
+                    };
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    completeUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Stored. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        digest: string;
+                        size: number;
+                    };
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
         };
     };
     listVersions: {

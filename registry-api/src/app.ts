@@ -27,6 +27,7 @@ import { createRepository, getRepository } from './routes/repositories.ts';
 import { searchRepositories } from './routes/search.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
 import { deleteTag, setTag, yankVersion } from './routes/tags.ts';
+import { abortUpload, completeUpload, getUpload, presignUploadParts, startUpload } from './routes/uploads.ts';
 import { commitVersion, getLineage, getVersion, listVersions } from './routes/versions.ts';
 
 export interface AppDeps {
@@ -72,6 +73,11 @@ export function createApp(deps: AppDeps): Express {
     searchRepositories: searchRepositories(ctx),
     headBlob: headBlob(ctx),
     uploadBlob: uploadBlob(ctx),
+    startUpload: startUpload(ctx),
+    getUpload: getUpload(ctx),
+    abortUpload: abortUpload(ctx),
+    presignUploadParts: presignUploadParts(ctx),
+    completeUpload: completeUpload(ctx),
     listVersions: listVersions(ctx),
     commitVersion: commitVersion(ctx),
     getVersion: getVersion(ctx),

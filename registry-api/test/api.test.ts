@@ -344,11 +344,18 @@ describe('every route checks authorization', () => {
   };
 
   const jobIds: Record<'read' | 'cancel' | 'progress', string> = { read: '', cancel: '', progress: '' };
+  const uploads: Record<'get' | 'abort' | 'parts' | 'complete', string> = { get: '', abort: '', parts: '', complete: '' };
   const job = () => ({ ...example, spec: { ...example.spec, output: { repository: 'nlp/walk' } } });
 
   before(async () => {
     await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'walk', baseModel: 'm' });
     assert.equal((await push('ada', 'nlp/walk', { 'adapter_config.json': file })).status, 201);
+    for (const k of Object.keys(uploads) as (keyof typeof uploads)[]) {
+      const data = randomBytes(32);
+      const r = await call('ada', 'POST', '/v1/repos/nlp/walk/uploads', { digest: digestOf(data), size: 32 });
+      assert.equal(r.status, 201, await r.clone().text());
+      uploads[k] = (await json(r)).location;
+    }
     for (const k of Object.keys(jobIds) as (keyof typeof jobIds)[]) {
       const r = await call('ada', 'POST', '/v1/jobs', job());
       assert.equal(r.status, 201, await r.clone().text());
@@ -372,6 +379,14 @@ describe('every route checks authorization', () => {
       jobEvents: { path: `/v1/jobs/${jobIds.read}/events` },
       cancelJob: { path: `/v1/jobs/${jobIds.cancel}:cancel` },
       reportJobProgress: { path: `/v1/jobs/${jobIds.progress}/progress`, body: { status: 'running', progress: { step: 1, total: 10 } } },
+      startUpload: { path: '/v1/repos/nlp/walk/uploads', body: { digest: digestOf(randomBytes(32)), size: 32 } },
+      getUpload: { path: uploads.get },
+      abortUpload: { path: uploads.abort },
+      presignUploadParts: {
+        path: `${uploads.parts}/parts`,
+        body: { parts: [{ number: 1, sha256: createHash('sha256').update('x').digest('base64') }] },
+      },
+      completeUpload: { path: `${uploads.complete}:complete` },
       getDiagnostics: { path: '/v1/repos/nlp/walk/versions/1/diagnostics' },
       compareVersions: { path: '/v1/repos/nlp/walk/versions/1/compare?with=nlp/walk@1' },
       getJobLogs: { path: `/v1/jobs/${jobIds.read}/logs?since=0` },

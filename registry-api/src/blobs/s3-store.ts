@@ -24,6 +24,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LowrankError } from '@lowrank/crds/errors';
 import { blobKey, HashingStream } from './digest.ts';
+import { DirectUploads } from './direct-upload.ts';
 import { spool } from './spool.ts';
 import type { BlobStore, PutOptions, PutResult } from './store.ts';
 
@@ -47,6 +48,7 @@ export class S3BlobStore implements BlobStore {
   private readonly s3: S3Client;
   private readonly presigner: S3Client;
   private readonly options: S3BlobStoreOptions;
+  readonly direct: DirectUploads;
 
   constructor(options: S3BlobStoreOptions) {
     this.options = options;
@@ -61,6 +63,7 @@ export class S3BlobStore implements BlobStore {
           endpoint: options.publicEndpoint,
         })
       : this.s3;
+    this.direct = new DirectUploads(this.s3, this.presigner, options.bucket, options.prefix ?? '', (d) => this.key(d));
   }
 
   private key(digest: string): string {

@@ -6,6 +6,7 @@
  * (the embedded default) and S3.
  */
 import type { Readable } from 'node:stream';
+import type { DirectUploads } from './direct-upload.ts';
 
 export interface PutResult {
   digest: string;
@@ -40,4 +41,6 @@ export interface BlobStore {
    * only), so the registry is not in the data path; the client checks the digest itself.
    */
   presignGet?(digest: string, expiresInSeconds: number): Promise<string>;
+  /** Multipart uploads the client sends straight to storage (S3 only). */
+  readonly direct?: DirectUploads;
 }

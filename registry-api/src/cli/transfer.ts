@@ -16,6 +16,11 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RegistryClient } from './client.ts';
+import { uploadDirect } from './direct-upload.ts';
+
+/** Files at least this large go straight to S3 when the registry offers it. */
+const DIRECT_MIN_BYTES = 16 * 2 ** 20;
+
 import { progress } from './progress.ts';
 
 interface LocalFile {
@@ -101,6 +106,10 @@ export async function push(
   );
   try {
     for (const f of todo) {
+      if (f.size >= DIRECT_MIN_BYTES && (await uploadDirect(client, repo, f, (n) => bar.add(n)))) {
+        bar.fileDone(f.path, { size: f.size, digest: f.digest, direct: true });
+        continue;
+      }
       const body = Readable.toWeb(createReadStream(f.abs).pipe(counting((n) => bar.add(n)))) as ReadableStream;
       await client.request('PUT', `/v1/repos/${repo}/blobs/${f.digest}`, {
         raw: body,

@@ -21,14 +21,20 @@ export interface TestRegistry {
   redis: Redis;
   db: pg.Pool;
   postprocess?: PostprocessQueue;
+  /** The test bucket behind an S3 store, and a raw client to look behind the store's back. */
+  bucket: string;
+  raw: import('@aws-sdk/client-s3').S3Client;
 }
 
 const quiet = createLogger('registry-test', { write: () => {} } as never);
 
 /** postprocess: queue diagnostics on commit and run the post-processing worker (give it its own Redis database). */
-export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean } = {}): Promise<TestRegistry> {
+export async function startRegistry(
+  options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean; blobs?: BlobStore } = {},
+): Promise<TestRegistry> {
   const { url, prisma } = await migratedPrisma();
-  const { store, raw } = await freshBucket();
+  const { store: s3, raw, bucket } = await freshBucket();
+  const store = options.blobs ?? s3;
   const db = new pg.Pool({ connectionString: url });
   const redis = options.redis ?? new Redis(serviceEnv('REDIS_URL'));
   const jobs = jobQueue(redis);
@@ -51,7 +57,7 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
     await postWorker?.close();
     await Promise.allSettled([jobs.close(), postprocess?.close(), db.end(), prisma.$disconnect()]);
     redis.disconnect();
-    store.destroy();
+    s3.destroy();
     raw.destroy();
   });
   return {
@@ -60,6 +66,8 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
     blobs: store,
     redis,
     db,
+    bucket,
+    raw,
     ...(postprocess ? { postprocess } : {}),
   };
 }
