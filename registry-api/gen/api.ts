@@ -758,6 +758,11 @@ export type components = {
             digest: components["schemas"]["Digest"];
             size: number;
         };
+        /** @description How the version was made, checked against the schema of its kind (extra keys are kept). training: method, rank, alpha, targets, datasetDigest, lossCurve; merge / merge-into-base: method, inputs, weights (density when used); compression: mode, ranksBefore, ranksAfter, energyKept, relError; transfer: sourceBase, targetBase, syntheticGenerated, syntheticKept, discriminatorAccuracy, teacherScore, studentScore; generation: generatorVersion, taskDescription, embeddingDigest, seed; import: free-form. */
+        MethodMetadata: {
+            /** @enum {string} */
+            kind: "training" | "merge" | "merge-into-base" | "compression" | "transfer" | "generation" | "import";
+        } & (unknown & unknown & unknown & unknown & unknown);
         UploadSession: {
             id?: string;
             /** @enum {string} */
@@ -795,7 +800,7 @@ export type components = {
             /** @description adapter_config.json. */
             config: Record<string, unknown>;
             method?: string;
-            methodMetadata?: Record<string, unknown>;
+            methodMetadata?: components["schemas"]["MethodMetadata"];
             metrics?: Record<string, unknown>;
             rank?: number;
             lineage?: components["schemas"]["LineageInput"][];

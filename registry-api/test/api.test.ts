@@ -144,6 +144,47 @@ describe('push and pull', () => {
     assert.equal((await call('adaRead', 'GET', path, undefined, { range: 'bytes=0-9' })).status, 206);
   });
 
+  it('checks method metadata against the schema of its kind', async () => {
+    const data = randomBytes(16);
+    assert.equal((await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'meta', baseModel: 'm' })).status, 201);
+    const bad = async (methodMetadata: unknown) => {
+      const r = await push('ada', 'nlp/meta', { 'x.bin': data }, { methodMetadata });
+      assert.equal(r.status, 400, JSON.stringify(methodMetadata));
+      return (await json(r)).errors.map((e: { path: string }) => e.path);
+    };
+    assert.ok(
+      (await bad({ kind: 'training', method: 'lora', rank: 8, alpha: 16, targets: ['q_proj'], datasetDigest: digestOf(data) })).includes(
+        'body.methodMetadata.lossCurve',
+      ),
+    );
+    assert.ok(
+      (
+        await bad({
+          kind: 'transfer',
+          sourceBase: 'a',
+          targetBase: 'b',
+          syntheticGenerated: 10,
+          syntheticKept: 4,
+          discriminatorAccuracy: 1.5,
+          teacherScore: 1,
+          studentScore: 1,
+        })
+      ).includes('body.methodMetadata.discriminatorAccuracy'),
+    );
+    assert.ok((await bad({ kind: 'alchemy' })).includes('body.methodMetadata.kind'));
+    assert.ok((await bad({ method: 'lora' })).includes('body.methodMetadata.kind'));
+    const ok = await push(
+      'ada',
+      'nlp/meta',
+      { 'x.bin': data },
+      {
+        methodMetadata: { kind: 'merge', method: 'ties', inputs: ['nlp/a@1', 'nlp/b@2'], weights: [0.5, 0.5], density: 0.4, note: 'kept' },
+      },
+    );
+    assert.equal(ok.status, 201, await ok.clone().text());
+    assert.equal((await json(ok)).methodMetadata.note, 'kept');
+  });
+
   it('skips uploads of blobs the repository already has', async () => {
     assert.equal((await call('ada', 'HEAD', `/v1/repos/nlp/support-bot/blobs/${digestOf(model)}`)).status, 200);
     assert.equal((await call('ada', 'HEAD', `/v1/repos/nlp/support-bot/blobs/${digestOf(randomBytes(5))}`)).status, 404);
@@ -167,7 +208,7 @@ describe('push and pull', () => {
       push('ada', 'nlp/support-bot', { 'adapter_model.safetensors': randomBytes(1000) }, { number: 2 }),
       push('ada', 'nlp/support-bot', { 'adapter_model.safetensors': randomBytes(1000) }, { number: 2 }),
     ]);
-    assert.deepEqual([a.status, b.status].sort(), [201, 409]);
+    assert.deepEqual([a.status, b.status].sort(), [201, 409], `${await a.clone().text()} ${await b.clone().text()}`);
   });
 
   it('warns when a pushed rank is above common serving limits, with a valid CompressionJob to fix it', async () => {
