@@ -16,6 +16,7 @@ import { expressPath, operations } from './openapi/document.ts';
 import { requestValidator } from './openapi/request-validator.ts';
 import type { PostprocessQueue } from './postprocess/queue.ts';
 import { errorHandler, notFound } from './problem.ts';
+import { type RateLimitOptions, rateLimiter } from './rate-limit.ts';
 import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { compareVersions, getDiagnostics } from './routes/diagnostics.ts';
@@ -42,6 +43,10 @@ export interface AppDeps {
   postprocess?: PostprocessQueue;
   /** Largest accepted blob upload (default 20 GiB). */
   maxBlobBytes?: number;
+  /** Per-caller request limits (none when unset). */
+  rateLimit?: RateLimitOptions;
+  /** Express 'trust proxy' (e.g. 1 behind one ingress), so limits see client addresses. */
+  trustProxy?: number;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -99,6 +104,7 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  if (deps.trustProxy !== undefined) app.set('trust proxy', deps.trustProxy);
   app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
@@ -115,6 +121,7 @@ export function createApp(deps: AppDeps): Express {
     res.locals.principal = await authenticate(deps.prisma, req.get('authorization'));
     next();
   });
+  if (deps.rateLimit) app.use(rateLimiter(deps.redis, deps.rateLimit));
   for (const op of operations()) {
     const handler = handlers[op.operationId];
     if (!handler) throw new Error(`openapi.yaml names operation ${op.operationId}, which has no handler`);

@@ -43,7 +43,20 @@ async function main(): Promise<void> {
       'post-processing on: diagnostics for new versions, scheduled GC',
     );
   }
-  const app = createApp({ db, redis, prisma, blobs, jobs, postprocess, log, maxBlobBytes: config.maxBlobBytes });
+  const app = createApp({
+    db,
+    redis,
+    prisma,
+    blobs,
+    jobs,
+    postprocess,
+    log,
+    maxBlobBytes: config.maxBlobBytes,
+    ...(config.rateLimitPerToken > 0
+      ? { rateLimit: { windowMs: 60_000, perToken: config.rateLimitPerToken, anonymous: config.rateLimitAnonymous || 1 } }
+      : {}),
+    ...(config.trustProxy === undefined ? {} : { trustProxy: config.trustProxy }),
+  });
   const server = app.listen(config.port, config.host);
   await new Promise<void>((res, rej) => {
     server.once('listening', res);

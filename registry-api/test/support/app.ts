@@ -11,6 +11,7 @@ import type { PrismaClient } from '../../src/generated/prisma/client.ts';
 import { jobQueue } from '../../src/jobs/queue.ts';
 import { type PostprocessQueue, postprocessQueue } from '../../src/postprocess/queue.ts';
 import { startPostprocessWorker } from '../../src/postprocess/worker.ts';
+import type { RateLimitOptions } from '../../src/rate-limit.ts';
 import { closeBeforeDrop, migratedPrisma } from './database.ts';
 import { freshBucket } from './s3.ts';
 
@@ -30,7 +31,7 @@ const quiet = createLogger('registry-test', { write: () => {} } as never);
 
 /** postprocess: queue diagnostics on commit and run the post-processing worker (give it its own Redis database). */
 export async function startRegistry(
-  options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean; blobs?: BlobStore } = {},
+  options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean; blobs?: BlobStore; rateLimit?: RateLimitOptions } = {},
 ): Promise<TestRegistry> {
   const { url, prisma } = await migratedPrisma();
   const { store: s3, raw, bucket } = await freshBucket();
@@ -47,6 +48,7 @@ export async function startRegistry(
     blobs: store,
     jobs,
     ...(postprocess ? { postprocess } : {}),
+    ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
     log: quiet,
     ...(options.maxBlobBytes ? { maxBlobBytes: options.maxBlobBytes } : {}),
   }).listen(0, '127.0.0.1');

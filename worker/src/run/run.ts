@@ -81,7 +81,11 @@ export async function runJob(resource: JobResource, options: RunOptions): Promis
     result = { status: 'succeeded', output, exitCode: EXIT.ok };
   } catch (err) {
     const e = asLowrankError(err);
-    const exitCode = BAD_INPUT.has(e.code) ? EXIT.badInput : e.code === 'unavailable' ? EXIT.retryable : EXIT.internal;
+    const exitCode = BAD_INPUT.has(e.code)
+      ? EXIT.badInput
+      : e.code === 'unavailable' || e.code === 'rate_limited'
+        ? EXIT.retryable
+        : EXIT.internal;
     const message = e.toText();
     if (exitCode === EXIT.badInput) await reporter.failed(message);
     else reporter.log.error({ event: 'attempt-failed', code: e.code, retryable: true }, message);
