@@ -345,6 +345,29 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/repos/{namespace}/{name}/versions/{ref}/archive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        /** The whole version as one tar archive (a PEFT directory), each file verified against its digest as it streams; a corrupt blob aborts the download. */
+        get: operations["downloadArchive"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/repos/{namespace}/{name}/versions/{ref}/diagnostics": {
         parameters: {
             query?: never;
@@ -717,7 +740,7 @@ export type components = {
             title: string;
             status: number;
             /** @enum {string} */
-            code: "invalid_spec" | "invalid_request" | "invalid_file" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unavailable" | "internal";
+            code: "invalid_spec" | "invalid_request" | "invalid_file" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "rate_limited" | "unavailable" | "internal";
             detail: string;
             errors?: components["schemas"]["FieldError"][];
         };
@@ -1556,6 +1579,34 @@ export interface operations {
                 };
             };
             400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    downloadArchive: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description application/x-tar. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-tar": string;
+                };
+            };
             401: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
         };

@@ -17,6 +17,7 @@ import { requestValidator } from './openapi/request-validator.ts';
 import type { PostprocessQueue } from './postprocess/queue.ts';
 import { errorHandler, notFound } from './problem.ts';
 import { type RateLimitOptions, rateLimiter } from './rate-limit.ts';
+import { downloadArchive } from './routes/archive.ts';
 import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { compareVersions, getDiagnostics } from './routes/diagnostics.ts';
@@ -87,6 +88,7 @@ export function createApp(deps: AppDeps): Express {
     commitVersion: commitVersion(ctx),
     getVersion: getVersion(ctx),
     downloadFile: downloadFile(ctx),
+    downloadArchive: downloadArchive(ctx),
     getLineage: getLineage(ctx),
     getDiagnostics: getDiagnostics(ctx),
     compareVersions: compareVersions(ctx),

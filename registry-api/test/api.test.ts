@@ -4,8 +4,10 @@
  * no token, a read token, another team's token and an admin token.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { serviceEnv } from '@lowrank/e2e/env';
@@ -142,6 +144,20 @@ describe('push and pull', () => {
     // Authorization still comes first; ranges stay on the registry.
     assert.equal((await call('bob', 'GET', path)).status, 404);
     assert.equal((await call('adaRead', 'GET', path, undefined, { range: 'bytes=0-9' })).status, 206);
+  });
+
+  it('serves a version as one tar archive that tar extracts to the same files', async () => {
+    const r = await call('adaRead', 'GET', '/v1/repos/nlp/support-bot/versions/1/archive');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('content-type'), 'application/x-tar');
+    assert.match(r.headers.get('content-disposition') ?? '', /nlp-support-bot-v1\.tar/);
+    const tarball = Buffer.from(await r.arrayBuffer());
+    assert.equal(Number(r.headers.get('content-length')), tarball.length);
+    const dir = mkdtempSync(join(tmpdir(), 'archive-'));
+    execFileSync('tar', ['-xf', '-', '-C', dir], { input: tarball });
+    assert.ok(readFileSync(join(dir, 'adapter_model.safetensors')).equals(model));
+    assert.deepEqual(readdirSync(dir).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
+    assert.equal((await call('bob', 'GET', '/v1/repos/nlp/support-bot/versions/1/archive')).status, 404);
   });
 
   it('checks method metadata against the schema of its kind', async () => {
@@ -428,6 +444,7 @@ describe('every route checks authorization', () => {
         body: { parts: [{ number: 1, sha256: createHash('sha256').update('x').digest('base64') }] },
       },
       completeUpload: { path: `${uploads.complete}:complete` },
+      downloadArchive: { path: '/v1/repos/nlp/walk/versions/1/archive' },
       getDiagnostics: { path: '/v1/repos/nlp/walk/versions/1/diagnostics' },
       compareVersions: { path: '/v1/repos/nlp/walk/versions/1/compare?with=nlp/walk@1' },
       getJobLogs: { path: `/v1/jobs/${jobIds.read}/logs?since=0` },
