@@ -26,6 +26,7 @@ import { searchRepositories } from './routes/search.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
 import { deleteTag, setTag, yankVersion } from './routes/tags.ts';
 import { commitVersion, getLineage, getVersion, listVersions } from './routes/versions.ts';
+import { webCatalog } from './routes/web.ts';
 
 export interface AppDeps {
   db: Pool;
@@ -37,6 +38,8 @@ export interface AppDeps {
   jobs: JobQueue;
   /** Largest accepted blob upload (default 20 GiB). */
   maxBlobBytes?: number;
+  /** The built web catalog (web/dist), served at / after the API routes; unset or unbuilt: no catalog. */
+  webDist?: string;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -100,6 +103,8 @@ export function createApp(deps: AppDeps): Express {
     if (!handler) throw new Error(`openapi.yaml names operation ${op.operationId}, which has no handler`);
     app[op.method](expressPath(op.path), requestValidator(op), handler);
   }
+  const web = deps.webDist ? webCatalog(deps.webDist) : null;
+  if (web) app.use(web);
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

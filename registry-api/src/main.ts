@@ -4,6 +4,7 @@
  * connects to PostgreSQL, Redis and the blob store, listens, and shuts down gracefully
  * on SIGTERM/SIGINT.
  */
+import { join } from 'node:path';
 import { createLogger } from '@lowrank/crds/log';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { Redis } from 'ioredis';
@@ -32,7 +33,8 @@ async function main(): Promise<void> {
   const blobs = await config.blobs();
   log.info({ blobs: blobs.kind }, 'blob store ready');
   const jobs = jobQueue(redis);
-  const app = createApp({ db, redis, prisma, blobs, jobs, log, maxBlobBytes: config.maxBlobBytes });
+  const webDist = process.env.LOWRANK_WEB_DIST ?? join(import.meta.dirname, '..', '..', 'web', 'dist');
+  const app = createApp({ db, redis, prisma, blobs, jobs, log, maxBlobBytes: config.maxBlobBytes, webDist });
   const server = app.listen(config.port, config.host);
   await new Promise<void>((res, rej) => {
     server.once('listening', res);
