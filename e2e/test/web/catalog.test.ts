@@ -147,8 +147,11 @@ describe('web catalog', () => {
     await page.getByTestId('lineage-graph').getByRole('link', { name: 'nlp/helpdesk@1' }).waitFor();
 
     await page.goto('/repos/vision/backbone/versions/1/lineage');
-    const count = await text(page.getByRole('status').filter({ hasText: 'versions' }));
-    assert.ok(Number(/(\d+) versions/.exec(count)?.[1]) >= 50, count);
+    const count = await text(page.getByRole('status').filter({ hasText: 'nodes' }));
+    assert.ok(Number(/(\d+) nodes/.exec(count)?.[1]) >= 50, count);
+    // Readable: it opens on the root at a zoom where labels keep their size (>= 0.6).
+    const root = await page.locator('.lnode-root').boundingBox();
+    assert.ok(root && root.height >= 0.6 * 44, `root node is ${root?.height}px tall`);
     // Readable: no two nodes overlap after layout.
     const boxes = await page.locator('.react-flow__node').evaluateAll((els) =>
       els.map((e) => {

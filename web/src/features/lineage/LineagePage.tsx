@@ -52,14 +52,22 @@ const lineageHref = (namespace: string, name: string, ref: string, query: Record
 
 function toFlow(model: { nodes: GraphNode[]; edges: GraphEdge[] }): { nodes: Node<VersionNodeData>[]; edges: Edge[] } {
   return {
-    nodes: model.nodes.map((n) => ({ id: n.id, type: 'version', position: { x: n.x, y: n.y }, data: { node: n }, ariaLabel: n.label })),
+    nodes: model.nodes.map((n) => ({
+      id: n.id,
+      type: 'version',
+      position: { x: n.x, y: n.y },
+      width: n.width,
+      height: n.height,
+      data: { node: n },
+      ariaLabel: n.label,
+    })),
     edges: model.edges.map((e) => {
       const color = RELATIONS[e.relation].color;
       return {
         id: e.id,
         source: e.source,
         target: e.target,
-        label: e.label,
+        ...(e.label ? { label: e.label } : {}),
         style: { stroke: color, strokeWidth: e.relation === 'merged_from' ? 1.5 + 3 * Math.min(1, Math.abs(e.weight ?? 0)) : 1.8 },
         labelStyle: { fill: RELATIONS[e.relation].text, fontWeight: 600, fontSize: 11 },
         labelBgStyle: { fill: '#ffffff' },
@@ -121,6 +129,8 @@ function LineageView({ graph }: { graph: LineageGraph }) {
   const flow = useMemo(() => toFlow(model), [model]);
   const present = [...new Set(model.edges.map((e) => e.relation))];
   const byId = new Map(model.nodes.map((n) => [n.id, n]));
+  // Small graphs fit whole; large ones open centred on the root at full size (pan, zoom or use the minimap for the rest).
+  const large = model.nodes.length > 24;
   if (model.edges.length === 0)
     return (
       <div className="state state-empty" role="status">
@@ -131,7 +141,7 @@ function LineageView({ graph }: { graph: LineageGraph }) {
   return (
     <>
       <p role="status" className="count">
-        {model.nodes.length} versions, {model.edges.length} edges{graph.truncated ? ' (truncated: narrow the depth)' : ''}
+        {model.nodes.length} nodes, {model.edges.length} edges{graph.truncated ? ' (truncated: narrow the depth)' : ''}
       </p>
       <RelationLegend present={present} />
       <div className="graph" data-testid="lineage-graph">
@@ -140,7 +150,7 @@ function LineageView({ graph }: { graph: LineageGraph }) {
           edges={flow.edges}
           nodeTypes={nodeTypes}
           fitView
-          fitViewOptions={{ padding: 0.1 }}
+          fitViewOptions={large ? { nodes: [{ id: graph.root }], minZoom: 1, maxZoom: 1 } : { padding: 0.1, maxZoom: 1.2 }}
           minZoom={0.05}
           nodesDraggable={false}
           nodesConnectable={false}
@@ -153,7 +163,15 @@ function LineageView({ graph }: { graph: LineageGraph }) {
         >
           <Background />
           <Controls showInteractive={false} />
-          {model.nodes.length > 12 && <MiniMap pannable zoomable ariaLabel="Overview of the lineage graph" />}
+          {large && (
+            <MiniMap
+              pannable
+              zoomable
+              ariaLabel="Overview of the lineage graph"
+              nodeColor={(n) => (n.id === graph.root ? '#0a58ca' : '#8c959f')}
+              nodeStrokeWidth={3}
+            />
+          )}
         </ReactFlow>
       </div>
       <details className="edges-table">

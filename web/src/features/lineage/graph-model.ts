@@ -62,5 +62,29 @@ export function lineageModel(g: LineageGraph): { nodes: GraphNode[]; edges: Grap
     const p = layout.node(n.id);
     return { ...n, x: (p?.x ?? 0) - n.width / 2, y: (p?.y ?? 0) - n.height / 2 };
   });
-  return { nodes: placed, edges };
+  return { nodes: placed, edges: thinFanLabels(edges, placed) };
+}
+
+/**
+ * A version with many children of one relation (a sweep) would stack dozens of identical
+ * labels where its edges leave it: keep the label on the middle edge of such a fan only;
+ * the colour and the legend still name the relation of every edge.
+ */
+function thinFanLabels(edges: GraphEdge[], nodes: GraphNode[]): GraphEdge[] {
+  const y = new Map(nodes.map((n) => [n.id, n.y]));
+  const fans = new Map<string, GraphEdge[]>();
+  for (const e of edges) {
+    const key = `${e.source}|${e.relation}|${e.weight ?? ''}`;
+    fans.set(key, [...(fans.get(key) ?? []), e]);
+  }
+  const keep = new Set<string>();
+  for (const fan of fans.values()) {
+    if (fan.length <= 4) for (const e of fan) keep.add(e.id);
+    else {
+      const sorted = [...fan].sort((a, b) => (y.get(a.target) ?? 0) - (y.get(b.target) ?? 0));
+      const mid = sorted[Math.floor(sorted.length / 2)];
+      if (mid) keep.add(mid.id);
+    }
+  }
+  return edges.map((e) => (keep.has(e.id) ? e : { ...e, label: '' }));
 }
