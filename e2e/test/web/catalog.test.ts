@@ -4,6 +4,7 @@
  * small adapters and their lineage. Each test leaves a screenshot in e2e/artifacts/web.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { Page } from 'playwright-core';
 import { axe, LAPTOP, launch, openPage, PHONE, type Session, screenshot, signIn } from './support/browser.ts';
@@ -114,6 +115,10 @@ describe('web catalog', () => {
       assert.ok((await text(page.locator('.snippets'))).includes(snippet), snippet);
     }
     assert.match(await text(page.getByLabel('adapter_config.json')), /"peft_type": "LORA"/);
+    // Downloads carry the token (the link itself cannot): the bytes arrive whole.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'adapter_config.json' }).click()]);
+    assert.equal(download.suggestedFilename(), 'adapter_config.json');
+    assert.match(readFileSync((await download.path()) ?? '', 'utf8'), /"base_model_name_or_path"/);
     await page.getByRole('img', { name: /Singular values of ΔW per module/ }).waitFor();
     await page.getByRole('img', { name: /Loss curve/ }).waitFor();
     assert.equal(await page.locator('table.erank tbody tr').count(), 4, 'one effective-rank row per module');
@@ -187,6 +192,7 @@ describe('web catalog', () => {
     const legend = await text(page.locator('.spectra .legend'));
     assert.match(legend, /nlp\/helpdesk@1/);
     assert.match(legend, /nlp\/helpdesk@2/);
+    await page.getByText('Loss curve: not computed yet.').waitFor();
     await screenshot(page, 'compare');
     assert.deepEqual(errors, []);
     await close();

@@ -10,7 +10,7 @@ import { href, Link, navigate } from '../../app/router.tsx';
 import { date } from '../../shared/format.ts';
 import { Loading, ProblemView } from '../../shared/ProblemView.tsx';
 import { TableScroll } from '../../shared/TableScroll.tsx';
-import { type SortKey, type SortState, sortResults } from './sort.ts';
+import { SORT_KEYS, type SortKey, type SortState, sortResults } from './sort.ts';
 
 const FILTERS = [
   { key: 'baseModel', label: 'Base model', placeholder: 'meta-llama/Llama-3.2-1B' },
@@ -20,10 +20,20 @@ const FILTERS = [
   { key: 'team', label: 'Team', placeholder: 'nlp' },
 ] as const;
 const PARAMS = ['q', ...FILTERS.map((f) => f.key)] as const;
+type Param = (typeof PARAMS)[number];
+
+function paramsOf(query: URLSearchParams): Record<Param, string> {
+  const out: Record<Param, string> = { q: '', baseModel: '', method: '', rank: '', tag: '', team: '' };
+  for (const k of PARAMS) out[k] = query.get(k) ?? '';
+  return out;
+}
 
 export function CatalogPage({ query }: { query: URLSearchParams }) {
-  const params = Object.fromEntries(PARAMS.map((k) => [k, query.get(k) ?? ''])) as Record<(typeof PARAMS)[number], string>;
-  const sort: SortState = { key: (query.get('sort') as SortKey | null) ?? 'relevance', dir: query.get('dir') === 'asc' ? 'asc' : 'desc' };
+  const params = paramsOf(query);
+  const sort: SortState = {
+    key: SORT_KEYS.find((k) => k === query.get('sort')) ?? 'relevance',
+    dir: query.get('dir') === 'asc' ? 'asc' : 'desc',
+  };
   const key = PARAMS.map((k) => params[k]).join('\u0000');
   const [result, reload] = useApi(
     (signal) => {

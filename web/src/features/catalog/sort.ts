@@ -1,7 +1,8 @@
 /** Client-side ordering of one page of search results (the server orders by relevance or recency). */
 import type { Repository } from '../../api/client.ts';
 
-export type SortKey = 'relevance' | 'name' | 'baseModel' | 'method' | 'rank' | 'version' | 'created';
+export const SORT_KEYS = ['relevance', 'name', 'baseModel', 'method', 'rank', 'version', 'created'] as const;
+export type SortKey = (typeof SORT_KEYS)[number];
 export interface SortState {
   key: SortKey;
   dir: 'asc' | 'desc';
@@ -16,10 +17,10 @@ export type SearchRow = Repository & { latestInfo: LatestInfo | null };
 
 /** The search item's `latest` is typed loosely in the document; read it defensively. */
 function latestOf(x: unknown): LatestInfo | null {
-  if (typeof x !== 'object' || x === null) return null;
-  const o = x as Record<string, unknown>;
-  if (typeof o.number !== 'number') return null;
-  return { number: o.number, method: typeof o.method === 'string' ? o.method : null, rank: typeof o.rank === 'number' ? o.rank : null };
+  if (typeof x !== 'object' || x === null || !('number' in x) || typeof x.number !== 'number') return null;
+  const method = 'method' in x && typeof x.method === 'string' ? x.method : null;
+  const rank = 'rank' in x && typeof x.rank === 'number' ? x.rank : null;
+  return { number: x.number, method, rank };
 }
 
 export function sortResults(items: (Repository & { latest?: unknown })[], sort: SortState): SearchRow[] {
