@@ -31,6 +31,7 @@ import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, vali
 import { deleteTag, setTag, yankVersion } from './routes/tags.ts';
 import { abortUpload, completeUpload, getUpload, presignUploadParts, startUpload } from './routes/uploads.ts';
 import { commitVersion, getLineage, getVersion, listVersions } from './routes/versions.ts';
+import { webCatalog } from './routes/web.ts';
 
 export interface AppDeps {
   db: Pool;
@@ -48,6 +49,8 @@ export interface AppDeps {
   rateLimit?: RateLimitOptions;
   /** Express 'trust proxy' (e.g. 1 behind one ingress), so limits see client addresses. */
   trustProxy?: number;
+  /** The built web catalog (web/dist), served at / after the API routes; unset or unbuilt: no catalog. */
+  webDist?: string;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -129,6 +132,8 @@ export function createApp(deps: AppDeps): Express {
     if (!handler) throw new Error(`openapi.yaml names operation ${op.operationId}, which has no handler`);
     app[op.method](expressPath(op.path), requestValidator(op), handler);
   }
+  const web = deps.webDist ? webCatalog(deps.webDist) : null;
+  if (web) app.use(web);
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

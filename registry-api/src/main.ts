@@ -4,6 +4,7 @@
  * connects to PostgreSQL, Redis and the blob store, listens, and shuts down gracefully
  * on SIGTERM/SIGINT.
  */
+import { join } from 'node:path';
 import { createLogger } from '@lowrank/crds/log';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { Redis } from 'ioredis';
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
       'post-processing on: diagnostics for new versions, scheduled GC',
     );
   }
+  const webDist = process.env.LOWRANK_WEB_DIST ?? join(import.meta.dirname, '..', '..', 'web', 'dist');
   const app = createApp({
     db,
     redis,
@@ -52,6 +54,7 @@ async function main(): Promise<void> {
     postprocess,
     log,
     maxBlobBytes: config.maxBlobBytes,
+    webDist,
     ...(config.rateLimitPerToken > 0
       ? { rateLimit: { windowMs: 60_000, perToken: config.rateLimitPerToken, anonymous: config.rateLimitAnonymous || 1 } }
       : {}),
