@@ -130,7 +130,7 @@ export class CatalogSeeder {
         diagnostics: diagnostics(p.modules),
         ...(p.lossCurve ? { lossCurve: p.lossCurve, finalEvalLoss: p.lossCurve.at(-1)?.evalLoss } : {}),
       },
-      methodMetadata: p.methodMetadata ?? {},
+      ...(p.methodMetadata ? { methodMetadata: p.methodMetadata } : {}),
       lineage: p.lineage,
       tags: p.tags ?? [],
     });
@@ -221,7 +221,7 @@ export async function seedCatalog(base: string, prisma: PrismaClient): Promise<S
         { relation: 'merged_from', parent: 'nlp/support-bot@2', weight: weights[0] ?? 0 },
         { relation: 'merged_from', parent: 'nlp/billing-bot@1', weight: weights[1] ?? 0 },
       ],
-      methodMetadata: { combination: 'cat', inputs: ['nlp/support-bot@2', 'nlp/billing-bot@1'], weights },
+      methodMetadata: { kind: 'merge', method: 'cat', combination: 'cat', inputs: ['nlp/support-bot@2', 'nlp/billing-bot@1'], weights },
     });
     const reduced = reduceRank(merged.modules, { policy: { energy: 0.9 } });
     const energyKept = Object.values(reduced.report).map((r) => r.energyKept);
@@ -231,10 +231,13 @@ export async function seedCatalog(base: string, prisma: PrismaClient): Promise<S
       lineage: [{ relation: 'compressed_from', parent: 'nlp/helpdesk@1' }],
       tags: ['prod'],
       methodMetadata: {
+        kind: 'compression',
+        mode: 'rank-reduction',
         policy: 'energy 0.9',
-        ranksBefore: Object.values(reduced.report).map((r) => r.rankBefore),
-        ranksAfter: Object.values(reduced.report).map((r) => r.rankAfter),
-        minEnergyKept: Math.min(...energyKept),
+        ranksBefore: Math.max(...Object.values(reduced.report).map((r) => r.rankBefore)),
+        ranksAfter: Math.max(...Object.values(reduced.report).map((r) => r.rankAfter)),
+        energyKept: Math.min(...energyKept),
+        relError: Math.max(...Object.values(reduced.report).map((r) => r.relError)),
       },
     });
     // Trans-LoRA-shaped metadata (the transfer job is another issue's; these are the fields it records).
@@ -245,11 +248,12 @@ export async function seedCatalog(base: string, prisma: PrismaClient): Promise<S
       lineage: [{ relation: 'transferred_from', parent: 'nlp/support-bot@2' }],
       lossCurve: t1.lossCurve,
       methodMetadata: {
+        kind: 'transfer',
         sourceBase: BASE_MODEL,
         targetBase: BASE_MODEL,
         taskDescription: 'Answer customer support tickets politely.',
-        syntheticAccepted: 480,
-        syntheticCandidates: 1000,
+        syntheticKept: 480,
+        syntheticGenerated: 1000,
         discriminatorAccuracy: 0.9,
         teacherScore: 0.71,
         studentScore: 0.73,

@@ -1,10 +1,11 @@
 /**
  * Diagnostics of one version, or of several overlaid (compare): per-module singular-value
  * spectra, effective rank per module, and the training/eval loss curves, from what the
- * version's metrics hold; "not computed yet" when they hold none.
+ * registry's post-processing computed (GET .../diagnostics) or the version's metrics hold;
+ * "not computed yet" when neither has them.
  */
-import { useId, useState } from 'react';
-import type { Version } from '../../api/client.ts';
+import { useEffect, useId, useState } from 'react';
+import { api, type Version } from '../../api/client.ts';
 import { num } from '../../shared/format.ts';
 import { TableScroll } from '../../shared/TableScroll.tsx';
 import { LineChart, type Series } from './LineChart.tsx';
@@ -13,8 +14,40 @@ import { type ModuleSpectrum, readLossCurve, readSpectra } from './read-metrics.
 export const VERSION_COLORS = ['#0072B2', '#D55E00', '#009E73', '#CC79A7'];
 const MODULE_COLORS = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#8a6d00', '#56B4E9', '#555555', '#E69F00'];
 
+const keyOf = (v: Version) => `${v.repository}@${v.number}`;
+
+/** The registry's computed diagnostics of each version, as they arrive (absent: pending or not readable). */
+function useComputed(versions: Version[]): Record<string, unknown> {
+  const key = versions.map(keyOf).join(',');
+  const [found, setFound] = useState<Record<string, unknown>>({});
+  // biome-ignore lint/correctness/useExhaustiveDependencies: `key` names the versions.
+  useEffect(() => {
+    const abort = new AbortController();
+    for (const v of versions) {
+      const [namespace = '', name = ''] = v.repository.split('/');
+      api
+        .GET('/v1/repos/{namespace}/{name}/versions/{ref}/diagnostics', {
+          params: { path: { namespace, name, ref: String(v.number) } },
+          signal: abort.signal,
+        })
+        .then(
+          (r) => {
+            if (r.data && r.data.state === 'ready') setFound((f) => ({ ...f, [keyOf(v)]: r.data }));
+          },
+          () => {},
+        );
+    }
+    return () => abort.abort();
+  }, [key]);
+  return found;
+}
+
 export function Diagnostics({ versions }: { versions: { label: string; v: Version }[] }) {
-  const spectra = versions.map((x) => ({ label: x.label, modules: readSpectra(x.v.metrics) }));
+  const computed = useComputed(versions.map((x) => x.v));
+  const spectra = versions.map((x) => {
+    const own = readSpectra(x.v.metrics);
+    return { label: x.label, modules: own.length > 0 ? own : readSpectra({ diagnostics: computed[keyOf(x.v)] }) };
+  });
   const losses = versions.map((x) => ({ label: x.label, points: readLossCurve(x.v.metrics, x.v.methodMetadata) }));
   const hasSpectra = spectra.some((s) => s.modules.length > 0);
   const hasLoss = losses.some((l) => l.points.length > 0);
