@@ -1,0 +1,89 @@
+// The training engine in the style of llm.c: an explicit forward and backward pass per
+// layer over preallocated activations, BLAS for every GEMM, a frozen fp32 base and LoRA
+// adapters (A [r, in], B [out, r], y = Wx + b + s·B(Ax), METHODS §1.1) on any subset of
+// the seven projections. Gradients flow only to the adapters.
+//
+// Determinism: GEMMs go to OpenBLAS (deterministic for a fixed thread count); every other
+// reduction is per row in a fixed order, and per-row results are summed serially, so a
+// run is bit-reproducible for a given BLAS thread count.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model.h"
+
+namespace lowrank::train {
+
+/** One adapted projection: factors, their gradients and the AdamW moments. */
+struct LoraSlot {
+  int64_t r = 0;  // 0: no adapter on this projection
+  float scale = 0;
+  std::vector<float> a, b;      // [r, in], [out, r]
+  std::vector<float> ga, gb;    // gradients, accumulated until zero_grad
+  std::vector<float> ma, va, mb, vb;  // AdamW first/second moments
+};
+
+/** A batch of B equal-length rows of T tokens; labels as transformers (-100 = ignored), unshifted. */
+struct Batch {
+  const int32_t* tokens = nullptr;
+  const int32_t* labels = nullptr;  // may be null: forward only, no loss
+  int64_t rows = 0, seq = 0;
+};
+
+struct LossSum {
+  double sum = 0;      // Σ over predicted tokens of −log p(label)
+  int64_t count = 0;   // tokens with a label (after the causal shift)
+};
+
+class Engine {
+ public:
+  explicit Engine(std::shared_ptr<const Model> model);
+  const Model& model() const { return *model_; }
+
+  /** Puts an adapter on (layer, proj) with copies of A and B; r = 0 removes it. */
+  void set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b);
+  const LoraSlot& slot(int64_t layer, int proj) const { return slots_[static_cast<size_t>(layer)][proj]; }
+  LoraSlot& slot(int64_t layer, int proj) { return slots_[static_cast<size_t>(layer)][proj]; }
+  int64_t num_trainable() const;
+
+  /**
+   * Forward pass; stores what backward needs. With labels, returns the summed causal-LM
+   * loss (position t predicts labels[t + 1]). logits_out, when given, receives [rows·seq, vocab].
+   */
+  LossSum forward(const Batch& batch, float* logits_out = nullptr);
+
+  /** Backward of loss_scale · (the last forward's loss sum); adds into the adapters' ga/gb. */
+  void backward(float loss_scale);
+
+  void zero_grad();
+
+ private:
+  struct LayerActs {
+    std::vector<float> in, x1, rstd1, q, k, v, att, ao, mid, x2, rstd2, gate, up, act;
+    std::array<std::vector<float>, kNumProj> h;  // x·Aᵀ [N, r] per adapted projection
+  };
+
+  void ensure_buffers(int64_t rows, int64_t seq);
+  void linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h) const;
+  void linear_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
+                       bool accumulate);
+  void attention_forward(int64_t layer);
+  void attention_backward(int64_t layer, const float* dao);
+
+  std::shared_ptr<const Model> model_;
+  std::vector<std::array<LoraSlot, kNumProj>> slots_;
+
+  int64_t rows_ = 0, seq_ = 0;  // shape the buffers are sized for
+  bool have_labels_ = false;
+  std::vector<int32_t> labels_;  // shifted: target of position t, or -100
+  std::vector<LayerActs> acts_;
+  std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_;
+  std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
+  // backward scratch
+  std::vector<float> dres_, dx_, dq_, dk_, dv_, dao_, dgate_, dup_, dact_, dp_, g_, tmp_;
+};
+
+}  // namespace lowrank::train

@@ -1,0 +1,288 @@
+/**
+ * The native training engine (worker/native/src/train): a Llama-family decoder (Llama,
+ * Mistral, Qwen2, SmolLM) loaded from a Hugging Face directory, LoRA adapters on any of
+ * q/k/v/o/gate/up/down, the causal-LM loss with masked (-100) labels, its gradients, and
+ * AdamW steps with clipping, accumulation and warmup + cosine/linear schedules
+ * (transformers/PyTorch semantics). Loading, forward and steps run off the JS thread.
+ * Bad arguments throw TypeError; bad model directories reject with LowrankError
+ * ('not_found' or 'invalid_file', naming the field or tensor).
+ */
+import { LowrankError } from '@lowrank/crds/errors';
+import { type LoraModule, philox, type Seed, streamId } from './linalg.ts';
+import { loadNative } from './load.ts';
+
+export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type Projection = (typeof PROJECTIONS)[number];
+
+export interface ModelConfig {
+  modelType: 'llama' | 'mistral' | 'qwen2';
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  maxPositionEmbeddings: number;
+  ropeTheta: number;
+  ropeType: string;
+  tieWordEmbeddings: boolean;
+  numParams: number;
+}
+
+/** rows equal-length sequences of seq tokens, row-major; labels unshifted as transformers (-100 = no loss). */
+export interface TokenBatch {
+  tokens: Int32Array;
+  labels?: Int32Array;
+  rows: number;
+  seq: number;
+}
+
+export interface OptimizerOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** clip_grad_norm_ max_norm; 0 or absent: no clipping. */
+  maxGradNorm?: number;
+  schedule?: 'constant' | 'linear' | 'cosine';
+  warmupSteps?: number;
+  /** Needed by 'linear' and 'cosine'. */
+  totalSteps?: number;
+}
+
+export interface StepResult {
+  /** Mean loss over every labelled token of the step's micro-batches. */
+  loss: number;
+  tokens: number;
+  /** Gradient norm before clipping. */
+  gradNorm: number;
+  /** The learning rate this step used. */
+  lr: number;
+  /** Optimizer steps taken so far. */
+  step: number;
+}
+
+export interface ForwardResult {
+  /** Mean causal-LM loss over labelled tokens (NaN without labels). */
+  loss: number;
+  count: number;
+  /** [rows · seq, vocab] when asked for. */
+  logits?: Float32Array;
+}
+
+interface Slot {
+  r: number;
+  scale: number;
+  A: Float32Array;
+  B: Float32Array;
+  gradA: Float32Array;
+  gradB: Float32Array;
+}
+
+interface TrainNative {
+  trainLoadModel(dir: string): Promise<{ session: unknown; config: ModelConfig }>;
+  trainSetLora(s: unknown, layer: number, proj: number, r: number, scale: number, A: Float32Array, B: Float32Array): void;
+  trainGetLora(s: unknown, layer: number, proj: number): Slot;
+  trainForward(
+    s: unknown,
+    b: TokenBatch,
+    o: { logits: boolean; backward: boolean },
+  ): Promise<{ lossSum: number; count: number; logits?: Float32Array }>;
+  trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
+  trainLrLambda(o: OptimizerOptions, step: number): number;
+}
+
+const native = (): TrainNative => loadNative() as unknown as TrainNative;
+
+const CODES: Record<string, 'not_found' | 'invalid_file' | 'invalid_request'> = {
+  not_found: 'not_found',
+  invalid_config: 'invalid_file',
+  invalid_file: 'invalid_file',
+  invalid_argument: 'invalid_request',
+};
+
+function toError(err: unknown): unknown {
+  if (!(err instanceof Error) || err instanceof TypeError) return err;
+  const code = 'code' in err && typeof err.code === 'string' ? err.code : '';
+  return new LowrankError(CODES[code] ?? 'internal', err.message, { cause: err });
+}
+
+async function call<T>(p: () => Promise<T>): Promise<T> {
+  try {
+    return await p();
+  } catch (err) {
+    throw toError(err);
+  }
+}
+
+const MODULE_RE = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$/;
+
+/** model.layers.<i>.self_attn.q_proj -> [layer, projection index]. */
+export function parseModulePath(path: string): [number, number] {
+  const m = MODULE_RE.exec(path);
+  const proj = m ? PROJECTIONS.indexOf(m[2] as Projection) : -1;
+  const attn = proj >= 0 && proj <= 3;
+  if (!m || proj < 0 || path.includes(attn ? '.mlp.' : '.self_attn.')) {
+    throw new TypeError(
+      `module "${path}" is not a Llama-family projection (model.layers.<i>.self_attn.{q,k,v,o}_proj or .mlp.{gate,up,down}_proj)`,
+    );
+  }
+  return [Number(m[1]), proj];
+}
+
+export function modulePath(layer: number, proj: number): string {
+  const name = PROJECTIONS[proj];
+  if (name === undefined) throw new TypeError(`projection index ${proj} is out of range`);
+  return `model.layers.${layer}.${proj <= 3 ? 'self_attn' : 'mlp'}.${name}`;
+}
+
+function checkBatch(b: TokenBatch, what: string, config: ModelConfig): void {
+  if (typeof b !== 'object' || b === null) throw new TypeError(`${what} must be { tokens, labels?, rows, seq }`);
+  if (!Number.isSafeInteger(b.rows) || b.rows < 1 || !Number.isSafeInteger(b.seq) || b.seq < 1) {
+    throw new TypeError(`${what}.rows and ${what}.seq must be positive integers`);
+  }
+  if (b.seq > config.maxPositionEmbeddings) {
+    throw new TypeError(`${what}.seq (${b.seq}) exceeds the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
+  }
+  if (!(b.tokens instanceof Int32Array) || b.tokens.length !== b.rows * b.seq) {
+    throw new TypeError(`${what}.tokens must be an Int32Array of rows x seq = ${b.rows * b.seq} token ids`);
+  }
+  if (b.labels !== undefined && (!(b.labels instanceof Int32Array) || b.labels.length !== b.rows * b.seq)) {
+    throw new TypeError(`${what}.labels must be an Int32Array of rows x seq = ${b.rows * b.seq} ids or -100`);
+  }
+}
+
+export interface LoraInitOptions {
+  r: number;
+  alpha: number;
+  targets: readonly Projection[];
+  useRslora?: boolean;
+  /** Layers to adapt; default all. */
+  layers?: readonly number[];
+  seed: Seed;
+}
+
+/**
+ * PEFT's default LoRA init (METHODS §1.1): A ~ U(−1/√in, 1/√in) (kaiming_uniform, a = √5),
+ * B = 0, drawn from Philox(seed, stream of "lora_init:<module>:A") so a seed reproduces it.
+ */
+export function initLora(config: ModelConfig, o: LoraInitOptions): Record<string, LoraModule> {
+  if (!Number.isSafeInteger(o.r) || o.r < 1) throw new TypeError('r must be a positive integer');
+  if (!Number.isFinite(o.alpha) || o.alpha <= 0) throw new TypeError('alpha must be a positive number');
+  if (o.targets.length === 0 || o.targets.some((t) => !PROJECTIONS.includes(t))) {
+    throw new TypeError(`targets must be a non-empty subset of ${PROJECTIONS.join(', ')}`);
+  }
+  const layers = o.layers ?? Array.from({ length: config.numLayers }, (_, i) => i);
+  const scale = o.useRslora ? o.alpha / Math.sqrt(o.r) : o.alpha / o.r;
+  const qd = config.numHeads * config.headDim;
+  const kvd = config.numKvHeads * config.headDim;
+  const dims: Record<Projection, [number, number]> = {
+    q_proj: [qd, config.hiddenSize],
+    k_proj: [kvd, config.hiddenSize],
+    v_proj: [kvd, config.hiddenSize],
+    o_proj: [config.hiddenSize, qd],
+    gate_proj: [config.intermediateSize, config.hiddenSize],
+    up_proj: [config.intermediateSize, config.hiddenSize],
+    down_proj: [config.hiddenSize, config.intermediateSize],
+  };
+  const out: Record<string, LoraModule> = {};
+  for (const layer of layers) {
+    if (!Number.isSafeInteger(layer) || layer < 0 || layer >= config.numLayers) {
+      throw new TypeError(`layer ${layer} is out of range (the model has ${config.numLayers} layers)`);
+    }
+    for (const t of o.targets) {
+      const [outDim, inDim] = dims[t];
+      const path = modulePath(layer, PROJECTIONS.indexOf(t));
+      const u = philox(o.seed, streamId(`lora_init:${path}:A`), o.r * inDim, 'uniform');
+      const bound = 1 / Math.sqrt(inDim);
+      const A = new Float32Array(u.length);
+      for (let i = 0; i < u.length; i++) A[i] = (2 * (u[i] ?? 0) - 1) * bound;
+      out[path] = { r: o.r, in: inDim, out: outDim, A, B: new Float32Array(outDim * o.r), scale };
+    }
+  }
+  return out;
+}
+
+/** A loaded base model with its adapter and optimizer state (one native session). */
+export class TrainModel {
+  readonly config: ModelConfig;
+  readonly #session: unknown;
+  #modules = new Map<string, [number, number]>();
+
+  private constructor(session: unknown, config: ModelConfig) {
+    this.#session = session;
+    this.config = config;
+  }
+
+  /** Loads config.json + model.safetensors (or the shards of model.safetensors.index.json); f32/bf16/f16 weights. */
+  static async load(dir: string): Promise<TrainModel> {
+    if (typeof dir !== 'string' || dir === '') throw new TypeError('dir must be a model directory path');
+    const { session, config } = await call(() => native().trainLoadModel(dir));
+    return new TrainModel(session, config);
+  }
+
+  /** Replaces the adapter by `modules` (keyed by module path, e.g. model.layers.0.self_attn.q_proj); optimizer moments restart. */
+  setAdapter(modules: Record<string, LoraModule>): void {
+    for (const [layer, proj] of this.#modules.values())
+      native().trainSetLora(this.#session, layer, proj, 0, 0, new Float32Array(0), new Float32Array(0));
+    this.#modules.clear();
+    for (const [path, m] of Object.entries(modules)) {
+      const [layer, proj] = parseModulePath(path);
+      if (layer >= this.config.numLayers) throw new TypeError(`module "${path}": the model has ${this.config.numLayers} layers`);
+      if (!Number.isSafeInteger(m.r) || m.r < 1 || !Number.isFinite(m.scale))
+        throw new TypeError(`module "${path}": r must be a positive integer and scale finite`);
+      native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B);
+      this.#modules.set(path, [layer, proj]);
+    }
+  }
+
+  /** The adapter's current factors by module path. */
+  adapter(): Record<string, LoraModule> {
+    const out: Record<string, LoraModule> = {};
+    for (const [path, [layer, proj]] of this.#modules) {
+      const s = native().trainGetLora(this.#session, layer, proj);
+      out[path] = { r: s.r, in: s.A.length / s.r, out: s.B.length / s.r, A: s.A, B: s.B, scale: s.scale };
+    }
+    return out;
+  }
+
+  /** The gradients of the last backward (or of the last step, before clipping scaled them) by module path. */
+  gradients(): Record<string, { A: Float32Array; B: Float32Array }> {
+    const out: Record<string, { A: Float32Array; B: Float32Array }> = {};
+    for (const [path, [layer, proj]] of this.#modules) {
+      const s = native().trainGetLora(this.#session, layer, proj);
+      out[path] = { A: s.gradA, B: s.gradB };
+    }
+    return out;
+  }
+
+  /** Logits (on request) and mean loss of one batch; `backward` also computes the adapters' gradients of that loss. */
+  async forward(batch: TokenBatch, o: { logits?: boolean; backward?: boolean } = {}): Promise<ForwardResult> {
+    checkBatch(batch, 'batch', this.config);
+    if (o.backward && !batch.labels) throw new TypeError('backward needs batch.labels');
+    const r = await call(() => native().trainForward(this.#session, batch, { logits: o.logits ?? false, backward: o.backward ?? false }));
+    return { loss: r.count > 0 ? r.lossSum / r.count : Number.NaN, count: r.count, ...(r.logits ? { logits: r.logits } : {}) };
+  }
+
+  /** One optimizer step over micro-batches (gradient accumulation), then the schedule advances. */
+  async trainStep(microBatches: TokenBatch[], optimizer: OptimizerOptions): Promise<StepResult> {
+    if (!Array.isArray(microBatches) || microBatches.length === 0) throw new TypeError('microBatches must be a non-empty array');
+    microBatches.forEach((b, i) => {
+      checkBatch(b, `microBatches[${i}]`, this.config);
+      if (!b.labels) throw new TypeError(`microBatches[${i}].labels is required for training`);
+    });
+    if (this.#modules.size === 0) throw new TypeError('set an adapter (setAdapter) before training');
+    return call(() => native().trainStep(this.#session, microBatches, optimizer));
+  }
+}
+
+/** transformers' schedule multiplier at scheduler step `step` (the first optimizer step uses step 0). */
+export function lrLambda(o: OptimizerOptions, step: number): number {
+  try {
+    return native().trainLrLambda(o, step);
+  } catch (err) {
+    throw toError(err);
+  }
+}

@@ -1,0 +1,122 @@
+"""The PyTorch + transformers + PEFT reference for the native training engine.
+
+  train_ref.py make DIR      reads DIR/spec.json {"models": [...]}; for each model writes
+      DIR/<id>/base (save_pretrained of a random *ForCausalLM with tiny dims, f32 or bf16,
+      optionally sharded) and DIR/<id>/adapter (PEFT LoRA with init_lora_weights=False, so B != 0).
+  train_ref.py run DIR       reads DIR/cases.json {"cases": [...]}; per case loads base +
+      adapter in fp32 and writes DIR/<case id>.out.json: the logits and loss of one batch, the
+      LoRA gradients of its mean loss (one backward), and, when the case has "train", the
+      per-step losses and final factors of N AdamW steps with clipping, gradient
+      accumulation (loss = Σ / num_items_in_batch over the step, as transformers' Trainer)
+      and a warmup + cosine/linear/constant schedule.
+"""
+import json
+import os
+import sys
+
+import torch
+from f32io import read_json, save, write_json
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config,
+                          get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
+                          get_linear_schedule_with_warmup)
+
+CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
+
+
+def make(d):
+    spec = read_json(d, "spec.json")
+    for m in spec["models"]:
+        torch.manual_seed(m["seed"])
+        cfg = CONFIGS[m["family"]](**m["config"])
+        model = AutoModelForCausalLM.from_config(cfg)
+        # Random norms (not all ones) so RMSNorm weights are exercised.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.uniform_(0.5, 1.5)
+                elif name.endswith("bias"):
+                    p.normal_(0, 0.1)
+        dtype = torch.bfloat16 if m.get("dtype") == "bf16" else torch.float32
+        base = os.path.join(d, m["id"], "base")
+        model.to(dtype).save_pretrained(base, max_shard_size=m.get("max_shard_size", "50GB"))
+        a = m["adapter"]
+        lcfg = LoraConfig(r=a["r"], lora_alpha=a["alpha"], target_modules=a["targets"], use_rslora=a.get("use_rslora", False),
+                          lora_dropout=0.0, init_lora_weights=False)
+        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), lcfg)
+        with torch.no_grad():  # PEFT's non-default init draws B small; make the adapter matter.
+            for name, p in peft_model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.2)
+        peft_model.save_pretrained(os.path.join(d, m["id"], "adapter"))
+    print(json.dumps({"ok": True}))
+
+
+def lora_params(model):
+    """(module path, 'A' | 'B', parameter) in a fixed order."""
+    out = []
+    for name, p in model.named_parameters():
+        if ".lora_A." in name or ".lora_B." in name:
+            path = name.split(".lora_")[0].removeprefix("base_model.model.")
+            out.append((path, "A" if ".lora_A." in name else "B", p))
+    return out
+
+
+def schedule(opt, o):
+    kind, warm, total = o.get("schedule", "constant"), o.get("warmupSteps", 0), o.get("totalSteps", 0)
+    if kind == "cosine":
+        return get_cosine_schedule_with_warmup(opt, warm, total)
+    if kind == "linear":
+        return get_linear_schedule_with_warmup(opt, warm, total)
+    return get_constant_schedule_with_warmup(opt, warm)
+
+
+def run_case(d, c):
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(d, c["model"], "base"), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, os.path.join(d, c["model"], "adapter"), is_trainable=True)
+    model.train()
+    tokens, labels = torch.tensor(c["tokens"]), torch.tensor(c["labels"])
+    out = model(input_ids=tokens, labels=labels)
+    out.loss.backward()
+    res = {"loss": float(out.loss), "logits": save(d, c["id"] + ".logits", out.logits.detach()), "grads": {}}
+    for path, which, p in lora_params(model):
+        res["grads"].setdefault(path, {})[which] = save(d, f"{c['id']}.grad.{path}.{which}", p.grad)
+    t = c.get("train")
+    if t:
+        model.zero_grad(set_to_none=True)
+        o = t["optimizer"]
+        params = [p for _, _, p in lora_params(model)]
+        opt = torch.optim.AdamW(params, lr=o["lr"], betas=(o.get("beta1", 0.9), o.get("beta2", 0.999)), eps=o.get("eps", 1e-8),
+                                weight_decay=o.get("weightDecay", 0.0))
+        sched = schedule(opt, o)
+        losses, norms, lrs = [], [], []
+        for step in t["steps"]:
+            total = sum(int((torch.tensor(mb["labels"])[:, 1:] != -100).sum()) for mb in step)
+            loss_sum = 0.0
+            for mb in step:
+                loss = model(input_ids=torch.tensor(mb["tokens"]), labels=torch.tensor(mb["labels"]), num_items_in_batch=total).loss
+                loss.backward()
+                loss_sum += float(loss)
+            max_norm = o.get("maxGradNorm", 0)
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss_sum)
+            norms.append(float(norm))
+        res["train"] = {"losses": losses, "gradNorms": norms, "lrs": lrs, "params": {}}
+        for path, which, p in lora_params(model):
+            res["train"]["params"].setdefault(path, {})[which] = save(d, f"{c['id']}.param.{path}.{which}", p.detach())
+    write_json(d, c["id"] + ".out.json", res)
+
+
+def run(d):
+    torch.set_num_threads(1)
+    for c in read_json(d, "cases.json")["cases"]:
+        run_case(d, c)
+    print(json.dumps({"ok": True}))
+
+
+if __name__ == "__main__":
+    {"make": make, "run": run}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,204 @@
+/**
+ * The native training engine against PyTorch + transformers + PEFT (versions pinned in
+ * worker/test/python/requirements.txt) on tiny random models the test creates, one per
+ * family shape:
+ *   llama   GQA, llama3 rope scaling, LoRA on all seven projections;
+ *   qwen2   q/k/v biases, rsLoRA on q/v/o/down;
+ *   mistral sliding window (4) shorter than the sequence, LoRA on q/k/gate/up;
+ *   smollm  Llama with tied embeddings, bf16 weights in two shards (index.json), MHA.
+ * Adapters have B ≠ 0 (METHODS §1 parity rule). Tolerances (METHODS §8.1, fp32):
+ *   logits rel ≤ 1e-5; loss rel ≤ 1e-5; LoRA A/B gradients of the mean loss rel ≤ 2e-5
+ *   per module; 4 AdamW steps (weight decay, clipping that triggers, 2 micro-batches per
+ *   step, warmup + cosine/linear): per-step loss rel ≤ 1e-4, final factors rel ≤ 1e-4.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
+import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
+import { rel } from './support/numeric.ts';
+import { type Entry, loadF32, readJson, runPython, writeJson } from './support/python-ref.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'lowrank-train-parity-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const tiny = { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, vocab_size: 96, max_position_embeddings: 64 };
+const models = [
+  {
+    id: 'llama',
+    family: 'llama',
+    seed: 1,
+    config: {
+      ...tiny,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      rope_theta: 500000,
+      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
+    },
+    adapter: { r: 4, alpha: 8, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
+  },
+  {
+    id: 'qwen2',
+    family: 'qwen2',
+    seed: 2,
+    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 1, rope_theta: 1000000 },
+    adapter: { r: 6, alpha: 12, use_rslora: true, targets: ['q_proj', 'v_proj', 'o_proj', 'down_proj'] },
+  },
+  {
+    id: 'mistral',
+    family: 'mistral',
+    seed: 3,
+    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 2, sliding_window: 4 },
+    adapter: { r: 2, alpha: 5, targets: ['q_proj', 'k_proj', 'gate_proj', 'up_proj'] },
+  },
+  {
+    id: 'smollm',
+    family: 'llama',
+    seed: 4,
+    dtype: 'bf16',
+    max_shard_size: '20KB',
+    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 4, tie_word_embeddings: true },
+    adapter: { r: 4, alpha: 4, targets: ['q_proj', 'v_proj', 'down_proj'] },
+  },
+];
+
+/** Deterministic pseudo-random tokens (an LCG: the test's data, not a secret). */
+function tokens(rows: number, seq: number, vocab: number, salt: number): number[][] {
+  let x = 12345 + salt * 7919;
+  return Array.from({ length: rows }, () =>
+    Array.from({ length: seq }, () => {
+      x = (x * 1103515245 + 12345) % 2147483648;
+      return x % vocab;
+    }),
+  );
+}
+
+/** Labels = tokens with a masked prompt (the first `prompt` positions) per row. */
+function labels(t: number[][], prompt: number[]): number[][] {
+  return t.map((row, i) => row.map((v, j) => (j < (prompt[i] ?? 0) ? -100 : v)));
+}
+
+const toBatch = (t: number[][], l: number[][]): TokenBatch => ({
+  tokens: Int32Array.from(t.flat()),
+  labels: Int32Array.from(l.flat()),
+  rows: t.length,
+  seq: t[0]?.length ?? 0,
+});
+
+const optimizer: Record<string, OptimizerOptions> = {
+  llama: { lr: 0.02, weightDecay: 0.1, maxGradNorm: 0.5, schedule: 'cosine', warmupSteps: 1, totalSteps: 4 },
+  qwen2: {
+    lr: 0.01,
+    beta1: 0.8,
+    beta2: 0.95,
+    eps: 1e-6,
+    weightDecay: 0.01,
+    maxGradNorm: 1.0,
+    schedule: 'linear',
+    warmupSteps: 2,
+    totalSteps: 4,
+  },
+  mistral: { lr: 0.01, weightDecay: 0, schedule: 'constant' },
+  smollm: { lr: 0.02, weightDecay: 0.05, maxGradNorm: 0.1, schedule: 'cosine', warmupSteps: 0, totalSteps: 4 },
+};
+
+interface Case {
+  id: string;
+  model: string;
+  tokens: number[][];
+  labels: number[][];
+  train: { optimizer: OptimizerOptions; steps: { tokens: number[][]; labels: number[][] }[][] };
+}
+
+interface Out {
+  loss: number;
+  logits: Entry;
+  grads: Record<string, { A: Entry; B: Entry }>;
+  train: { losses: number[]; gradNorms: number[]; lrs: number[]; params: Record<string, { A: Entry; B: Entry }> };
+}
+
+const cases: Case[] = models.map((m, k) => {
+  const V = m.config.vocab_size;
+  const t = tokens(2, 12, V, k);
+  const steps = Array.from({ length: 4 }, (_, s) => {
+    // two micro-batches per step with different shapes and label counts
+    const a = tokens(2, 10, V, 100 + 10 * k + s);
+    const b = tokens(1, 14, V, 200 + 10 * k + s);
+    return [
+      { tokens: a, labels: labels(a, [3, 0]) },
+      { tokens: b, labels: labels(b, [6]) },
+    ];
+  });
+  return { id: m.id, model: m.id, tokens: t, labels: labels(t, [4, 1]), train: { optimizer: optimizer[m.id] as OptimizerOptions, steps } };
+});
+
+const outs = new Map<string, Out>();
+
+before(() => {
+  writeJson(work, 'spec.json', { models });
+  runPython('train_ref.py', 'make', work);
+  writeJson(work, 'cases.json', { cases });
+  runPython('train_ref.py', 'run', work);
+  for (const c of cases) outs.set(c.id, readJson(work, `${c.id}.out.json`) as Out);
+});
+
+async function loaded(c: Case): Promise<TrainModel> {
+  const model = await TrainModel.load(join(work, c.model, 'base'));
+  model.setAdapter(readPeftAdapter(join(work, c.model, 'adapter')).modules);
+  return model;
+}
+
+describe('training engine vs transformers + PEFT', () => {
+  for (const c of cases) {
+    it(`${c.id}: logits, loss and LoRA gradients`, async () => {
+      const ref = outs.get(c.id);
+      assert.ok(ref);
+      const model = await loaded(c);
+      const r = await model.forward(toBatch(c.tokens, c.labels), { logits: true, backward: true });
+      assert.ok(r.logits);
+      const logitsRel = rel(r.logits, loadF32(work, ref.logits));
+      assert.ok(logitsRel <= 1e-5, `logits rel ${logitsRel}`);
+      const lossRel = Math.abs(r.loss - ref.loss) / Math.abs(ref.loss);
+      assert.ok(lossRel <= 1e-5, `loss ${r.loss} vs ${ref.loss}`);
+      const grads = model.gradients();
+      assert.deepEqual(Object.keys(grads).sort(), Object.keys(ref.grads).sort());
+      for (const [path, g] of Object.entries(ref.grads)) {
+        const ours = grads[path];
+        assert.ok(ours);
+        for (const w of ['A', 'B'] as const) {
+          const e = rel(ours[w], loadF32(work, g[w]));
+          assert.ok(e <= 2e-5, `${path} grad ${w} rel ${e}`);
+        }
+      }
+    });
+
+    it(`${c.id}: ${c.train.steps.length} AdamW steps with accumulation, clipping and schedule`, async () => {
+      const ref = outs.get(c.id);
+      assert.ok(ref);
+      const model = await loaded(c);
+      for (const [s, step] of c.train.steps.entries()) {
+        const res = await model.trainStep(
+          step.map((mb) => toBatch(mb.tokens, mb.labels)),
+          c.train.optimizer,
+        );
+        const want = ref.train.losses[s] ?? Number.NaN;
+        assert.ok(Math.abs(res.loss - want) <= 1e-4 * Math.abs(want), `step ${s} loss ${res.loss} vs ${want}`);
+        const wantNorm = ref.train.gradNorms[s] ?? Number.NaN;
+        assert.ok(Math.abs(res.gradNorm - wantNorm) <= 1e-4 * wantNorm, `step ${s} grad norm ${res.gradNorm} vs ${wantNorm}`);
+        assert.ok(Math.abs(res.lr - (ref.train.lrs[s] ?? Number.NaN)) <= 1e-12, `step ${s} lr ${res.lr} vs ${ref.train.lrs[s]}`);
+        assert.equal(res.step, s + 1);
+      }
+      const params = model.adapter();
+      for (const [path, p] of Object.entries(ref.train.params)) {
+        const ours = params[path];
+        assert.ok(ours);
+        for (const w of ['A', 'B'] as const) {
+          const e = rel(ours[w], loadF32(work, p[w]));
+          assert.ok(e <= 1e-4, `${path} ${w} after training rel ${e}`);
+        }
+      }
+    });
+  }
+});
