@@ -7,6 +7,7 @@
 
 #include "lowrank/error.h"
 #include "lowrank/linalg.h"
+#include "parallel.h"
 #include "rope.h"
 
 namespace lowrank::train {
@@ -22,38 +23,71 @@ void fit(std::vector<T>& v, int64_t n) {
 
 // y = w ⊙ x·rstd, rstd = (mean(x²) + eps)^-½ per row (transformers LlamaRMSNorm, fp32).
 void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t d, double eps, float* y, float* rstd) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    const float* xi = x + i * d;
-    double ss = 0;
-    for (int64_t j = 0; j < d; j++) ss += static_cast<double>(xi[j]) * xi[j];
-    const auto r = static_cast<float>(1.0 / std::sqrt(static_cast<double>(static_cast<float>(ss / d)) + eps));
-    rstd[i] = r;
-    float* yi = y + i * d;
-    for (int64_t j = 0; j < d; j++) yi[j] = w[j] * (xi[j] * r);
-  }
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const float* xi = x + i * d;
+      double ss = 0;
+      for (int64_t j = 0; j < d; j++) ss += static_cast<double>(xi[j]) * xi[j];
+      const auto r = static_cast<float>(1.0 / std::sqrt(static_cast<double>(static_cast<float>(ss / d)) + eps));
+      rstd[i] = r;
+      float* yi = y + i * d;
+      for (int64_t j = 0; j < d; j++) yi[j] = w[j] * (xi[j] * r);
+    }
+  });
 }
 
 // dx (+)= rstd·(w⊙dy) − x·rstd³/d·Σ(w⊙dy⊙x).
 void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, int64_t n, int64_t d, float* dx,
                       bool accumulate) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    const float* xi = x + i * d;
-    const float* gi = dy + i * d;
-    double dot = 0;
-    for (int64_t j = 0; j < d; j++) dot += static_cast<double>(w[j]) * gi[j] * xi[j];
-    const float r = rstd[i];
-    const auto c = static_cast<float>(dot * r * r * r / static_cast<double>(d));
-    float* o = dx + i * d;
-    for (int64_t j = 0; j < d; j++) {
-      const float v = r * (w[j] * gi[j]) - xi[j] * c;
-      o[j] = accumulate ? o[j] + v : v;
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const float* xi = x + i * d;
+      const float* gi = dy + i * d;
+      double dot = 0;
+      for (int64_t j = 0; j < d; j++) dot += static_cast<double>(w[j]) * gi[j] * xi[j];
+      const float r = rstd[i];
+      const auto c = static_cast<float>(dot * r * r * r / static_cast<double>(d));
+      float* o = dx + i * d;
+      for (int64_t j = 0; j < d; j++) {
+        const float v = r * (w[j] * gi[j]) - xi[j] * c;
+        o[j] = accumulate ? o[j] + v : v;
+      }
     }
-  }
+  });
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// log Σ exp(z) of one row: max-shifted, summed in double.
+float log_sum_exp(const float* z, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; j++) mx = std::max(mx, z[j]);
+  double sum = 0;
+  for (int64_t j = 0; j < n; j++) sum += std::exp(z[j] - mx);
+  return static_cast<float>(std::log(sum) + mx);
+}
+
+// Row-wise softmax of scores [T, T] over keys j <= i (and i - j < window when window > 0),
+// zero elsewhere.
+void causal_softmax(float* P, int64_t T, int64_t window) {
+  parallel_for(T, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      float* row = P + i * T;
+      const int64_t lo = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+      float mx = -INFINITY;
+      for (int64_t j = lo; j <= i; j++) mx = std::max(mx, row[j]);
+      double sum = 0;
+      for (int64_t j = lo; j <= i; j++) {
+        row[j] = std::exp(row[j] - mx);
+        sum += row[j];
+      }
+      const auto inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
+      for (int64_t j = lo; j <= i; j++) row[j] *= inv;
+      for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
+    }
+  });
+}
 
 }  // namespace
 
@@ -115,6 +149,7 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
     for (auto* v : {&fin_, &xf_, &dres_, &dx_, &tmp_}) fit(*v, n * d);
     fit(rstdf_, n);
     fit(row_loss_, n);
+    fit(row_lse_, n);
     fit(logits_, n * c.vocab_size);
     for (auto* v : {&dq_, &dao_}) fit(*v, n * qd);
     for (auto* v : {&dk_, &dv_}) fit(*v, n * kvd);
@@ -141,7 +176,6 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
   if (!lin.b.empty()) {
     const float* b = lin.b.data();
     const int64_t out = lin.out;
-#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++)
       for (int64_t j = 0; j < out; j++) y[i * out + j] += b[j];
   }
@@ -180,22 +214,7 @@ void Engine::attention_forward(int64_t layer) {
       const float* v = a.v.data() + b * T * kvd + (h / group) * hd;
       float* P = a.att.data() + (b * nh + h) * T * T;
       gemm(false, true, T, T, hd, scale, q, qd, k, kvd, 0.0f, P, T);
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < T; i++) {
-        float* row = P + i * T;
-        const int64_t lo = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
-        float mx = -INFINITY;
-        for (int64_t j = lo; j <= i; j++) mx = std::max(mx, row[j]);
-        double sum = 0;
-        for (int64_t j = lo; j <= i; j++) {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-        const auto inv = static_cast<float>(1.0 / sum);
-        for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
-        for (int64_t j = lo; j <= i; j++) row[j] *= inv;
-        for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
-      }
+      causal_softmax(P, T, window);
       gemm(false, false, T, hd, T, 1.0f, P, T, v, kvd, 0.0f, a.ao.data() + b * T * qd + h * hd, qd);
     }
   }
@@ -216,7 +235,6 @@ void Engine::attention_backward(int64_t layer, const float* dao) {
       const int64_t qo = b * T * qd + h * hd, ko = b * T * kvd + (h / group) * hd;
       const float* P = a.att.data() + (b * nh + h) * T * T;
       gemm(false, true, T, T, hd, 1.0f, dao + qo, qd, a.v.data() + ko, kvd, 0.0f, dS, T);
-#pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < T; i++) {
         const float* p = P + i * T;
         float* g = dS + i * T;
@@ -275,11 +293,12 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
     linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data());
     linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data());
     const int64_t nf = n * c.intermediate_size;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < nf; i++) {
-      const float g = a.gate[static_cast<size_t>(i)];
-      a.act[static_cast<size_t>(i)] = g * sigmoid(g) * a.up[static_cast<size_t>(i)];
-    }
+    const float* gate = a.gate.data();
+    const float* up = a.up.data();
+    float* act = a.act.data();
+    parallel_for(nf, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
+    });
     linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data());
     float* out = l + 1 < c.num_layers ? acts_[static_cast<size_t>(l + 1)].in.data() : fin_.data();
     for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
@@ -297,17 +316,15 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
   const int32_t* y = labels_.data();
   float* rl = row_loss_.data();
   const float* z = logits_.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    rl[i] = 0.0f;
-    if (y[i] == kIgnore) continue;
-    const float* zi = z + i * V;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < V; j++) mx = std::max(mx, zi[j]);
-    double sum = 0;
-    for (int64_t j = 0; j < V; j++) sum += std::exp(static_cast<double>(zi[j] - mx));
-    rl[i] = static_cast<float>(std::log(sum) + mx - zi[y[i]]);
-  }
+  float* lse = row_lse_.data();
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      rl[i] = 0.0f;
+      if (y[i] == kIgnore) continue;
+      lse[i] = log_sum_exp(z + i * V, V);
+      rl[i] = lse[i] - z[i * V + y[i]];
+    }
+  });
   for (int64_t i = 0; i < n; i++) {
     if (y[i] == kIgnore) continue;
     loss.sum += rl[i];
@@ -326,21 +343,19 @@ void Engine::backward(float loss_scale) {
   // dlogits = scale · (softmax − onehot) on labelled rows, in place over the logits.
   float* z = logits_.data();
   const int32_t* y = labels_.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    float* zi = z + i * V;
-    if (y[i] == kIgnore) {
-      std::fill(zi, zi + V, 0.0f);
-      continue;
+  const float* lse = row_lse_.data();
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      float* zi = z + i * V;
+      if (y[i] == kIgnore) {
+        std::fill(zi, zi + V, 0.0f);
+        continue;
+      }
+      const float m = lse[i];
+      for (int64_t j = 0; j < V; j++) zi[j] = std::exp(zi[j] - m) * loss_scale;
+      zi[y[i]] -= loss_scale;
     }
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < V; j++) mx = std::max(mx, zi[j]);
-    double sum = 0;
-    for (int64_t j = 0; j < V; j++) sum += std::exp(static_cast<double>(zi[j] - mx));
-    const double inv = 1.0 / sum;
-    for (int64_t j = 0; j < V; j++) zi[j] = static_cast<float>(std::exp(static_cast<double>(zi[j] - mx)) * inv) * loss_scale;
-    zi[y[i]] -= loss_scale;
-  }
+  });
   have_labels_ = false;  // the logits are gone
   gemm(false, false, n, d, V, 1.0f, z, V, model_->head(), d, 0.0f, dx_.data(), d);
   rmsnorm_backward(fin_.data(), model_->norm.data(), rstdf_.data(), dx_.data(), n, d, dres_.data(), false);
@@ -351,12 +366,15 @@ void Engine::backward(float loss_scale) {
     const int64_t nf = n * c.intermediate_size;
     // MLP: out = mid + down(silu(gate) ⊙ up).
     linear_backward(l, kDown, a.act.data(), a.h[kDown].data(), dres_.data(), n, dact_.data(), false);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < nf; i++) {
-      const float g = a.gate[static_cast<size_t>(i)], sg = sigmoid(g), da = dact_[static_cast<size_t>(i)];
-      dup_[static_cast<size_t>(i)] = da * g * sg;
-      dgate_[static_cast<size_t>(i)] = da * a.up[static_cast<size_t>(i)] * sg * (1.0f + g * (1.0f - sg));
-    }
+    const float *gate = a.gate.data(), *up = a.up.data(), *dact = dact_.data();
+    float *dup = dup_.data(), *dgate = dgate_.data();
+    parallel_for(nf, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) {
+        const float g = gate[i], sg = sigmoid(g), da = dact[i];
+        dup[i] = da * g * sg;
+        dgate[i] = da * up[i] * sg * (1.0f + g * (1.0f - sg));
+      }
+    });
     linear_backward(l, kGate, a.x2.data(), a.h[kGate].data(), dgate_.data(), n, dx_.data(), false);
     linear_backward(l, kUp, a.x2.data(), a.h[kUp].data(), dup_.data(), n, dx_.data(), true);
     rmsnorm_backward(a.mid.data(), w.post_norm.data(), a.rstd2.data(), dx_.data(), n, d, dres_.data(), true);

@@ -80,7 +80,7 @@ class Engine {
   bool have_labels_ = false;
   std::vector<int32_t> labels_;  // shifted: target of position t, or -100
   std::vector<LayerActs> acts_;
-  std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_;
+  std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
   // backward scratch
   std::vector<float> dres_, dx_, dq_, dk_, dv_, dao_, dgate_, dup_, dact_, dp_, g_, tmp_;

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "parallel.h"
+
 namespace lowrank::train {
 
 namespace {
@@ -56,25 +58,26 @@ void rope_tables(const ModelConfig& cfg, int64_t first, int64_t count, std::vect
 void rope_apply(float* x, int64_t n, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* pos, const float* cos,
                 const float* sin, bool inverse) {
   const int64_t half = head_dim / 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < n; r++) {
-    const float* c = cos + pos[r] * half;
-    const float* s = sin + pos[r] * half;
-    for (int64_t h = 0; h < heads; h++) {
-      float* v = x + r * ld + h * head_dim;
-      for (int64_t i = 0; i < half; i++) {
-        const float x1 = v[i], x2 = v[i + half];
-        if (!inverse) {
-          // q·cos + rotate_half(q)·sin, rotate_half = [−x2, x1]
-          v[i] = x1 * c[i] - x2 * s[i];
-          v[i + half] = x2 * c[i] + x1 * s[i];
-        } else {
-          v[i] = x1 * c[i] + x2 * s[i];
-          v[i + half] = x2 * c[i] - x1 * s[i];
+  parallel_for(n, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* c = cos + pos[r] * half;
+      const float* s = sin + pos[r] * half;
+      for (int64_t h = 0; h < heads; h++) {
+        float* v = x + r * ld + h * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+          const float x1 = v[i], x2 = v[i + half];
+          if (!inverse) {
+            // q·cos + rotate_half(q)·sin, rotate_half = [−x2, x1]
+            v[i] = x1 * c[i] - x2 * s[i];
+            v[i + half] = x2 * c[i] + x1 * s[i];
+          } else {
+            v[i] = x1 * c[i] + x2 * s[i];
+            v[i + half] = x2 * c[i] - x1 * s[i];
+          }
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace lowrank::train

@@ -1,0 +1,296 @@
+/**
+ * The training engine without a Python peer: model directories it must refuse (with the
+ * field or tensor named), argument checks, the seeded LoRA init, and determinism (the
+ * same seed and thread count give bit-identical losses and factors). The model is a tiny
+ * random Llama written here with our safetensors writer.
+ */
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { LowrankError } from '@lowrank/crds/errors';
+import { philox } from '../src/native/linalg.ts';
+import { type WritableTensor, writeSafetensors } from '../src/native/safetensors.ts';
+import { initLora, lrLambda, PROJECTIONS, type TokenBatch, TrainModel } from '../src/native/train.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'lowrank-train-engine-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const cfg = {
+  model_type: 'llama',
+  hidden_act: 'silu',
+  vocab_size: 50,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 32,
+  rms_norm_eps: 1e-6,
+  rope_parameters: { rope_type: 'default', rope_theta: 10000 },
+  tie_word_embeddings: false,
+};
+
+function weights(c: typeof cfg): Record<string, WritableTensor> {
+  let stream = 1;
+  const rand = (shape: number[], std: number): WritableTensor => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = philox(9, stream++, n, 'normal');
+    return { dtype: 'F32', shape, data: Float32Array.from(v, (x) => x * std) };
+  };
+  const ones = (n: number): WritableTensor => ({ dtype: 'F32', shape: [n], data: new Float32Array(n).fill(1) });
+  const H = c.hidden_size;
+  const hd = H / c.num_attention_heads;
+  const kv = c.num_key_value_heads * hd;
+  const t: Record<string, WritableTensor> = {
+    'model.embed_tokens.weight': rand([c.vocab_size, H], 0.5),
+    'model.norm.weight': ones(H),
+    'lm_head.weight': rand([c.vocab_size, H], 0.2),
+  };
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const p = `model.layers.${l}.`;
+    t[`${p}input_layernorm.weight`] = ones(H);
+    t[`${p}post_attention_layernorm.weight`] = ones(H);
+    t[`${p}self_attn.q_proj.weight`] = rand([H, H], 0.2);
+    t[`${p}self_attn.k_proj.weight`] = rand([kv, H], 0.2);
+    t[`${p}self_attn.v_proj.weight`] = rand([kv, H], 0.2);
+    t[`${p}self_attn.o_proj.weight`] = rand([H, H], 0.2);
+    t[`${p}mlp.gate_proj.weight`] = rand([c.intermediate_size, H], 0.2);
+    t[`${p}mlp.up_proj.weight`] = rand([c.intermediate_size, H], 0.2);
+    t[`${p}mlp.down_proj.weight`] = rand([H, c.intermediate_size], 0.2);
+  }
+  return t;
+}
+
+const good = join(work, 'good');
+
+before(() => {
+  mkdirSync(good);
+  writeFileSync(join(good, 'config.json'), JSON.stringify(cfg));
+  writeSafetensors(join(good, 'model.safetensors'), weights(cfg));
+});
+
+/** A copy of the good model with its config.json replaced and/or tensors changed. */
+function variant(name: string, config: unknown, edit?: (t: Record<string, WritableTensor>) => void): string {
+  const dir = join(work, name);
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'config.json'), typeof config === 'string' ? config : JSON.stringify(config));
+  if (edit) {
+    const t = weights(cfg);
+    edit(t);
+    writeSafetensors(join(dir, 'model.safetensors'), t);
+  } else {
+    cpSync(join(good, 'model.safetensors'), join(dir, 'model.safetensors'));
+  }
+  return dir;
+}
+
+async function rejects(dir: string, code: string, pattern: RegExp): Promise<void> {
+  await assert.rejects(TrainModel.load(dir), (err: unknown) => {
+    assert.ok(err instanceof LowrankError, String(err));
+    assert.equal(err.code, code);
+    assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+const batch = (rows: number, seq: number, salt: number, prompt = 2): TokenBatch => {
+  const tokens = Int32Array.from({ length: rows * seq }, (_, i) => (i * 31 + salt * 17) % cfg.vocab_size);
+  const labels = tokens.map((t, i) => (i % seq < prompt ? -100 : t));
+  return { tokens, labels, rows, seq };
+};
+
+describe('training engine: loading', () => {
+  it('loads a Llama directory and reports its shape', async () => {
+    const m = await TrainModel.load(good);
+    assert.equal(m.config.modelType, 'llama');
+    assert.equal(m.config.numLayers, 2);
+    assert.equal(m.config.headDim, 4);
+    assert.equal(m.config.numKvHeads, 2);
+    const expected = 2 * 50 * 16 + 16 + 2 * (2 * 16 + 16 * 16 * 2 + 8 * 16 * 2 + 3 * 24 * 16);
+    assert.equal(m.config.numParams, expected);
+  });
+
+  it('refuses a directory without config.json or weights', async () => {
+    await rejects(join(work, 'absent'), 'not_found', /config\.json is missing/);
+    const dir = join(work, 'no-weights');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    await rejects(dir, 'not_found', /neither model\.safetensors nor model\.safetensors\.index\.json/);
+  });
+
+  it('names the config field that is wrong', async () => {
+    await rejects(variant('bad-json', '{"model_type": "llama",'), 'invalid_file', /invalid JSON at byte/);
+    await rejects(variant('gpt2', { ...cfg, model_type: 'gpt2' }), 'invalid_file', /"model_type" is 'gpt2'/);
+    const { hidden_size: _h, ...noHidden } = cfg;
+    await rejects(variant('no-hidden', noHidden), 'invalid_file', /"hidden_size" is missing/);
+    await rejects(variant('heads', { ...cfg, num_key_value_heads: 3 }), 'invalid_file', /"num_key_value_heads" \(3\) must divide/);
+    await rejects(variant('act', { ...cfg, hidden_act: 'gelu' }), 'invalid_file', /"hidden_act" is 'gelu'/);
+    await rejects(
+      variant('yarn', { ...cfg, rope_parameters: { rope_type: 'yarn', rope_theta: 10000, factor: 4 } }),
+      'invalid_file',
+      /"rope_parameters\.rope_type" is 'yarn'/,
+    );
+    await rejects(variant('neg', { ...cfg, vocab_size: -5 }), 'invalid_file', /"vocab_size" must be a positive integer/);
+  });
+
+  it('names the tensor that is missing, mis-shaped or of the wrong dtype', async () => {
+    await rejects(
+      variant('missing', cfg, (t) => {
+        delete t['model.layers.1.mlp.up_proj.weight'];
+      }),
+      'invalid_file',
+      /tensor "model\.layers\.1\.mlp\.up_proj\.weight" is missing/,
+    );
+    await rejects(
+      variant('shape', cfg, (t) => {
+        t['model.layers.0.self_attn.k_proj.weight'] = { dtype: 'F32', shape: [16, 16], data: new Float32Array(256) };
+      }),
+      'invalid_file',
+      /"model\.layers\.0\.self_attn\.k_proj\.weight" has shape \[16, 16\], expected \[8, 16\]/,
+    );
+    await rejects(
+      variant('dtype', cfg, (t) => {
+        t['model.norm.weight'] = { dtype: 'I8', shape: [16], data: new Int8Array(16) };
+      }),
+      'invalid_file',
+      /"model\.norm\.weight" has dtype I8/,
+    );
+    // Tied embeddings need no lm_head; untied ones do.
+    await rejects(
+      variant('no-head', cfg, (t) => {
+        delete t['lm_head.weight'];
+      }),
+      'invalid_file',
+      /"lm_head\.weight" is missing/,
+    );
+    const tied = variant('tied', { ...cfg, tie_word_embeddings: true }, (t) => {
+      delete t['lm_head.weight'];
+    });
+    assert.equal((await TrainModel.load(tied)).config.tieWordEmbeddings, true);
+  });
+
+  it('loads shards through model.safetensors.index.json and names a missing shard', async () => {
+    const dir = join(work, 'sharded');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    const all = weights(cfg);
+    const names = Object.keys(all).sort();
+    const map: Record<string, string> = {};
+    const shards: Record<string, WritableTensor>[] = [{}, {}];
+    names.forEach((n, i) => {
+      const k = i % 2;
+      (shards[k] as Record<string, WritableTensor>)[n] = all[n] as WritableTensor;
+      map[n] = `model-0000${k + 1}-of-00002.safetensors`;
+    });
+    for (const [k, s] of shards.entries()) writeSafetensors(join(dir, `model-0000${k + 1}-of-00002.safetensors`), s);
+    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: map }));
+    const sharded = await TrainModel.load(dir);
+    const single = await TrainModel.load(good);
+    const b = batch(1, 6, 1);
+    const [x, y] = await Promise.all([sharded.forward(b, { logits: true }), single.forward(b, { logits: true })]);
+    assert.deepEqual(x.logits, y.logits);
+    rmSync(join(dir, 'model-00002-of-00002.safetensors'));
+    await rejects(dir, 'not_found', /model-00002-of-00002\.safetensors: shard named by model\.safetensors\.index\.json is missing/);
+  });
+});
+
+describe('training engine: arguments', () => {
+  it('refuses bad batches and adapters with what to fix', async () => {
+    const m = await TrainModel.load(good);
+    await assert.rejects(m.forward({ tokens: new Int32Array(5), rows: 1, seq: 6 }), /tokens must be an Int32Array of rows x seq = 6/);
+    await assert.rejects(
+      m.forward({ tokens: Int32Array.from([1, 2, 50]), rows: 1, seq: 3 }),
+      (e: unknown) => e instanceof LowrankError && e.code === 'invalid_request' && /token id 50 .* outside the vocabulary/.test(e.message),
+    );
+    await assert.rejects(m.forward({ tokens: new Int32Array(33), rows: 1, seq: 33 }), /exceeds the model's max_position_embeddings \(32\)/);
+    await assert.rejects(m.trainStep([batch(1, 4, 0)], { lr: 1e-3 }), /set an adapter/);
+    assert.throws(
+      () =>
+        m.setAdapter({
+          'model.layers.0.mlp.q_proj': { r: 1, in: 16, out: 16, A: new Float32Array(16), B: new Float32Array(16), scale: 1 },
+        }),
+      /not a Llama-family projection/,
+    );
+    assert.throws(
+      () =>
+        m.setAdapter({
+          'model.layers.0.self_attn.q_proj': { r: 2, in: 16, out: 16, A: new Float32Array(16), B: new Float32Array(32), scale: 1 },
+        }),
+      /A has 16 entries, expected 2 x 16/,
+    );
+    m.setAdapter(initLora(m.config, { r: 2, alpha: 4, targets: ['q_proj'], seed: 1 }));
+    const allMasked = batch(1, 4, 0, 4);
+    await assert.rejects(
+      m.trainStep([allMasked], { lr: 1e-3 }),
+      (e: unknown) => e instanceof LowrankError && /no labelled token/.test(e.message),
+    );
+    await assert.rejects(m.trainStep([batch(1, 4, 0)], { lr: 1e-3, schedule: 'cosine' }), /optimizer\.totalSteps must be >= 1/);
+  });
+
+  it('initLora draws PEFT-shaped factors reproducibly from the seed', async () => {
+    const m = await TrainModel.load(good);
+    const a = initLora(m.config, { r: 3, alpha: 6, targets: ['q_proj', 'down_proj'], seed: 5 });
+    const b = initLora(m.config, { r: 3, alpha: 6, targets: ['q_proj', 'down_proj'], seed: 5 });
+    const c = initLora(m.config, { r: 3, alpha: 6, targets: ['q_proj', 'down_proj'], seed: 6 });
+    assert.deepEqual(a, b);
+    const q = a['model.layers.1.self_attn.q_proj'];
+    const d = a['model.layers.0.mlp.down_proj'];
+    assert.ok(q && d);
+    assert.equal(q.scale, 2);
+    assert.equal(d.in, 24);
+    assert.ok(d.A.every((v) => Math.abs(v) <= 1 / Math.sqrt(24)));
+    assert.ok(d.B.every((v) => v === 0));
+    assert.notDeepEqual(a['model.layers.0.mlp.down_proj']?.A, c['model.layers.0.mlp.down_proj']?.A);
+    assert.equal(
+      initLora(m.config, { r: 4, alpha: 8, useRslora: true, targets: ['v_proj'], seed: 1 })['model.layers.0.self_attn.v_proj']?.scale,
+      4,
+    );
+  });
+
+  it('lrLambda follows transformers warmup + cosine/linear', () => {
+    const o = { lr: 1, schedule: 'cosine' as const, warmupSteps: 2, totalSteps: 10 };
+    assert.equal(lrLambda(o, 0), 0);
+    assert.equal(lrLambda(o, 1), 0.5);
+    assert.equal(lrLambda(o, 2), 1);
+    assert.ok(Math.abs(lrLambda(o, 6) - 0.5) < 1e-12);
+    assert.equal(lrLambda(o, 10), 0);
+    assert.equal(lrLambda({ ...o, schedule: 'linear' }, 6), 0.5);
+    assert.equal(lrLambda({ lr: 1, warmupSteps: 4 }, 9), 1);
+  });
+});
+
+describe('training engine: determinism', () => {
+  it('the same seed and thread count give bit-identical losses and factors', async () => {
+    const run = async () => {
+      const m = await TrainModel.load(good);
+      m.setAdapter(initLora(m.config, { r: 4, alpha: 8, targets: PROJECTIONS, seed: 42 }));
+      const losses: number[] = [];
+      for (let s = 0; s < 3; s++) {
+        const r = await m.trainStep([batch(2, 8, s), batch(1, 5, s + 10)], {
+          lr: 0.01,
+          weightDecay: 0.1,
+          maxGradNorm: 0.5,
+          schedule: 'cosine',
+          warmupSteps: 1,
+          totalSteps: 3,
+        });
+        losses.push(r.loss, r.gradNorm);
+      }
+      return { losses, adapter: m.adapter() };
+    };
+    const [x, y] = [await run(), await run()];
+    assert.deepEqual(x.losses, y.losses);
+    for (const [path, mod] of Object.entries(x.adapter)) {
+      const other = y.adapter[path];
+      assert.ok(other);
+      assert.ok(Buffer.from(mod.A.buffer).equals(Buffer.from(other.A.buffer)), `${path} A differs`);
+      assert.ok(Buffer.from(mod.B.buffer).equals(Buffer.from(other.B.buffer)), `${path} B differs`);
+      assert.ok(
+        mod.B.some((v) => v !== 0),
+        `${path} B trained`,
+      );
+    }
+  });
+});
