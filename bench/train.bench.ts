@@ -2,8 +2,9 @@
  * Training-step throughput: the native engine vs PyTorch + PEFT on the CPU, same random
  * Llama-shaped model (default: SmolLM-135M's shape, fp32), same token batch, same LoRA
  * (rank, alpha, targets), same optimizer (AdamW + clipping) and thread count, in the same
- * run. Prints tokens/s per side, their ratio, peak RSS, and the first step's loss on both
- * sides (equal: B = 0 at init, so both see the base model).
+ * run, their steps alternating so both see the same machine load. Prints wall-clock
+ * tokens/s and CPU seconds per step for each side, their ratios, peak RSS, and the first
+ * step's loss on both sides (equal: B = 0 at init, so both see the base model).
  *
  *   node bench/train.bench.ts [--layers 30] [--hidden 576] [--intermediate 1536] [--heads 9]
  *       [--kv-heads 3] [--vocab 49152] [--rows 4] [--seq 128] [--rank 16] [--steps 3]
@@ -11,13 +12,13 @@
  *
  * Needs LOWRANK_PYTHON (scripts/lib/pyenv.sh) and the addon (scripts/build-native).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { blasThreads, setBlasThreads } from '../worker/src/native/linalg.ts';
-import { initLora, PROJECTIONS, type Projection, TrainModel } from '../worker/src/native/train.ts';
+import { initLora, PROJECTIONS, type Projection, setTrainThreads, TrainModel } from '../worker/src/native/train.ts';
 
 const { values } = parseArgs({
   options: {
@@ -95,45 +96,68 @@ const optimizer = { lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1.0 };
 const steps = num('steps');
 const warmup = num('warmup');
 
-// PyTorch + PEFT first (its own process), then ours in this one.
+// The peer runs in its own process, stepped line by line so that its steps and ours
+// alternate and see the same load (the machine's cores are shared with other work).
 writeFileSync(
   join(dir, 'bench.json'),
-  JSON.stringify({ model: modelDir, lora: { r: rank, alpha: 2 * rank, targets }, tokens, labels, optimizer, threads, steps, warmup }),
+  JSON.stringify({ model: modelDir, lora: { r: rank, alpha: 2 * rank, targets }, tokens, labels, optimizer, threads }),
 );
-const peer = JSON.parse(python('run', dir)) as {
-  secondsPerStep: number;
-  tokensPerSecond: number;
-  losses: number[];
-  peakRssMb: number;
-  torch: string;
-  threads: number;
+const child = spawn(py, [join(import.meta.dirname, 'python', 'peft_train_bench.py'), 'serve', dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+const ask = async (cmd: string): Promise<Record<string, number | string | boolean>> => {
+  if (cmd) child.stdin.write(`${cmd}\n`);
+  const next = await lines.next();
+  if (next.done) throw new Error('peft_train_bench.py exited early');
+  return JSON.parse(next.value) as Record<string, number | string | boolean>;
 };
+await ask(''); // ready
 
-setBlasThreads(threads);
+setTrainThreads(threads);
 const model = await TrainModel.load(modelDir);
 model.setAdapter(initLora(model.config, { r: rank, alpha: 2 * rank, targets, seed: 1 }));
 const batch = { tokens: Int32Array.from(tokens.flat()), labels: Int32Array.from(labels.flat()), rows, seq };
-const times: number[] = [];
-const losses: number[] = [];
+const cpuNow = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+const ours = { wall: [] as number[], cpu: [] as number[], losses: [] as number[] };
+const peer = { wall: [] as number[], cpu: [] as number[], losses: [] as number[] };
 for (let s = 0; s < warmup + steps; s++) {
+  const p = await ask('step');
   const t0 = performance.now();
+  const c0 = cpuNow();
   const r = await model.trainStep([batch], optimizer);
-  const dt = (performance.now() - t0) / 1000;
-  losses.push(r.loss);
-  if (s >= warmup) times.push(dt);
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = cpuNow() - c0;
+  ours.losses.push(r.loss);
+  peer.losses.push(Number(p.loss));
+  if (s < warmup) continue;
+  ours.wall.push(wall);
+  ours.cpu.push(cpu);
+  peer.wall.push(Number(p.seconds));
+  peer.cpu.push(Number(p.cpuSeconds));
 }
-const ours = (times.sort((a, b) => a - b)[Math.floor(times.length / 2)] ?? Number.NaN) as number;
-const oursTps = (rows * seq) / ours;
+const peerInfo = await ask('quit');
+const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)] ?? Number.NaN;
+const tokensPerStep = rows * seq;
+const [ow, pw, oc, pc] = [median(ours.wall), median(peer.wall), median(ours.cpu), median(peer.cpu)];
 
 const shape = `${config.num_hidden_layers} layers, hidden ${config.hidden_size}, ffn ${config.intermediate_size}, heads ${config.num_attention_heads}/${config.num_key_value_heads}, vocab ${config.vocab_size}`;
 console.log(`model: ${shape}, ${(model.config.numParams / 1e6).toFixed(1)}M params (fp32, tied embeddings)`);
 console.log(`batch: ${rows} x ${seq} tokens; LoRA r=${rank} alpha=${2 * rank} on ${targets.join(',')}; AdamW + clip 1.0`);
 console.log(
-  `threads: ours BLAS ${blasThreads()}, torch ${peer.threads} (torch ${peer.torch}); median of ${steps} steps after ${warmup} warmup`,
+  `threads: ${threads} per side (torch ${peerInfo.torch}: ${peerInfo.threads}); median of ${steps} alternating steps after ${warmup} warmup`,
 );
-console.log(`first-step loss: ours ${losses[0]?.toFixed(6)}, PEFT ${peer.losses[0]?.toFixed(6)}`);
-console.log('| side | s/step | tokens/s | peak RSS (MB) |');
-console.log('| --- | ---: | ---: | ---: |');
-console.log(`| ours | ${ours.toFixed(3)} | ${oursTps.toFixed(0)} | ${peakRssMb().toFixed(0)} |`);
-console.log(`| PyTorch + PEFT | ${peer.secondsPerStep.toFixed(3)} | ${peer.tokensPerSecond.toFixed(0)} | ${peer.peakRssMb.toFixed(0)} |`);
-console.log(`ratio (ours / PyTorch+PEFT tokens/s): ${(oursTps / peer.tokensPerSecond).toFixed(2)}x`);
+console.log(
+  `load average at the end: ${loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')} (cores: ${cpus().length})`,
+);
+console.log(`first-step loss: ours ${ours.losses[0]?.toFixed(6)}, PEFT ${peer.losses[0]?.toFixed(6)}`);
+console.log('| side | s/step | tokens/s | CPU s/step | peak RSS (MB) |');
+console.log('| --- | ---: | ---: | ---: | ---: |');
+console.log(`| ours | ${ow.toFixed(3)} | ${(tokensPerStep / ow).toFixed(0)} | ${oc.toFixed(2)} | ${peakRssMb().toFixed(0)} |`);
+console.log(
+  `| PyTorch + PEFT | ${pw.toFixed(3)} | ${(tokensPerStep / pw).toFixed(0)} | ${pc.toFixed(2)} | ${Number(peerInfo.peakRssMb).toFixed(0)} |`,
+);
+console.log(`ratio (ours / PyTorch+PEFT tokens/s): ${(pw / ow).toFixed(2)}x; CPU time ratio (PEFT / ours): ${(pc / oc).toFixed(2)}x`);

@@ -2,11 +2,10 @@
 
   peft_train_bench.py make DIR CONFIG_JSON   saves a randomly initialised LlamaForCausalLM
                                              (fp32) of that config to DIR (save_pretrained).
-  peft_train_bench.py run DIR                reads DIR/bench.json (model dir, LoRA config,
-                                             token batches, optimizer, threads), trains with
-                                             PEFT LoRA + torch AdamW exactly as the native side
-                                             does, and prints one JSON object: seconds per
-                                             timed step, tokens/s, losses and peak RSS.
+  peft_train_bench.py serve DIR              reads DIR/bench.json (model dir, LoRA config,
+                                             token batch, optimizer, threads), sets up PEFT LoRA
+                                             + torch AdamW as the native side does, then runs one
+                                             training step per 'step' line on stdin (see serve).
 """
 import json
 import os
@@ -26,7 +25,10 @@ def make(d, config_json):
     print(json.dumps({"ok": True}))
 
 
-def run(d):
+def serve(d):
+    """Line protocol on stdin/stdout, so the caller can interleave our steps with its own
+    under the same machine load: 'step' runs one training step and answers
+    {"seconds", "cpuSeconds", "loss"}; 'quit' answers {"peakRssMb", "torch", "threads"}."""
     with open(os.path.join(d, "bench.json")) as f:
         spec = json.load(f)
     torch.set_num_threads(spec["threads"])
@@ -39,23 +41,21 @@ def run(d):
     o = spec["optimizer"]
     opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o.get("weightDecay", 0.0))
     tokens, labels = torch.tensor(spec["tokens"]), torch.tensor(spec["labels"])
-    times, losses = [], []
-    for step in range(spec["warmup"] + spec["steps"]):
-        t0 = time.perf_counter()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = model(input_ids=tokens, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, o.get("maxGradNorm", 1.0))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        losses.append(float(loss))
-        if step >= spec["warmup"]:
-            times.append(dt)
-    per_step = sorted(times)[len(times) // 2]
-    print(json.dumps({"secondsPerStep": per_step, "tokensPerSecond": tokens.numel() / per_step, "losses": losses,
-                      "peakRssMb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+        print(json.dumps({"seconds": time.perf_counter() - t0, "cpuSeconds": time.process_time() - c0, "loss": float(loss)}),
+              flush=True)
+    print(json.dumps({"peakRssMb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}), flush=True)
 
 
 if __name__ == "__main__":
-    {"make": make, "run": run}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "serve": serve}[sys.argv[1]](*sys.argv[2:])

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { LowrankError } from '@lowrank/crds/errors';
 import { philox } from '../src/native/linalg.ts';
 import { type WritableTensor, writeSafetensors } from '../src/native/safetensors.ts';
-import { initLora, lrLambda, PROJECTIONS, type TokenBatch, TrainModel } from '../src/native/train.ts';
+import { initLora, lrLambda, PROJECTIONS, setTrainThreads, type TokenBatch, TrainModel, trainThreads } from '../src/native/train.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-engine-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -261,9 +261,30 @@ describe('training engine: arguments', () => {
   });
 });
 
+describe('training engine: generation', () => {
+  it('sampling is reproducible from its seed; top-p near 0 is greedy; eos repeats', async () => {
+    const m = await TrainModel.load(good);
+    m.setAdapter(initLora(m.config, { r: 2, alpha: 4, targets: ['q_proj', 'v_proj'], seed: 3 }));
+    const req = { prompt: Int32Array.from([1, 2, 3, 4, 5, 6, 7, 8]), rows: 2, maxNewTokens: 12 };
+    const greedy = await m.generate(req);
+    assert.equal(greedy.length, 24);
+    assert.deepEqual(await m.generate(req, { temperature: 1.5, topP: 1e-9, seed: 1 }), greedy);
+    const a = await m.generate(req, { temperature: 1.5, seed: 7 });
+    assert.deepEqual(await m.generate(req, { temperature: 1.5, seed: 7 }), a);
+    assert.notDeepEqual(await m.generate(req, { temperature: 1.5, seed: 8 }), a);
+    assert.ok(a.every((t) => t >= 0 && t < cfg.vocab_size));
+    // A row that emits eos keeps emitting it.
+    const eos = greedy[0] as number;
+    const stopped = await m.generate(req, { eos });
+    assert.ok(stopped.subarray(0, 12).every((t) => t === eos));
+    await assert.rejects(m.generate({ ...req, maxNewTokens: 30 }), /exceeds max_position_embeddings \(32\)/);
+  });
+});
+
 describe('training engine: determinism', () => {
   it('the same seed and thread count give bit-identical losses and factors', async () => {
-    const run = async () => {
+    const run = async (threads: number) => {
+      setTrainThreads(threads);
       const m = await TrainModel.load(good);
       m.setAdapter(initLora(m.config, { r: 4, alpha: 8, targets: PROJECTIONS, seed: 42 }));
       const losses: number[] = [];
@@ -280,17 +301,24 @@ describe('training engine: determinism', () => {
       }
       return { losses, adapter: m.adapter() };
     };
-    const [x, y] = [await run(), await run()];
-    assert.deepEqual(x.losses, y.losses);
-    for (const [path, mod] of Object.entries(x.adapter)) {
-      const other = y.adapter[path];
-      assert.ok(other);
-      assert.ok(Buffer.from(mod.A.buffer).equals(Buffer.from(other.A.buffer)), `${path} A differs`);
-      assert.ok(Buffer.from(mod.B.buffer).equals(Buffer.from(other.B.buffer)), `${path} B differs`);
-      assert.ok(
-        mod.B.some((v) => v !== 0),
-        `${path} B trained`,
-      );
+    const initial = trainThreads();
+    try {
+      for (const threads of [1, 2]) {
+        const [x, y] = [await run(threads), await run(threads)];
+        assert.deepEqual(x.losses, y.losses, `${threads} threads`);
+        for (const [path, mod] of Object.entries(x.adapter)) {
+          const other = y.adapter[path];
+          assert.ok(other);
+          assert.ok(Buffer.from(mod.A.buffer).equals(Buffer.from(other.A.buffer)), `${path} A differs (${threads} threads)`);
+          assert.ok(Buffer.from(mod.B.buffer).equals(Buffer.from(other.B.buffer)), `${path} B differs (${threads} threads)`);
+          assert.ok(
+            mod.B.some((v) => v !== 0),
+            `${path} B trained`,
+          );
+        }
+      }
+    } finally {
+      setTrainThreads(initial);
     }
   });
 });

@@ -9,7 +9,8 @@
  * Adapters have B ≠ 0 (METHODS §1 parity rule). Tolerances (METHODS §8.1, fp32):
  *   logits rel ≤ 1e-5; loss rel ≤ 1e-5; LoRA A/B gradients of the mean loss rel ≤ 2e-5
  *   per module; 4 AdamW steps (weight decay, clipping that triggers, 2 micro-batches per
- *   step, warmup + cosine/linear): per-step loss rel ≤ 1e-4, final factors rel ≤ 1e-4.
+ *   step, warmup + cosine/linear): per-step loss rel ≤ 1e-4, final factors rel ≤ 1e-4;
+ *   greedy generation (KV cache, adapter on): the same tokens as generate(do_sample=False).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,7 +25,16 @@ import { type Entry, loadF32, readJson, runPython, writeJson } from './support/p
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-parity-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-const tiny = { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, vocab_size: 96, max_position_embeddings: 64 };
+// No eos/bos: generate() then always runs max_new_tokens on both sides.
+const tiny = {
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 2,
+  vocab_size: 96,
+  max_position_embeddings: 64,
+  eos_token_id: null,
+  bos_token_id: null,
+};
 const models = [
   {
     id: 'llama',
@@ -110,12 +120,14 @@ interface Case {
   tokens: number[][];
   labels: number[][];
   train: { optimizer: OptimizerOptions; steps: { tokens: number[][]; labels: number[][] }[][] };
+  generate: { prompt: number[][]; maxNewTokens: number };
 }
 
 interface Out {
   loss: number;
   logits: Entry;
   grads: Record<string, { A: Entry; B: Entry }>;
+  generated: number[][];
   train: { losses: number[]; gradNorms: number[]; lrs: number[]; params: Record<string, { A: Entry; B: Entry }> };
 }
 
@@ -131,7 +143,15 @@ const cases: Case[] = models.map((m, k) => {
       { tokens: b, labels: labels(b, [6]) },
     ];
   });
-  return { id: m.id, model: m.id, tokens: t, labels: labels(t, [4, 1]), train: { optimizer: optimizer[m.id] as OptimizerOptions, steps } };
+  return {
+    id: m.id,
+    model: m.id,
+    tokens: t,
+    labels: labels(t, [4, 1]),
+    train: { optimizer: optimizer[m.id] as OptimizerOptions, steps },
+    // 7 prompt + 9 new tokens: past mistral's window of 4 and the llama3 rope's original 8 positions.
+    generate: { prompt: tokens(2, 7, V, 50 + k), maxNewTokens: 9 },
+  };
 });
 
 const outs = new Map<string, Out>();
@@ -172,6 +192,18 @@ describe('training engine vs transformers + PEFT', () => {
           assert.ok(e <= 2e-5, `${path} grad ${w} rel ${e}`);
         }
       }
+    });
+
+    it(`${c.id}: greedy generation with a KV cache gives transformers' tokens`, async () => {
+      const ref = outs.get(c.id);
+      assert.ok(ref);
+      const model = await loaded(c);
+      const out = await model.generate({
+        prompt: Int32Array.from(c.generate.prompt.flat()),
+        rows: 2,
+        maxNewTokens: c.generate.maxNewTokens,
+      });
+      assert.deepEqual(Array.from(out), ref.generated.flat());
     });
 
     it(`${c.id}: ${c.train.steps.length} AdamW steps with accumulation, clipping and schedule`, async () => {

@@ -72,6 +72,17 @@ export interface ForwardResult {
   logits?: Float32Array;
 }
 
+export interface GenerateOptions {
+  /** 0 (default): greedy, as transformers generate(do_sample=False). */
+  temperature?: number;
+  /** Nucleus sampling mass in (0, 1]; default 1. */
+  topP?: number;
+  /** Sampling draws Philox(seed, "sample"): the same seed gives the same tokens. */
+  seed?: Seed;
+  /** A row that emits this token repeats it from then on (transformers pads with it when pad_token_id is unset). */
+  eos?: number;
+}
+
 interface Slot {
   r: number;
   scale: number;
@@ -92,6 +103,9 @@ interface TrainNative {
   ): Promise<{ lossSum: number; count: number; logits?: Float32Array }>;
   trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
   trainLrLambda(o: OptimizerOptions, step: number): number;
+  trainGenerate(s: unknown, prompt: Int32Array, rows: number, promptLen: number, maxNew: number, o: GenerateOptions): Promise<Int32Array>;
+  trainSetThreads(n: number): void;
+  trainThreads(): number;
 }
 
 const native = (): TrainNative => loadNative() as unknown as TrainNative;
@@ -266,6 +280,25 @@ export class TrainModel {
     return { loss: r.count > 0 ? r.lossSum / r.count : Number.NaN, count: r.count, ...(r.logits ? { logits: r.logits } : {}) };
   }
 
+  /** Continues each prompt by maxNewTokens tokens (KV cache, adapter applied); returns [rows, maxNewTokens]. */
+  async generate(req: GenerateRequest, o: GenerateOptions = {}): Promise<Int32Array> {
+    const { prompt, rows, maxNewTokens } = req;
+    if (!(prompt instanceof Int32Array) || !Number.isSafeInteger(rows) || rows < 1 || prompt.length % rows !== 0 || prompt.length === 0) {
+      throw new TypeError('prompt must be a non-empty Int32Array of rows equal-length prompts');
+    }
+    if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 1) throw new TypeError('maxNewTokens must be a positive integer');
+    const promptLen = prompt.length / rows;
+    if (promptLen + maxNewTokens > this.config.maxPositionEmbeddings) {
+      throw new TypeError(
+        `prompt length + maxNewTokens (${promptLen + maxNewTokens}) exceeds max_position_embeddings (${this.config.maxPositionEmbeddings})`,
+      );
+    }
+    if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature)))
+      throw new TypeError('temperature must be >= 0');
+    if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new TypeError('topP must be in (0, 1]');
+    return call(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o));
+  }
+
   /** One optimizer step over micro-batches (gradient accumulation), then the schedule advances. */
   async trainStep(microBatches: TokenBatch[], optimizer: OptimizerOptions): Promise<StepResult> {
     if (!Array.isArray(microBatches) || microBatches.length === 0) throw new TypeError('microBatches must be a non-empty array');
@@ -278,6 +311,12 @@ export class TrainModel {
   }
 }
 
+export interface GenerateRequest {
+  /** rows prompts of equal length, row-major. */
+  prompt: Int32Array;
+  rows: number;
+  maxNewTokens: number;
+}
 /** transformers' schedule multiplier at scheduler step `step` (the first optimizer step uses step 0). */
 export function lrLambda(o: OptimizerOptions, step: number): number {
   try {
@@ -285,4 +324,17 @@ export function lrLambda(o: OptimizerOptions, step: number): number {
   } catch (err) {
     throw toError(err);
   }
+}
+
+/**
+ * Threads of the engine's pool (default: the machine's cores). Training calls run BLAS
+ * single-threaded inside the pool's blocks; results are bit-reproducible for a given count.
+ */
+export function setTrainThreads(n: number): void {
+  if (!Number.isSafeInteger(n) || n < 1) throw new TypeError('threads must be a positive integer');
+  native().trainSetThreads(n);
+}
+
+export function trainThreads(): number {
+  return native().trainThreads();
 }

@@ -8,7 +8,8 @@
       LoRA gradients of its mean loss (one backward), and, when the case has "train", the
       per-step losses and final factors of N AdamW steps with clipping, gradient
       accumulation (loss = Σ / num_items_in_batch over the step, as transformers' Trainer)
-      and a warmup + cosine/linear/constant schedule.
+      and a warmup + cosine/linear/constant schedule; with "generate", the greedy continuation
+      (generate(do_sample=False), KV cache) of its prompts.
 """
 import json
 import os
@@ -81,6 +82,15 @@ def run_case(d, c):
     res = {"loss": float(out.loss), "logits": save(d, c["id"] + ".logits", out.logits.detach()), "grads": {}}
     for path, which, p in lora_params(model):
         res["grads"].setdefault(path, {})[which] = save(d, f"{c['id']}.grad.{path}.{which}", p.grad)
+    g = c.get("generate")
+    if g:
+        model.eval()
+        with torch.no_grad():
+            prompt = torch.tensor(g["prompt"])
+            gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=g["maxNewTokens"],
+                                 do_sample=False)
+        res["generated"] = gen[:, prompt.shape[1]:].tolist()
+        model.train()
     t = c.get("train")
     if t:
         model.zero_grad(set_to_none=True)

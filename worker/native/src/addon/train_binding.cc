@@ -2,6 +2,7 @@
 // state live in one native session behind a JS External; loading, forward, backward and
 // training steps run on libuv worker threads (Napi::AsyncWorker) under the session's
 // mutex, so Node's event loop never waits on them and two calls never race.
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -10,6 +11,7 @@
 
 #include "../train/engine.h"
 #include "../train/optim.h"
+#include "../train/parallel.h"
 #include "bindings.h"
 #include "napi_convert.h"
 
@@ -297,6 +299,47 @@ Napi::Value LrLambda(const Napi::CallbackInfo& info) {
   });
 }
 
+// trainGenerate(session, prompt: Int32Array, rows, promptLen, maxNew, { temperature, topP, seed, eos })
+//   -> Promise<Int32Array [rows, maxNew]>.
+Napi::Value Generate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    const int64_t rows = get_int(env, info[2], "rows"), prompt_len = get_int(env, info[3], "promptLen");
+    const int64_t max_new = get_int(env, info[4], "maxNew");
+    auto prompt = std::make_shared<std::vector<int32_t>>(get_i32(env, info[1], static_cast<size_t>(rows * prompt_len), "prompt"));
+    train::SampleOptions o;
+    if (info[5].IsObject()) {
+      Napi::Object opt = info[5].As<Napi::Object>();
+      if (!opt.Get("temperature").IsUndefined()) o.temperature = get_double(env, opt.Get("temperature"), "temperature");
+      if (!opt.Get("topP").IsUndefined()) o.top_p = get_double(env, opt.Get("topP"), "topP");
+      if (!opt.Get("seed").IsUndefined()) o.seed = get_u64(env, opt.Get("seed"), "seed");
+      if (!opt.Get("eos").IsUndefined() && !opt.Get("eos").IsNull()) o.eos = static_cast<int32_t>(get_int(env, opt.Get("eos"), "eos"));
+    }
+    auto out = std::make_shared<std::vector<int32_t>>();
+    return queue(
+        env, s, [s, prompt, rows, prompt_len, max_new, o, out]() { *out = s->engine->generate(prompt->data(), rows, prompt_len, max_new, o); },
+        [out](Napi::Env e) -> Napi::Value {
+          Napi::Int32Array a = Napi::Int32Array::New(e, out->size());
+          if (!out->empty()) std::memcpy(a.Data(), out->data(), out->size() * sizeof(int32_t));
+          return a;
+        });
+  });
+}
+
+// trainSetThreads(n) / trainThreads(): the engine's pool (its GEMMs run single-threaded BLAS per block).
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    int64_t n = get_int(env, info[0], "threads");
+    if (n < 1 || n > 1024) type_error(env, "threads must be an integer in [1, 1024]");
+    train::set_num_threads(static_cast<int>(n));
+    return env.Undefined();
+  });
+}
+
+Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), train::num_threads()); }
+
 }  // namespace
 
 void InitTrain(Napi::Env env, Napi::Object exports) {
@@ -306,6 +349,9 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainForward", Napi::Function::New(env, Forward));
   exports.Set("trainStep", Napi::Function::New(env, TrainStep));
   exports.Set("trainLrLambda", Napi::Function::New(env, LrLambda));
+  exports.Set("trainGenerate", Napi::Function::New(env, Generate));
+  exports.Set("trainSetThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("trainThreads", Napi::Function::New(env, Threads));
 }
 
 }  // namespace lowrank::addon

@@ -70,23 +70,21 @@ float log_sum_exp(const float* z, int64_t n) {
 // Row-wise softmax of scores [T, T] over keys j <= i (and i - j < window when window > 0),
 // zero elsewhere.
 void causal_softmax(float* P, int64_t T, int64_t window) {
-  parallel_for(T, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      float* row = P + i * T;
-      const int64_t lo = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
-      float mx = -INFINITY;
-      for (int64_t j = lo; j <= i; j++) mx = std::max(mx, row[j]);
-      double sum = 0;
-      for (int64_t j = lo; j <= i; j++) {
-        row[j] = std::exp(row[j] - mx);
-        sum += row[j];
-      }
-      const auto inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
-      for (int64_t j = lo; j <= i; j++) row[j] *= inv;
-      for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
+  for (int64_t i = 0; i < T; i++) {
+    float* row = P + i * T;
+    const int64_t lo = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+    float mx = -INFINITY;
+    for (int64_t j = lo; j <= i; j++) mx = std::max(mx, row[j]);
+    double sum = 0;
+    for (int64_t j = lo; j <= i; j++) {
+      row[j] = std::exp(row[j] - mx);
+      sum += row[j];
     }
-  });
+    const auto inv = static_cast<float>(1.0 / sum);
+    for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
+    for (int64_t j = lo; j <= i; j++) row[j] *= inv;
+    for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
+  }
 }
 
 }  // namespace
@@ -154,7 +152,6 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
     for (auto* v : {&dq_, &dao_}) fit(*v, n * qd);
     for (auto* v : {&dk_, &dv_}) fit(*v, n * kvd);
     for (auto* v : {&dgate_, &dup_, &dact_}) fit(*v, n * ff);
-    fit(dp_, seq * seq);
     rope_tables(c, 0, seq, &cos_, &sin_);
   }
   // LoRA intermediates follow the adapters, which may change between calls.
@@ -172,7 +169,7 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
 void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h) const {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   const LoraSlot& s = slot(layer, p);
-  gemm(false, true, n, lin.out, lin.in, 1.0f, x, lin.in, lin.w.data(), lin.in, 0.0f, y, lin.out);
+  pgemm(false, true, n, lin.out, lin.in, 1.0f, x, lin.in, lin.w.data(), lin.in, 0.0f, y, lin.out);
   if (!lin.b.empty()) {
     const float* b = lin.b.data();
     const int64_t out = lin.out;
@@ -180,8 +177,8 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
       for (int64_t j = 0; j < out; j++) y[i * out + j] += b[j];
   }
   if (s.r > 0) {
-    gemm(false, true, n, s.r, lin.in, 1.0f, x, lin.in, s.a.data(), lin.in, 0.0f, h, s.r);
-    gemm(false, true, n, lin.out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, lin.out);
+    pgemm(false, true, n, s.r, lin.in, 1.0f, x, lin.in, s.a.data(), lin.in, 0.0f, h, s.r);
+    pgemm(false, true, n, lin.out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, lin.out);
   }
 }
 
@@ -190,13 +187,13 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
                              bool accumulate) {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   LoraSlot& s = slot(layer, p);
-  if (dx) gemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, lin.w.data(), lin.in, accumulate ? 1.0f : 0.0f, dx, lin.in);
+  if (dx) pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, lin.w.data(), lin.in, accumulate ? 1.0f : 0.0f, dx, lin.in);
   if (s.r == 0) return;
   float* g = g_.data();
-  gemm(false, false, n, s.r, lin.out, 1.0f, dy, lin.out, s.b.data(), s.r, 0.0f, g, s.r);
-  if (dx) gemm(false, false, n, lin.in, s.r, s.scale, g, s.r, s.a.data(), lin.in, 1.0f, dx, lin.in);
-  gemm(true, false, lin.out, s.r, n, s.scale, dy, lin.out, h, s.r, 1.0f, s.gb.data(), s.r);
-  gemm(true, false, s.r, lin.in, n, s.scale, g, s.r, x, lin.in, 1.0f, s.ga.data(), lin.in);
+  pgemm(false, false, n, s.r, lin.out, 1.0f, dy, lin.out, s.b.data(), s.r, 0.0f, g, s.r);
+  if (dx) pgemm(false, false, n, lin.in, s.r, s.scale, g, s.r, s.a.data(), lin.in, 1.0f, dx, lin.in);
+  pgemm(true, false, lin.out, s.r, n, s.scale, dy, lin.out, h, s.r, 1.0f, s.gb.data(), s.r);
+  pgemm(true, false, s.r, lin.in, n, s.scale, g, s.r, x, lin.in, 1.0f, s.ga.data(), lin.in);
 }
 
 // Causal (optionally sliding-window) softmax attention per (row, head), GQA: head h reads
@@ -207,8 +204,10 @@ void Engine::attention_forward(int64_t layer) {
   const int64_t T = seq_, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), nh = c.num_heads;
   const int64_t group = nh / c.num_kv_heads, window = c.window[static_cast<size_t>(layer)];
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  for (int64_t b = 0; b < rows_; b++) {
-    for (int64_t h = 0; h < nh; h++) {
+  // One task per (row, head); each writes its own probabilities and output columns.
+  parallel_for(rows_ * nh, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t b = t / nh, h = t % nh;
       const float* q = a.q.data() + b * T * qd + h * hd;
       const float* k = a.k.data() + b * T * kvd + (h / group) * hd;
       const float* v = a.v.data() + b * T * kvd + (h / group) * hd;
@@ -217,7 +216,7 @@ void Engine::attention_forward(int64_t layer) {
       causal_softmax(P, T, window);
       gemm(false, false, T, hd, T, 1.0f, P, T, v, kvd, 0.0f, a.ao.data() + b * T * qd + h * hd, qd);
     }
-  }
+  });
 }
 
 // dP = dO Vᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dQ = s dS K; dK += s dSᵀ Q; dV += Pᵀ dO.
@@ -229,26 +228,34 @@ void Engine::attention_backward(int64_t layer, const float* dao) {
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   std::fill(dk_.begin(), dk_.end(), 0.0f);
   std::fill(dv_.begin(), dv_.end(), 0.0f);
-  float* dS = dp_.data();
-  for (int64_t b = 0; b < rows_; b++) {
-    for (int64_t h = 0; h < nh; h++) {
-      const int64_t qo = b * T * qd + h * hd, ko = b * T * kvd + (h / group) * hd;
-      const float* P = a.att.data() + (b * nh + h) * T * T;
-      gemm(false, true, T, T, hd, 1.0f, dao + qo, qd, a.v.data() + ko, kvd, 0.0f, dS, T);
-      for (int64_t i = 0; i < T; i++) {
-        const float* p = P + i * T;
-        float* g = dS + i * T;
-        double dot = 0;
-        for (int64_t j = 0; j <= i; j++) dot += static_cast<double>(p[j]) * g[j];
-        const auto df = static_cast<float>(dot);
-        for (int64_t j = 0; j <= i; j++) g[j] = p[j] * (g[j] - df);
-        for (int64_t j = i + 1; j < T; j++) g[j] = 0.0f;
+  const int64_t nkv = c.num_kv_heads;
+  // One task per (row, kv head): the heads sharing a kv head accumulate its dK/dV in a
+  // fixed order on one thread, so no two threads write the same entries.
+  parallel_for(rows_ * nkv, [&](int64_t t0, int64_t t1) {
+    std::vector<float> scratch(static_cast<size_t>(T * T));
+    float* dS = scratch.data();
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t b = t / nkv, g = t % nkv;
+      const int64_t ko = b * T * kvd + g * hd;
+      for (int64_t h = g * group; h < (g + 1) * group; h++) {
+        const int64_t qo = b * T * qd + h * hd;
+        const float* P = a.att.data() + (b * nh + h) * T * T;
+        gemm(false, true, T, T, hd, 1.0f, dao + qo, qd, a.v.data() + ko, kvd, 0.0f, dS, T);
+        for (int64_t i = 0; i < T; i++) {
+          const float* p = P + i * T;
+          float* gr = dS + i * T;
+          double dot = 0;
+          for (int64_t j = 0; j <= i; j++) dot += static_cast<double>(p[j]) * gr[j];
+          const auto df = static_cast<float>(dot);
+          for (int64_t j = 0; j <= i; j++) gr[j] = p[j] * (gr[j] - df);
+          for (int64_t j = i + 1; j < T; j++) gr[j] = 0.0f;
+        }
+        gemm(false, false, T, hd, T, scale, dS, T, a.k.data() + ko, kvd, 0.0f, dq_.data() + qo, qd);
+        gemm(true, false, T, hd, T, scale, dS, T, a.q.data() + qo, qd, 1.0f, dk_.data() + ko, kvd);
+        gemm(true, false, T, hd, T, 1.0f, P, T, dao + qo, qd, 1.0f, dv_.data() + ko, kvd);
       }
-      gemm(false, false, T, hd, T, scale, dS, T, a.k.data() + ko, kvd, 0.0f, dq_.data() + qo, qd);
-      gemm(true, false, T, hd, T, scale, dS, T, a.q.data() + qo, qd, 1.0f, dk_.data() + ko, kvd);
-      gemm(true, false, T, hd, T, 1.0f, P, T, dao + qo, qd, 1.0f, dv_.data() + ko, kvd);
     }
-  }
+  });
 }
 
 LossSum Engine::forward(const Batch& batch, float* logits_out) {
@@ -270,6 +277,7 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
     }
   }
   ensure_buffers(batch.rows, batch.seq);
+  BlasSingleThread blas_guard;
   std::vector<int64_t> pos(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; i++) pos[static_cast<size_t>(i)] = i % T;
 
@@ -304,7 +312,7 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
     for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
   }
   rmsnorm_forward(fin_.data(), model_->norm.data(), n, d, c.rms_norm_eps, xf_.data(), rstdf_.data());
-  gemm(false, true, n, V, d, 1.0f, xf_.data(), d, model_->head(), d, 0.0f, logits_.data(), V);
+  pgemm(false, true, n, V, d, 1.0f, xf_.data(), d, model_->head(), d, 0.0f, logits_.data(), V);
   if (logits_out) std::memcpy(logits_out, logits_.data(), sizeof(float) * static_cast<size_t>(n * V));
 
   have_labels_ = batch.labels != nullptr;
@@ -337,6 +345,7 @@ void Engine::backward(float loss_scale) {
   if (!have_labels_) throw Error("invalid_argument", "backward needs a forward pass with labels first");
   const ModelConfig& c = model_->cfg;
   const int64_t n = rows_ * seq_, d = c.hidden_size, V = c.vocab_size;
+  BlasSingleThread blas_guard;
   std::vector<int64_t> pos(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; i++) pos[static_cast<size_t>(i)] = i % seq_;
 
@@ -357,7 +366,7 @@ void Engine::backward(float loss_scale) {
     }
   });
   have_labels_ = false;  // the logits are gone
-  gemm(false, false, n, d, V, 1.0f, z, V, model_->head(), d, 0.0f, dx_.data(), d);
+  pgemm(false, false, n, d, V, 1.0f, z, V, model_->head(), d, 0.0f, dx_.data(), d);
   rmsnorm_backward(fin_.data(), model_->norm.data(), rstdf_.data(), dx_.data(), n, d, dres_.data(), false);
 
   for (int64_t l = c.num_layers - 1; l >= 0; l--) {

@@ -33,6 +33,14 @@ struct Batch {
   int64_t rows = 0, seq = 0;
 };
 
+/** Decoding options: temperature 0 = greedy (argmax, first index on ties, as torch). */
+struct SampleOptions {
+  double temperature = 0.0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  int32_t eos = -1;  // >= 0: a row that emits it repeats it from then on
+};
+
 struct LossSum {
   double sum = 0;      // Σ over predicted tokens of −log p(label)
   int64_t count = 0;   // tokens with a label (after the causal shift)
@@ -60,6 +68,15 @@ class Engine {
 
   void zero_grad();
 
+  /**
+   * Continues `rows` prompts of prompt_len tokens each by max_new tokens with a KV cache
+   * (prefill once, then one position per step), adapters applied. Returns [rows, max_new].
+   * Sampling draws Philox(seed, stream "sample", row · max_new + step): reproducible, never
+   * PyTorch's RNG.
+   */
+  std::vector<int32_t> generate(const int32_t* prompt, int64_t rows, int64_t prompt_len, int64_t max_new,
+                                const SampleOptions& o) const;
+
  private:
   struct LayerActs {
     std::vector<float> in, x1, rstd1, q, k, v, att, ao, mid, x2, rstd2, gate, up, act;
@@ -83,7 +100,7 @@ class Engine {
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
   // backward scratch
-  std::vector<float> dres_, dx_, dq_, dk_, dv_, dao_, dgate_, dup_, dact_, dp_, g_, tmp_;
+  std::vector<float> dres_, dx_, dq_, dk_, dv_, dao_, dgate_, dup_, dact_, g_, tmp_;
 };
 
 }  // namespace lowrank::train

@@ -25,7 +25,7 @@ class Pool {
     std::lock_guard<std::mutex> lock(call_mu_);
     size_ = n;
     quit_ = false;
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i, g = generation_] { loop(i, g); });
   }
 
   void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
@@ -57,8 +57,8 @@ class Pool {
     if (b < e) fn(b, e);
   }
 
-  void loop(int index) {
-    uint64_t seen = 0;
+  // `seen` starts at the generation current when the worker was made: earlier calls are not its to run.
+  void loop(int index, uint64_t seen) {
     for (;;) {
       const std::function<void(int64_t, int64_t)>* fn;
       int parts;
@@ -114,5 +114,40 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return pool().size(); }
+
+}  // namespace lowrank::train
+
+#include "lowrank/linalg.h"
+
+namespace lowrank::train {
+
+void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int threads = num_threads();
+  // Below ~1 MFLOP a split costs more than it saves.
+  if (threads == 1 || m * n * k < (int64_t{1} << 19) || (m < 2 && n < 2)) {
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (m >= n) {
+    parallel_for(m, [&](int64_t i0, int64_t i1) {
+      const float* ab = trans_a ? a + i0 : a + i0 * lda;  // op(A) rows i0..i1
+      gemm(trans_a, trans_b, i1 - i0, n, k, alpha, ab, lda, b, ldb, beta, c + i0 * ldc, ldc);
+    });
+  } else {
+    parallel_for(n, [&](int64_t j0, int64_t j1) {
+      const float* bb = trans_b ? b + j0 * ldb : b + j0;  // op(B) columns j0..j1
+      gemm(trans_a, trans_b, m, j1 - j0, k, alpha, a, lda, bb, ldb, beta, c + j0, ldc);
+    });
+  }
+}
+
+BlasSingleThread::BlasSingleThread() : previous_(blas_threads()) {
+  if (previous_ != 1) set_blas_threads(1);
+}
+
+BlasSingleThread::~BlasSingleThread() {
+  if (previous_ != 1) set_blas_threads(previous_);
+}
 
 }  // namespace lowrank::train

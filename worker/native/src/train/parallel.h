@@ -20,3 +20,32 @@ void set_num_threads(int n);
 int num_threads();
 
 }  // namespace lowrank::train
+
+namespace lowrank::train {
+
+/**
+ * gemm (lowrank/linalg.h) cut into one block of C per pool thread, along the larger of
+ * M and N, each block a single-threaded BLAS call (see BlasSingleThread). Every element
+ * of C keeps the same K-reduction, so the result does not depend on the split.
+ */
+void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+/**
+ * While alive, OpenBLAS runs single-threaded: the engine parallelises with its own pool,
+ * because OpenBLAS's yield-spinning thread server collapses when the cores are shared
+ * (a 135M-parameter step went from 3 s single-threaded to 6-10 s on 2 busy cores).
+ * Restores the previous thread count.
+ */
+class BlasSingleThread {
+ public:
+  BlasSingleThread();
+  ~BlasSingleThread();
+  BlasSingleThread(const BlasSingleThread&) = delete;
+  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
+
+ private:
+  int previous_;
+};
+
+}  // namespace lowrank::train
