@@ -17,8 +17,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
-import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
+import { initLora, type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
+import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
 import { rel } from './support/numeric.ts';
 import { type Entry, loadF32, readJson, runPython, writeJson } from './support/python-ref.ts';
 
@@ -233,4 +233,32 @@ describe('training engine vs transformers + PEFT', () => {
       }
     });
   }
+});
+
+describe('an adapter trained here, loaded by PEFT', () => {
+  it('PeftModel.from_pretrained gives our logits (rel <= 1e-5)', async () => {
+    const c = cases[1] as Case; // qwen2: biases, GQA 4/1
+    const model = await TrainModel.load(join(work, c.model, 'base'));
+    // PEFT's default init (B = 0) with rsLoRA, trained 3 steps so that B moves.
+    model.setAdapter(
+      initLora(model.config, { r: 4, alpha: 8, useRslora: true, targets: ['q_proj', 'k_proj', 'o_proj', 'up_proj'], seed: 11 }),
+    );
+    for (const step of c.train.steps.slice(0, 3)) {
+      await model.trainStep(
+        step.map((mb) => toBatch(mb.tokens, mb.labels)),
+        { lr: 0.05, weightDecay: 0.01 },
+      );
+    }
+    const adapterDir = join(work, 'trained-adapter');
+    writePeftAdapter(adapterDir, model.adapter(), { base_model_name_or_path: 'tiny-qwen2' });
+    const ours = await model.forward(toBatch(c.tokens, c.labels), { logits: true });
+    assert.ok(ours.logits);
+    writeJson(work, 'export.json', { base: join(work, c.model, 'base'), adapter: adapterDir, tokens: c.tokens });
+    runPython('train_ref.py', 'peft-logits', work);
+    const ref = readJson(work, 'export.out.json') as { logits: Entry };
+    const e = rel(ours.logits, loadF32(work, ref.logits));
+    assert.ok(e <= 1e-5, `logits rel ${e}`);
+    // The adapter is not a no-op: B moved away from 0.
+    assert.ok(Object.values(model.adapter()).every((m) => m.B.some((v) => v !== 0)));
+  });
 });

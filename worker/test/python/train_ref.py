@@ -10,6 +10,8 @@
       accumulation (loss = Σ / num_items_in_batch over the step, as transformers' Trainer)
       and a warmup + cosine/linear/constant schedule; with "generate", the greedy continuation
       (generate(do_sample=False), KV cache) of its prompts.
+  train_ref.py peft-logits DIR   logits of PeftModel.from_pretrained on an adapter we wrote
+      (DIR/export.json names base, adapter dir and tokens).
 """
 import json
 import os
@@ -121,6 +123,17 @@ def run_case(d, c):
     write_json(d, c["id"] + ".out.json", res)
 
 
+def peft_logits(d):
+    """DIR/export.json {"base", "adapter", "tokens"}: logits of PeftModel.from_pretrained(base, adapter)."""
+    spec = read_json(d, "export.json")
+    base = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, spec["adapter"]).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(spec["tokens"])).logits
+    write_json(d, "export.out.json", {"logits": save(d, "export.logits", logits)})
+    print(json.dumps({"ok": True}))
+
+
 def run(d):
     torch.set_num_threads(1)
     for c in read_json(d, "cases.json")["cases"]:
@@ -129,4 +142,4 @@ def run(d):
 
 
 if __name__ == "__main__":
-    {"make": make, "run": run}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "run": run, "peft-logits": peft_logits}[sys.argv[1]](*sys.argv[2:])
