@@ -5,9 +5,10 @@
  *   llama   GQA, llama3 rope scaling, LoRA on all seven projections;
  *   qwen2   q/k/v biases, rsLoRA on q/v/o/down;
  *   mistral sliding window (4) shorter than the sequence, LoRA on q/k/gate/up;
- *   smollm  Llama with tied embeddings, bf16 weights in two shards (index.json), MHA.
+ *   dora    Llama with attention biases, DoRA (PEFT's magnitude, m ≠ ‖W + sBA‖) on six projections;
+ *   smollm  Llama with tied embeddings, bf16 weights in shards (index.json), MHA.
  * Adapters have B ≠ 0 (METHODS §1 parity rule). Tolerances (METHODS §8.1, fp32):
- *   logits rel ≤ 1e-5; loss rel ≤ 1e-5; LoRA A/B gradients of the mean loss rel ≤ 2e-5
+ *   logits rel ≤ 1e-5; loss rel ≤ 1e-5; A/B (and DoRA magnitude) gradients of the mean loss rel ≤ 2e-5
  *   per module; 4 AdamW steps (weight decay, clipping that triggers, 2 micro-batches per
  *   step, warmup + cosine/linear): per-step loss rel ≤ 1e-4, final factors rel ≤ 1e-4;
  *   greedy generation (KV cache, adapter on): the same tokens as generate(do_sample=False).
@@ -17,6 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { readSafetensors, tensorToFloat32 } from '../src/native/safetensors.ts';
 import { initLora, type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
 import { rel } from './support/numeric.ts';
@@ -62,6 +64,13 @@ const models = [
     seed: 3,
     config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 2, sliding_window: 4 },
     adapter: { r: 2, alpha: 5, targets: ['q_proj', 'k_proj', 'gate_proj', 'up_proj'] },
+  },
+  {
+    id: 'dora',
+    family: 'llama',
+    seed: 5,
+    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 2, attention_bias: true },
+    adapter: { r: 4, alpha: 8, use_dora: true, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'down_proj'] },
   },
   {
     id: 'smollm',
@@ -111,6 +120,7 @@ const optimizer: Record<string, OptimizerOptions> = {
     totalSteps: 4,
   },
   mistral: { lr: 0.01, weightDecay: 0, schedule: 'constant' },
+  dora: { lr: 0.01, weightDecay: 0.05, maxGradNorm: 0.3, schedule: 'linear', warmupSteps: 1, totalSteps: 4 },
   smollm: { lr: 0.02, weightDecay: 0.05, maxGradNorm: 0.1, schedule: 'cosine', warmupSteps: 0, totalSteps: 4 },
 };
 
@@ -123,12 +133,15 @@ interface Case {
   generate: { prompt: number[][]; maxNewTokens: number };
 }
 
+/** A, B, and M (DoRA's magnitude vector). */
+type Param = 'A' | 'B' | 'M';
+
 interface Out {
   loss: number;
   logits: Entry;
-  grads: Record<string, { A: Entry; B: Entry }>;
+  grads: Record<string, Partial<Record<Param, Entry>>>;
   generated: number[][];
-  train: { losses: number[]; gradNorms: number[]; lrs: number[]; params: Record<string, { A: Entry; B: Entry }> };
+  train: { losses: number[]; gradNorms: number[]; lrs: number[]; params: Record<string, Partial<Record<Param, Entry>>> };
 }
 
 const cases: Case[] = models.map((m, k) => {
@@ -164,10 +177,24 @@ before(() => {
   for (const c of cases) outs.set(c.id, readJson(work, `${c.id}.out.json`) as Out);
 });
 
+/** PEFT's adapter: factors through readPeftAdapter, DoRA magnitudes straight from the file. */
 async function loaded(c: Case): Promise<TrainModel> {
   const model = await TrainModel.load(join(work, c.model, 'base'));
-  model.setAdapter(readPeftAdapter(join(work, c.model, 'adapter')).modules);
+  const dir = join(work, c.model, 'adapter');
+  const magnitudes: Record<string, Float32Array> = {};
+  for (const [key, t] of Object.entries(readSafetensors(join(dir, 'adapter_model.safetensors')).tensors)) {
+    const m = /^base_model\.model\.(.+)\.lora_magnitude_vector$/.exec(key);
+    if (m?.[1]) magnitudes[m[1]] = tensorToFloat32(t);
+  }
+  model.setAdapter(readPeftAdapter(dir).modules, magnitudes);
   return model;
+}
+
+/** Our value of parameter `w` of a module (factors or DoRA magnitude). */
+function ours(x: { A: Float32Array; B: Float32Array; magnitude?: Float32Array }, w: Param): Float32Array {
+  const v = w === 'M' ? x.magnitude : x[w];
+  assert.ok(v, `missing ${w}`);
+  return v;
 }
 
 describe('training engine vs transformers + PEFT', () => {
@@ -184,14 +211,17 @@ describe('training engine vs transformers + PEFT', () => {
       assert.ok(lossRel <= 1e-5, `loss ${r.loss} vs ${ref.loss}`);
       const grads = model.gradients();
       assert.deepEqual(Object.keys(grads).sort(), Object.keys(ref.grads).sort());
+      let checked = 0;
       for (const [path, g] of Object.entries(ref.grads)) {
-        const ours = grads[path];
-        assert.ok(ours);
-        for (const w of ['A', 'B'] as const) {
-          const e = rel(ours[w], loadF32(work, g[w]));
+        const mine = grads[path];
+        assert.ok(mine);
+        for (const [w, entry] of Object.entries(g) as [Param, Entry][]) {
+          const e = rel(ours(mine, w), loadF32(work, entry));
           assert.ok(e <= 2e-5, `${path} grad ${w} rel ${e}`);
+          checked += w === 'M' ? 1 : 0;
         }
       }
+      assert.equal(checked, c.id === 'dora' ? Object.keys(grads).length : 0, 'DoRA magnitude gradients compared');
     });
 
     it(`${c.id}: greedy generation with a KV cache gives transformers' tokens`, async () => {
@@ -223,11 +253,13 @@ describe('training engine vs transformers + PEFT', () => {
         assert.equal(res.step, s + 1);
       }
       const params = model.adapter();
+      const mags = model.magnitudes();
       for (const [path, p] of Object.entries(ref.train.params)) {
-        const ours = params[path];
-        assert.ok(ours);
-        for (const w of ['A', 'B'] as const) {
-          const e = rel(ours[w], loadF32(work, p[w]));
+        const mod = params[path];
+        assert.ok(mod);
+        const mine = { A: mod.A, B: mod.B, ...(mags[path] ? { magnitude: mags[path] } : {}) };
+        for (const [w, entry] of Object.entries(p) as [Param, Entry][]) {
+          const e = rel(ours(mine, w), loadF32(work, entry));
           assert.ok(e <= 1e-4, `${path} ${w} after training rel ${e}`);
         }
       }

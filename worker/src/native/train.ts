@@ -1,7 +1,7 @@
 /**
  * The native training engine (worker/native/src/train): a Llama-family decoder (Llama,
- * Mistral, Qwen2, SmolLM) loaded from a Hugging Face directory, LoRA adapters on any of
- * q/k/v/o/gate/up/down, the causal-LM loss with masked (-100) labels, its gradients, and
+ * Mistral, Qwen2, SmolLM) loaded from a Hugging Face directory, LoRA or DoRA adapters on
+ * any of q/k/v/o/gate/up/down, the causal-LM loss with masked (-100) labels, its gradients, and
  * AdamW steps with clipping, accumulation and warmup + cosine/linear schedules
  * (transformers/PyTorch semantics). Loading, forward and steps run off the JS thread.
  * Bad arguments throw TypeError; bad model directories reject with LowrankError
@@ -90,11 +90,22 @@ interface Slot {
   B: Float32Array;
   gradA: Float32Array;
   gradB: Float32Array;
+  magnitude?: Float32Array;
+  gradMagnitude?: Float32Array;
 }
 
 interface TrainNative {
   trainLoadModel(dir: string): Promise<{ session: unknown; config: ModelConfig }>;
-  trainSetLora(s: unknown, layer: number, proj: number, r: number, scale: number, A: Float32Array, B: Float32Array): void;
+  trainSetLora(
+    s: unknown,
+    layer: number,
+    proj: number,
+    r: number,
+    scale: number,
+    A: Float32Array,
+    B: Float32Array,
+    magnitude?: Float32Array,
+  ): void;
   trainGetLora(s: unknown, layer: number, proj: number): Slot;
   trainForward(
     s: unknown,
@@ -237,19 +248,40 @@ export class TrainModel {
     return new TrainModel(session, config);
   }
 
-  /** Replaces the adapter by `modules` (keyed by module path, e.g. model.layers.0.self_attn.q_proj); optimizer moments restart. */
-  setAdapter(modules: Record<string, LoraModule>): void {
-    for (const [layer, proj] of this.#modules.values())
+  /**
+   * Replaces the adapter by `modules` (keyed by module path, e.g. model.layers.0.self_attn.q_proj);
+   * optimizer moments restart. A module with an entry in `magnitudes` ([out], PEFT's
+   * lora_magnitude_vector) is DoRA (METHODS §1.3).
+   */
+  setAdapter(modules: Record<string, LoraModule>, magnitudes: Record<string, Float32Array> = {}): void {
+    for (const name of Object.keys(magnitudes)) {
+      if (!(name in modules)) throw new TypeError(`magnitudes["${name}"] has no module in the adapter`);
+    }
+    for (const [layer, proj] of this.#modules.values()) {
       native().trainSetLora(this.#session, layer, proj, 0, 0, new Float32Array(0), new Float32Array(0));
+    }
     this.#modules.clear();
     for (const [path, m] of Object.entries(modules)) {
       const [layer, proj] = parseModulePath(path);
       if (layer >= this.config.numLayers) throw new TypeError(`module "${path}": the model has ${this.config.numLayers} layers`);
-      if (!Number.isSafeInteger(m.r) || m.r < 1 || !Number.isFinite(m.scale))
+      if (!Number.isSafeInteger(m.r) || m.r < 1 || !Number.isFinite(m.scale)) {
         throw new TypeError(`module "${path}": r must be a positive integer and scale finite`);
-      native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B);
+      }
+      const mag = magnitudes[path];
+      if (mag !== undefined && !(mag instanceof Float32Array)) throw new TypeError(`magnitudes["${path}"] must be a Float32Array`);
+      native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B, mag);
       this.#modules.set(path, [layer, proj]);
     }
+  }
+
+  /** The DoRA magnitudes by module path (empty without DoRA modules). */
+  magnitudes(): Record<string, Float32Array> {
+    const out: Record<string, Float32Array> = {};
+    for (const [path, [layer, proj]] of this.#modules) {
+      const s = native().trainGetLora(this.#session, layer, proj);
+      if (s.magnitude) out[path] = s.magnitude;
+    }
+    return out;
   }
 
   /** The adapter's current factors by module path. */
@@ -263,11 +295,11 @@ export class TrainModel {
   }
 
   /** The gradients of the last backward (or of the last step, before clipping scaled them) by module path. */
-  gradients(): Record<string, { A: Float32Array; B: Float32Array }> {
-    const out: Record<string, { A: Float32Array; B: Float32Array }> = {};
+  gradients(): Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> {
+    const out: Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> = {};
     for (const [path, [layer, proj]] of this.#modules) {
       const s = native().trainGetLora(this.#session, layer, proj);
-      out[path] = { A: s.gradA, B: s.gradB };
+      out[path] = { A: s.gradA, B: s.gradB, ...(s.gradMagnitude ? { magnitude: s.gradMagnitude } : {}) };
     }
     return out;
   }

@@ -45,23 +45,25 @@ def make(d):
         model.to(dtype).save_pretrained(base, max_shard_size=m.get("max_shard_size", "50GB"))
         a = m["adapter"]
         lcfg = LoraConfig(r=a["r"], lora_alpha=a["alpha"], target_modules=a["targets"], use_rslora=a.get("use_rslora", False),
-                          lora_dropout=0.0, init_lora_weights=False)
+                          use_dora=a.get("use_dora", False), lora_dropout=0.0, init_lora_weights=False)
         peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), lcfg)
         with torch.no_grad():  # PEFT's non-default init draws B small; make the adapter matter.
             for name, p in peft_model.named_parameters():
                 if "lora_B" in name:
                     p.normal_(0, 0.2)
+                elif "lora_magnitude_vector" in name:  # m != ||W + sBA||, so m/n != 1
+                    p.mul_(torch.empty_like(p).uniform_(0.7, 1.3))
         peft_model.save_pretrained(os.path.join(d, m["id"], "adapter"))
     print(json.dumps({"ok": True}))
 
 
 def lora_params(model):
-    """(module path, 'A' | 'B', parameter) in a fixed order."""
+    """(module path, 'A' | 'B' | 'M' (DoRA magnitude), parameter) in a fixed order."""
     out = []
     for name, p in model.named_parameters():
-        if ".lora_A." in name or ".lora_B." in name:
-            path = name.split(".lora_")[0].removeprefix("base_model.model.")
-            out.append((path, "A" if ".lora_A." in name else "B", p))
+        for key, which in ((".lora_A.", "A"), (".lora_B.", "B"), (".lora_magnitude_vector.", "M")):
+            if key in name:
+                out.append((name.split(".lora_")[0].removeprefix("base_model.model."), which, p))
     return out
 
 

@@ -179,7 +179,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   });
 }
 
-// trainSetLora(session, layer, proj, r, scale, A, B): synchronous (copies two small matrices).
+// trainSetLora(session, layer, proj, r, scale, A, B, magnitude?): synchronous (copies small
+// matrices); a magnitude Float32Array [out] makes the module DoRA.
 Napi::Value SetLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -194,12 +195,15 @@ Napi::Value SetLora(const Napi::CallbackInfo& info) {
     const int p = static_cast<int>(proj);
     Matrix a = get_matrix(env, info[5], r, c.proj_in(p), "A");
     Matrix b = get_matrix(env, info[6], c.proj_out(p), r, "B");
-    s->engine->set_lora(layer, p, r, static_cast<float>(scale), a.ptr(), b.ptr());
+    Matrix mag;
+    const bool dora = info.Length() > 7 && !info[7].IsUndefined() && !info[7].IsNull();
+    if (dora) mag = get_matrix(env, info[7], 1, c.proj_out(p), "magnitude");
+    s->engine->set_lora(layer, p, r, static_cast<float>(scale), a.ptr(), b.ptr(), dora ? mag.ptr() : nullptr);
     return env.Undefined();
   });
 }
 
-// trainGetLora(session, layer, proj) -> { r, scale, A, B, gradA, gradB } (r = 0: none).
+// trainGetLora(session, layer, proj) -> { r, scale, A, B, gradA, gradB, magnitude?, gradMagnitude? } (r = 0: none).
 Napi::Value GetLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -216,6 +220,10 @@ Napi::Value GetLora(const Napi::CallbackInfo& info) {
     o.Set("B", to_f32(env, sl.b.data(), sl.b.size()));
     o.Set("gradA", to_f32(env, sl.ga.data(), sl.ga.size()));
     o.Set("gradB", to_f32(env, sl.gb.data(), sl.gb.size()));
+    if (sl.dora) {
+      o.Set("magnitude", to_f32(env, sl.m.data(), sl.m.size()));
+      o.Set("gradMagnitude", to_f32(env, sl.gm.data(), sl.gm.size()));
+    }
     return o;
   });
 }

@@ -93,7 +93,8 @@ Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   slots_.resize(static_cast<size_t>(model_->cfg.num_layers));
 }
 
-void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b) {
+void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
+                      const float* magnitude) {
   const ModelConfig& c = model_->cfg;
   if (layer < 0 || layer >= c.num_layers) {
     throw Error("invalid_argument", "adapter layer " + std::to_string(layer) + " is out of range (the model has " +
@@ -111,12 +112,17 @@ void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const flo
   s.b.assign(b, b + out * r);
   for (auto* v : {&s.ga, &s.ma, &s.va}) fit(*v, r * in);
   for (auto* v : {&s.gb, &s.mb, &s.vb}) fit(*v, out * r);
+  if (magnitude) {
+    s.dora = true;
+    s.m.assign(magnitude, magnitude + out);
+    for (auto* v : {&s.gm, &s.mm, &s.vm, &s.norm}) fit(*v, out);
+  }
 }
 
 int64_t Engine::num_trainable() const {
   int64_t n = 0;
   for (const auto& layer : slots_)
-    for (const LoraSlot& s : layer) n += static_cast<int64_t>(s.a.size() + s.b.size());
+    for (const LoraSlot& s : layer) n += static_cast<int64_t>(s.a.size() + s.b.size() + s.m.size());
   return n;
 }
 
@@ -125,6 +131,7 @@ void Engine::zero_grad() {
     for (LoraSlot& s : layer) {
       std::fill(s.ga.begin(), s.ga.end(), 0.0f);
       std::fill(s.gb.begin(), s.gb.end(), 0.0f);
+      std::fill(s.gm.begin(), s.gm.end(), 0.0f);
     }
 }
 
@@ -155,38 +162,86 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
     rope_tables(c, 0, seq, &cos_, &sin_);
   }
   // LoRA intermediates follow the adapters, which may change between calls.
-  int64_t rmax = 0;
+  int64_t rmax = 0, dora_out = 0;
   for (size_t l = 0; l < acts_.size(); l++)
     for (int p = 0; p < kNumProj; p++) {
-      const int64_t r = slots_[l][p].r;
-      rmax = std::max(rmax, r);
-      if (static_cast<int64_t>(acts_[l].h[p].size()) != n * r) fit(acts_[l].h[p], n * r);
+      const LoraSlot& s = slots_[l][p];
+      rmax = std::max(rmax, s.r);
+      if (static_cast<int64_t>(acts_[l].h[p].size()) != n * s.r) fit(acts_[l].h[p], n * s.r);
+      const int64_t zn = s.dora ? n * c.proj_out(p) : 0;
+      if (s.dora) dora_out = std::max(dora_out, c.proj_out(p));
+      if (static_cast<int64_t>(acts_[l].z[p].size()) != zn) fit(acts_[l].z[p], zn);
     }
   if (static_cast<int64_t>(g_.size()) < n * rmax) fit(g_, n * rmax);
+  if (static_cast<int64_t>(dyg_.size()) < n * dora_out) fit(dyg_, n * dora_out);
 }
 
-// y = x Wᵀ + b + s·(x Aᵀ) Bᵀ; h keeps x Aᵀ for the backward.
-void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h) const {
+// y = x Wᵀ + b + s·(x Aᵀ) Bᵀ; h keeps x Aᵀ for the backward. DoRA: y = b + (m/n) ⊙ z with
+// z = x Wᵀ + s·(x Aᵀ) Bᵀ (kept in `z` when given) and n = ‖W + s·BA‖ per row.
+void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z) const {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   const LoraSlot& s = slot(layer, p);
-  pgemm(false, true, n, lin.out, lin.in, 1.0f, x, lin.in, lin.w.data(), lin.in, 0.0f, y, lin.out);
+  const int64_t out = lin.out, in = lin.in;
+  pgemm(false, true, n, out, in, 1.0f, x, in, lin.w.data(), in, 0.0f, y, out);
+  if (s.r > 0) {
+    pgemm(false, true, n, s.r, in, 1.0f, x, in, s.a.data(), in, 0.0f, h, s.r);
+    pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, out);
+  }
+  if (s.dora) {
+    // n = ‖W + s·BA‖ per output row, from BA formed once per call (as PEFT's get_weight_norm).
+    std::vector<float> ba(static_cast<size_t>(out * in));
+    pgemm(false, false, out, in, s.r, 1.0f, s.b.data(), s.r, s.a.data(), in, 0.0f, ba.data(), in);
+    const float* w = lin.w.data();
+    float* norm = s.norm.data();
+    parallel_for(out, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; o++) {
+        double ss = 0;
+        for (int64_t j = 0; j < in; j++) {
+          const float v = w[o * in + j] + s.scale * ba[static_cast<size_t>(o * in + j)];
+          ss += static_cast<double>(v) * v;
+        }
+        norm[o] = static_cast<float>(std::sqrt(ss));
+      }
+    });
+    if (z) std::memcpy(z, y, sizeof(float) * static_cast<size_t>(n * out));
+    const float* m = s.m.data();
+    parallel_for(n, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++)
+        for (int64_t o = 0; o < out; o++) y[i * out + o] *= m[o] / norm[o];
+    });
+  }
   if (!lin.b.empty()) {
     const float* b = lin.b.data();
-    const int64_t out = lin.out;
     for (int64_t i = 0; i < n; i++)
       for (int64_t j = 0; j < out; j++) y[i * out + j] += b[j];
   }
-  if (s.r > 0) {
-    pgemm(false, true, n, s.r, lin.in, 1.0f, x, lin.in, s.a.data(), lin.in, 0.0f, h, s.r);
-    pgemm(false, true, n, lin.out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, lin.out);
-  }
 }
 
-// METHODS §1.1: dx = dy W + s (dy B) A; dB += s dyᵀ h; dA += s (dy B)ᵀ x.
+// METHODS §1.1: dx = dy W + s (dy B) A; dB += s dyᵀ h; dA += s (dy B)ᵀ x. DoRA first
+// takes dm += Σ_tokens dy ⊙ z / n and continues with dy ⊙ (m/n) (n is detached).
 void Engine::linear_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
                              bool accumulate) {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   LoraSlot& s = slot(layer, p);
+  if (s.dora) {
+    const int64_t out = lin.out;
+    const float* z = acts_[static_cast<size_t>(layer)].z[p].data();
+    const float *m = s.m.data(), *norm = s.norm.data();
+    float* gm = s.gm.data();
+    float* dyg = dyg_.data();
+    parallel_for(out, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; o++) {
+        double acc = 0;
+        for (int64_t i = 0; i < n; i++) acc += static_cast<double>(dy[i * out + o]) * z[i * out + o];
+        gm[o] += static_cast<float>(acc / norm[o]);
+      }
+    });
+    parallel_for(n, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++)
+        for (int64_t o = 0; o < out; o++) dyg[i * out + o] = dy[i * out + o] * (m[o] / norm[o]);
+    });
+    dy = dyg;
+  }
   if (dx) pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, lin.w.data(), lin.in, accumulate ? 1.0f : 0.0f, dx, lin.in);
   if (s.r == 0) return;
   float* g = g_.data();
@@ -289,17 +344,17 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
     const Layer& w = model_->layers[static_cast<size_t>(l)];
     LayerActs& a = acts_[static_cast<size_t>(l)];
     rmsnorm_forward(a.in.data(), w.input_norm.data(), n, d, c.rms_norm_eps, a.x1.data(), a.rstd1.data());
-    linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data());
-    linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data());
-    linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data());
+    linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data(), a.z[kQ].data());
+    linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data(), a.z[kK].data());
+    linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data(), a.z[kV].data());
     rope_apply(a.q.data(), n, c.q_dim(), c.num_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
     rope_apply(a.k.data(), n, c.kv_dim(), c.num_kv_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
     attention_forward(l);
-    linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data());
+    linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data(), a.z[kO].data());
     for (int64_t i = 0; i < n * d; i++) a.mid[static_cast<size_t>(i)] = a.in[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
     rmsnorm_forward(a.mid.data(), w.post_norm.data(), n, d, c.rms_norm_eps, a.x2.data(), a.rstd2.data());
-    linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data());
-    linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data());
+    linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data(), a.z[kGate].data());
+    linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data(), a.z[kUp].data());
     const int64_t nf = n * c.intermediate_size;
     const float* gate = a.gate.data();
     const float* up = a.up.data();
@@ -307,7 +362,7 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
     parallel_for(nf, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
     });
-    linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data());
+    linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data());
     float* out = l + 1 < c.num_layers ? acts_[static_cast<size_t>(l + 1)].in.data() : fin_.data();
     for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
   }

@@ -17,13 +17,20 @@
 
 namespace lowrank::train {
 
-/** One adapted projection: factors, their gradients and the AdamW moments. */
+/**
+ * One adapted projection: factors, their gradients and the AdamW moments. DoRA (METHODS
+ * §1.3, PEFT semantics) adds the magnitude m [out]: y = b + (m/n) ⊙ (Wx + s·BAx) with
+ * n = ‖W + s·BA‖ per output row, detached (no gradient through n).
+ */
 struct LoraSlot {
   int64_t r = 0;  // 0: no adapter on this projection
   float scale = 0;
   std::vector<float> a, b;      // [r, in], [out, r]
   std::vector<float> ga, gb;    // gradients, accumulated until zero_grad
   std::vector<float> ma, va, mb, vb;  // AdamW first/second moments
+  bool dora = false;
+  std::vector<float> m, gm, mm, vm;  // DoRA magnitude, its gradient and moments
+  mutable std::vector<float> norm;   // DoRA: n of the last forward [out]
 };
 
 /** A batch of B equal-length rows of T tokens; labels as transformers (-100 = ignored), unshifted. */
@@ -51,8 +58,9 @@ class Engine {
   explicit Engine(std::shared_ptr<const Model> model);
   const Model& model() const { return *model_; }
 
-  /** Puts an adapter on (layer, proj) with copies of A and B; r = 0 removes it. */
-  void set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b);
+  /** Puts an adapter on (layer, proj) with copies of A and B (and the DoRA magnitude [out] when given); r = 0 removes it. */
+  void set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
+                const float* magnitude = nullptr);
   const LoraSlot& slot(int64_t layer, int proj) const { return slots_[static_cast<size_t>(layer)][proj]; }
   LoraSlot& slot(int64_t layer, int proj) { return slots_[static_cast<size_t>(layer)][proj]; }
   int64_t num_trainable() const;
@@ -81,10 +89,11 @@ class Engine {
   struct LayerActs {
     std::vector<float> in, x1, rstd1, q, k, v, att, ao, mid, x2, rstd2, gate, up, act;
     std::array<std::vector<float>, kNumProj> h;  // x·Aᵀ [N, r] per adapted projection
+    std::array<std::vector<float>, kNumProj> z;  // DoRA: Wx + s·BAx [N, out] (before m/n)
   };
 
   void ensure_buffers(int64_t rows, int64_t seq);
-  void linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h) const;
+  void linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z = nullptr) const;
   void linear_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
                        bool accumulate);
   void attention_forward(int64_t layer);
@@ -100,7 +109,7 @@ class Engine {
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
   // backward scratch
-  std::vector<float> dres_, dx_, dq_, dk_, dv_, dao_, dgate_, dup_, dact_, g_, tmp_;
+  std::vector<float> dres_, dx_, dq_, dk_, dv_, dao_, dgate_, dup_, dact_, g_, tmp_, dyg_;
 };
 
 }  // namespace lowrank::train

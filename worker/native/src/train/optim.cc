@@ -87,7 +87,8 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
   for (int64_t l = 0; l < c.num_layers; l++)
     for (int p = 0; p < kNumProj; p++) {
       const LoraSlot& s = engine.slot(l, p);
-      for (const auto* g : {&s.ga, &s.gb}) {
+      for (const auto* g : {&s.ga, &s.gb, &s.gm}) {
+        if (g->empty()) continue;
         double t = 0;
         for (float x : *g) t += static_cast<double>(x) * x;
         const auto tn = static_cast<float>(std::sqrt(t));
@@ -101,7 +102,7 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
     for (int64_t l = 0; l < c.num_layers; l++)
       for (int p = 0; p < kNumProj; p++) {
         LoraSlot& s = engine.slot(l, p);
-        for (auto* g : {&s.ga, &s.gb})
+        for (auto* g : {&s.ga, &s.gb, &s.gm})
           for (float& x : *g) x *= cf;
       }
   }
@@ -113,6 +114,7 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
       if (s.r == 0) continue;
       adamw(s.a, s.ga, s.ma, s.va, res.lr, o, t);
       adamw(s.b, s.gb, s.mb, s.vb, res.lr, o, t);
+      if (s.dora) adamw(s.m, s.gm, s.mm, s.vm, res.lr, o, t);
     }
   return res;
 }
