@@ -92,6 +92,25 @@ interface Slot {
   gradB: Float32Array;
   magnitude?: Float32Array;
   gradMagnitude?: Float32Array;
+  moments?: Moments;
+}
+
+/** AdamW first (expAvg) and second (expAvgSq) moments of one module's A, B and DoRA magnitude M. */
+export interface Moments {
+  expAvgA: Float32Array;
+  expAvgSqA: Float32Array;
+  expAvgB: Float32Array;
+  expAvgSqB: Float32Array;
+  expAvgM?: Float32Array;
+  expAvgSqM?: Float32Array;
+}
+
+/** Everything a resumed run needs from the engine (checkpoints add data position and RNG). */
+export interface TrainState {
+  step: number;
+  modules: Record<string, LoraModule>;
+  magnitudes: Record<string, Float32Array>;
+  moments: Record<string, Moments>;
 }
 
 interface TrainNative {
@@ -106,7 +125,10 @@ interface TrainNative {
     B: Float32Array,
     magnitude?: Float32Array,
   ): void;
-  trainGetLora(s: unknown, layer: number, proj: number): Slot;
+  trainGetLora(s: unknown, layer: number, proj: number, withMoments?: boolean): Slot;
+  trainSetMoments(s: unknown, layer: number, proj: number, m: Moments): void;
+  trainGetStep(s: unknown): number;
+  trainSetStep(s: unknown, step: number): void;
   trainForward(
     s: unknown,
     b: TokenBatch,
@@ -250,7 +272,7 @@ export class TrainModel {
 
   /**
    * Replaces the adapter by `modules` (keyed by module path, e.g. model.layers.0.self_attn.q_proj);
-   * optimizer moments restart. A module with an entry in `magnitudes` ([out], PEFT's
+   * optimizer moments and the step count restart. A module with an entry in `magnitudes` ([out], PEFT's
    * lora_magnitude_vector) is DoRA (METHODS §1.3).
    */
   setAdapter(modules: Record<string, LoraModule>, magnitudes: Record<string, Float32Array> = {}): void {
@@ -261,6 +283,7 @@ export class TrainModel {
       native().trainSetLora(this.#session, layer, proj, 0, 0, new Float32Array(0), new Float32Array(0));
     }
     this.#modules.clear();
+    native().trainSetStep(this.#session, 0);
     for (const [path, m] of Object.entries(modules)) {
       const [layer, proj] = parseModulePath(path);
       if (layer >= this.config.numLayers) throw new TypeError(`module "${path}": the model has ${this.config.numLayers} layers`);
@@ -272,6 +295,28 @@ export class TrainModel {
       native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B, mag);
       this.#modules.set(path, [layer, proj]);
     }
+  }
+
+  /** Adapter, DoRA magnitudes, AdamW moments and step: what a checkpoint stores. */
+  state(): TrainState {
+    const moments: Record<string, Moments> = {};
+    for (const [path, [layer, proj]] of this.#modules) {
+      const s = native().trainGetLora(this.#session, layer, proj, true);
+      if (s.moments) moments[path] = s.moments;
+    }
+    return { step: native().trainGetStep(this.#session), modules: this.adapter(), magnitudes: this.magnitudes(), moments };
+  }
+
+  /** Restores state() output (from this model's shape): the next step continues the same run. */
+  restore(state: TrainState): void {
+    this.setAdapter(state.modules, state.magnitudes);
+    for (const [path, m] of Object.entries(state.moments)) {
+      const [layer, proj] = parseModulePath(path);
+      if (!this.#modules.has(path)) throw new TypeError(`moments["${path}"] has no module in the adapter`);
+      native().trainSetMoments(this.#session, layer, proj, m);
+    }
+    if (!Number.isSafeInteger(state.step) || state.step < 0) throw new TypeError('step must be a non-negative integer');
+    native().trainSetStep(this.#session, state.step);
   }
 
   /** The DoRA magnitudes by module path (empty without DoRA modules). */

@@ -224,7 +224,61 @@ Napi::Value GetLora(const Napi::CallbackInfo& info) {
       o.Set("magnitude", to_f32(env, sl.m.data(), sl.m.size()));
       o.Set("gradMagnitude", to_f32(env, sl.gm.data(), sl.gm.size()));
     }
+    if (info.Length() > 3 && info[3].ToBoolean()) {  // with the AdamW moments (checkpoints)
+      Napi::Object mo = Napi::Object::New(env);
+      const std::pair<const char*, const std::vector<float>*> moments[] = {
+          {"expAvgA", &sl.ma}, {"expAvgSqA", &sl.va}, {"expAvgB", &sl.mb},
+          {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm}};
+      for (const auto& [name, v] : moments)
+        if (!v->empty()) mo.Set(name, to_f32(env, v->data(), v->size()));
+      o.Set("moments", mo);
+    }
     return o;
+  });
+}
+
+// trainSetMoments(session, layer, proj, { expAvgA, expAvgSqA, expAvgB, expAvgSqB, expAvgM?, expAvgSqM? }):
+// restores a checkpoint's AdamW state into an adapter set with the same shapes.
+Napi::Value SetMoments(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer");
+    int64_t proj = get_int(env, info[2], "proj");
+    if (layer >= s->engine->model().cfg.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    if (!info[3].IsObject()) type_error(env, "moments must be an object");
+    Napi::Object mo = info[3].As<Napi::Object>();
+    train::LoraSlot& sl = s->engine->slot(layer, static_cast<int>(proj));
+    const std::pair<const char*, std::vector<float>*> moments[] = {
+        {"expAvgA", &sl.ma}, {"expAvgSqA", &sl.va}, {"expAvgB", &sl.mb},
+        {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm}};
+    for (const auto& [name, v] : moments) {
+      if (v->empty()) continue;
+      Matrix m = get_matrix(env, mo.Get(name), 1, static_cast<int64_t>(v->size()), std::string("moments.") + name);
+      *v = std::move(m.data);
+    }
+    return env.Undefined();
+  });
+}
+
+// trainGetStep(session) / trainSetStep(session, n): optimizer steps taken (the schedule's position).
+Napi::Value GetStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    return Napi::Number::New(env, static_cast<double>(s->step));
+  });
+}
+
+Napi::Value SetStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->step = get_int(env, info[1], "step");
+    return env.Undefined();
   });
 }
 
@@ -354,6 +408,9 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainLoadModel", Napi::Function::New(env, LoadModel));
   exports.Set("trainSetLora", Napi::Function::New(env, SetLora));
   exports.Set("trainGetLora", Napi::Function::New(env, GetLora));
+  exports.Set("trainSetMoments", Napi::Function::New(env, SetMoments));
+  exports.Set("trainGetStep", Napi::Function::New(env, GetStep));
+  exports.Set("trainSetStep", Napi::Function::New(env, SetStep));
   exports.Set("trainForward", Napi::Function::New(env, Forward));
   exports.Set("trainStep", Napi::Function::New(env, TrainStep));
   exports.Set("trainLrLambda", Napi::Function::New(env, LrLambda));
