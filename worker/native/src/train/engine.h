@@ -3,9 +3,10 @@
 // adapters (A [r, in], B [out, r], y = Wx + b + s·B(Ax), METHODS §1.1) on any subset of
 // the seven projections. Gradients flow only to the adapters.
 //
-// Determinism: GEMMs go to OpenBLAS (deterministic for a fixed thread count); every other
-// reduction is per row in a fixed order, and per-row results are summed serially, so a
-// run is bit-reproducible for a given BLAS thread count.
+// Threads and determinism: the engine's pool (parallel.h) cuts every GEMM into per-thread
+// blocks of single-threaded OpenBLAS calls and runs the row loops and attention tasks;
+// every other reduction is per row in a fixed order and per-row results are summed
+// serially, so a run is bit-reproducible for a given pool thread count.
 #pragma once
 #include <array>
 #include <cstdint>

@@ -4,8 +4,8 @@
 // spin-waiting did, and doubled step times on 2 cores).
 //
 // Determinism: [0, n) is cut into one contiguous chunk per thread, and every index is
-// computed by exactly one thread with no shared reduction, so results never depend on
-// the thread count or on scheduling.
+// computed by exactly one thread with no shared reduction, so row loops never depend on
+// the thread count or on scheduling (pgemm's blocks do depend on the count, see below).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -25,8 +25,9 @@ namespace lowrank::train {
 
 /**
  * gemm (lowrank/linalg.h) cut into one block of C per pool thread, along the larger of
- * M and N, each block a single-threaded BLAS call (see BlasSingleThread). Every element
- * of C keeps the same K-reduction, so the result does not depend on the split.
+ * M and N, each block a single-threaded BLAS call (see BlasSingleThread). The blocks
+ * depend only on the thread count, so results repeat exactly for a given count (another
+ * count can change the last bits: BLAS rounds edge tiles differently).
  */
 void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
