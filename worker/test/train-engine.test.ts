@@ -222,6 +222,9 @@ describe('training engine: arguments', () => {
       /A has 16 entries, expected 2 x 16/,
     );
     m.setAdapter(initLora(m.config, { r: 2, alpha: 4, targets: ['q_proj'], seed: 1 }));
+    const running = m.forward(batch(1, 4, 0));
+    assert.throws(() => m.adapter(), /adapter\(\) while a forward, step or generation is running/);
+    await running;
     const allMasked = batch(1, 4, 0, 4);
     await assert.rejects(
       m.trainStep([allMasked], { lr: 1e-3 }),

@@ -257,6 +257,21 @@ export class TrainModel {
   readonly config: ModelConfig;
   readonly #session: unknown;
   #modules = new Map<string, [number, number]>();
+  /** Native calls in flight: the synchronous methods would block the event loop on the session lock until they end. */
+  #pending = 0;
+
+  async #run<T>(p: () => Promise<T>): Promise<T> {
+    this.#pending++;
+    try {
+      return await call(p);
+    } finally {
+      this.#pending--;
+    }
+  }
+
+  #idle(what: string): void {
+    if (this.#pending > 0) throw new TypeError(`${what} while a forward, step or generation is running: await it first`);
+  }
 
   private constructor(session: unknown, config: ModelConfig) {
     this.#session = session;
@@ -276,6 +291,7 @@ export class TrainModel {
    * lora_magnitude_vector) is DoRA (METHODS §1.3).
    */
   setAdapter(modules: Record<string, LoraModule>, magnitudes: Record<string, Float32Array> = {}): void {
+    this.#idle('setAdapter()');
     for (const name of Object.keys(magnitudes)) {
       if (!(name in modules)) throw new TypeError(`magnitudes["${name}"] has no module in the adapter`);
     }
@@ -299,6 +315,7 @@ export class TrainModel {
 
   /** Adapter, DoRA magnitudes, AdamW moments and step: what a checkpoint stores. */
   state(): TrainState {
+    this.#idle('state()');
     const moments: Record<string, Moments> = {};
     for (const [path, [layer, proj]] of this.#modules) {
       const s = native().trainGetLora(this.#session, layer, proj, true);
@@ -309,6 +326,7 @@ export class TrainModel {
 
   /** Restores state() output (from this model's shape): the next step continues the same run. */
   restore(state: TrainState): void {
+    this.#idle('restore()');
     this.setAdapter(state.modules, state.magnitudes);
     for (const [path, m] of Object.entries(state.moments)) {
       const [layer, proj] = parseModulePath(path);
@@ -321,6 +339,7 @@ export class TrainModel {
 
   /** The DoRA magnitudes by module path (empty without DoRA modules). */
   magnitudes(): Record<string, Float32Array> {
+    this.#idle('magnitudes()');
     const out: Record<string, Float32Array> = {};
     for (const [path, [layer, proj]] of this.#modules) {
       const s = native().trainGetLora(this.#session, layer, proj);
@@ -331,6 +350,7 @@ export class TrainModel {
 
   /** The adapter's current factors by module path. */
   adapter(): Record<string, LoraModule> {
+    this.#idle('adapter()');
     const out: Record<string, LoraModule> = {};
     for (const [path, [layer, proj]] of this.#modules) {
       const s = native().trainGetLora(this.#session, layer, proj);
@@ -341,6 +361,7 @@ export class TrainModel {
 
   /** The gradients of the last backward (or of the last step, before clipping scaled them) by module path. */
   gradients(): Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> {
+    this.#idle('gradients()');
     const out: Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> = {};
     for (const [path, [layer, proj]] of this.#modules) {
       const s = native().trainGetLora(this.#session, layer, proj);
@@ -353,7 +374,9 @@ export class TrainModel {
   async forward(batch: TokenBatch, o: { logits?: boolean; backward?: boolean } = {}): Promise<ForwardResult> {
     checkBatch(batch, 'batch', this.config);
     if (o.backward && !batch.labels) throw new TypeError('backward needs batch.labels');
-    const r = await call(() => native().trainForward(this.#session, batch, { logits: o.logits ?? false, backward: o.backward ?? false }));
+    const r = await this.#run(() =>
+      native().trainForward(this.#session, batch, { logits: o.logits ?? false, backward: o.backward ?? false }),
+    );
     return { loss: r.count > 0 ? r.lossSum / r.count : Number.NaN, count: r.count, ...(r.logits ? { logits: r.logits } : {}) };
   }
 
@@ -373,7 +396,7 @@ export class TrainModel {
     if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature)))
       throw new TypeError('temperature must be >= 0');
     if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new TypeError('topP must be in (0, 1]');
-    return call(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o));
+    return this.#run(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o));
   }
 
   /** One optimizer step over micro-batches (gradient accumulation), then the schedule advances. */
@@ -384,7 +407,7 @@ export class TrainModel {
       if (!b.labels) throw new TypeError(`microBatches[${i}].labels is required for training`);
     });
     if (this.#modules.size === 0) throw new TypeError('set an adapter (setAdapter) before training');
-    return call(() => native().trainStep(this.#session, microBatches, optimizer));
+    return this.#run(() => native().trainStep(this.#session, microBatches, optimizer));
   }
 }
 
