@@ -253,6 +253,29 @@ describe('training engine: arguments', () => {
     );
   });
 
+  it('initLora applies PEFT rank/alpha patterns; evaluate weights batches by labelled tokens', async () => {
+    const m = await TrainModel.load(good);
+    const mods = initLora(m.config, {
+      r: 4,
+      alpha: 8,
+      targets: ['q_proj', 'down_proj'],
+      rankPattern: { 'model.layers.0.self_attn.q_proj': 2 },
+      alphaPattern: { down_proj: 2 },
+      seed: 1,
+    });
+    assert.equal(mods['model.layers.0.self_attn.q_proj']?.r, 2);
+    assert.equal(mods['model.layers.0.self_attn.q_proj']?.scale, 4);
+    assert.equal(mods['model.layers.1.self_attn.q_proj']?.r, 4);
+    assert.equal(mods['model.layers.1.mlp.down_proj']?.scale, 0.5);
+    m.setAdapter(mods);
+    const [x, y] = [batch(2, 6, 1), batch(1, 9, 2, 5)];
+    const [fx, fy] = [await m.forward(x), await m.forward(y)];
+    const ev = await m.evaluate([x, y]);
+    assert.equal(ev.tokens, fx.count + fy.count);
+    assert.ok(Math.abs(ev.loss - (fx.loss * fx.count + fy.loss * fy.count) / ev.tokens) < 1e-12);
+    assert.ok(Math.abs(ev.perplexity - Math.exp(ev.loss)) < 1e-9);
+  });
+
   it('lrLambda follows transformers warmup + cosine/linear', () => {
     const o = { lr: 1, schedule: 'cosine' as const, warmupSteps: 2, totalSteps: 10 };
     assert.equal(lrLambda(o, 0), 0);

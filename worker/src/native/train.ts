@@ -8,6 +8,7 @@
  * ('not_found' or 'invalid_file', naming the field or tensor).
  */
 import { LowrankError } from '@lowrank/crds/errors';
+import { patternValue } from '../peft/adapter-dir.ts';
 import { type LoraModule, philox, type Seed, streamId } from './linalg.ts';
 import { loadNative } from './load.ts';
 
@@ -208,6 +209,9 @@ export interface LoraInitOptions {
   useRslora?: boolean;
   /** Layers to adapt; default all. */
   layers?: readonly number[];
+  /** PEFT's rank_pattern / alpha_pattern: regex key k matches module m if (.*\.)?(k)$ does; first match wins. */
+  rankPattern?: Record<string, number>;
+  alphaPattern?: Record<string, number>;
   seed: Seed;
 }
 
@@ -222,7 +226,9 @@ export function initLora(config: ModelConfig, o: LoraInitOptions): Record<string
     throw new TypeError(`targets must be a non-empty subset of ${PROJECTIONS.join(', ')}`);
   }
   const layers = o.layers ?? Array.from({ length: config.numLayers }, (_, i) => i);
-  const scale = o.useRslora ? o.alpha / Math.sqrt(o.r) : o.alpha / o.r;
+  for (const [k, v] of Object.entries({ ...o.rankPattern, ...o.alphaPattern })) {
+    if (!(Number.isFinite(v) && v > 0)) throw new TypeError(`pattern "${k}" must map to a positive number`);
+  }
   const qd = config.numHeads * config.headDim;
   const kvd = config.numKvHeads * config.headDim;
   const dims: Record<Projection, [number, number]> = {
@@ -242,11 +248,15 @@ export function initLora(config: ModelConfig, o: LoraInitOptions): Record<string
     for (const t of o.targets) {
       const [outDim, inDim] = dims[t];
       const path = modulePath(layer, PROJECTIONS.indexOf(t));
-      const u = philox(o.seed, streamId(`lora_init:${path}:A`), o.r * inDim, 'uniform');
+      const r = patternValue(o.rankPattern, path) ?? o.r;
+      if (!Number.isSafeInteger(r)) throw new TypeError(`rankPattern gives ${path} a rank that is not an integer`);
+      const alpha = patternValue(o.alphaPattern, path) ?? o.alpha;
+      const u = philox(o.seed, streamId(`lora_init:${path}:A`), r * inDim, 'uniform');
       const bound = 1 / Math.sqrt(inDim);
       const A = new Float32Array(u.length);
       for (let i = 0; i < u.length; i++) A[i] = (2 * (u[i] ?? 0) - 1) * bound;
-      out[path] = { r: o.r, in: inDim, out: outDim, A, B: new Float32Array(outDim * o.r), scale };
+      const scale = o.useRslora ? alpha / Math.sqrt(r) : alpha / r;
+      out[path] = { r, in: inDim, out: outDim, A, B: new Float32Array(outDim * r), scale };
     }
   }
   return out;
@@ -378,6 +388,22 @@ export class TrainModel {
       native().trainForward(this.#session, batch, { logits: o.logits ?? false, backward: o.backward ?? false }),
     );
     return { loss: r.count > 0 ? r.lossSum / r.count : Number.NaN, count: r.count, ...(r.logits ? { logits: r.logits } : {}) };
+  }
+
+  /** Mean loss and perplexity over held-out batches (a forward each, no gradients). */
+  async evaluate(batches: TokenBatch[]): Promise<{ loss: number; perplexity: number; tokens: number }> {
+    if (!Array.isArray(batches) || batches.length === 0) throw new TypeError('batches must be a non-empty array');
+    let sum = 0;
+    let tokens = 0;
+    for (const [i, b] of batches.entries()) {
+      checkBatch(b, `batches[${i}]`, this.config);
+      if (!b.labels) throw new TypeError(`batches[${i}].labels is required for evaluation`);
+      const r = await this.#run(() => native().trainForward(this.#session, b, { logits: false, backward: false }));
+      sum += r.lossSum;
+      tokens += r.count;
+    }
+    if (tokens === 0) throw new TypeError('the evaluation batches have no labelled token');
+    return { loss: sum / tokens, perplexity: Math.exp(sum / tokens), tokens };
   }
 
   /** Continues each prompt by maxNewTokens tokens (KV cache, adapter applied); returns [rows, maxNewTokens]. */
