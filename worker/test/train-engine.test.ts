@@ -276,6 +276,30 @@ describe('training engine: arguments', () => {
     assert.ok(Math.abs(ev.perplexity - Math.exp(ev.loss)) < 1e-9);
   });
 
+  it('LoRA dropout: masks reproducible per (seed, step, micro-batch), keep rate 1 - p, refused with DoRA', async () => {
+    const m = await TrainModel.load(good);
+    const mods = initLora(m.config, { r: 2, alpha: 4, targets: ['q_proj', 'up_proj'], seed: 1 });
+    for (const mod of Object.values(mods)) mod.B.fill(0.3); // B != 0, so the adapter (and its dropout) matters
+    m.setAdapter(mods);
+    m.setDropout(0.25, 5);
+    const path = 'model.layers.0.self_attn.q_proj';
+    const mask = m.dropoutMask(path, 3, 1, 400);
+    assert.deepEqual(m.dropoutMask(path, 3, 1, 400), mask);
+    assert.notDeepEqual(m.dropoutMask(path, 3, 2, 400), mask);
+    assert.ok(mask.every((v) => v === 0 || Math.abs(v - 1 / 0.75) < 1e-6));
+    const kept = mask.filter((v) => v > 0).length / mask.length;
+    assert.ok(Math.abs(kept - 0.75) < 0.02, `kept ${kept}`);
+    // Dropout applies in training only: evaluation is deterministic and unaffected.
+    const b = batch(1, 6, 1);
+    assert.deepEqual(await m.evaluate([b]), await m.evaluate([b]));
+    assert.notEqual((await m.forward(b, { train: true })).loss, (await m.forward(b)).loss);
+    m.setAdapter(initLora(m.config, { r: 2, alpha: 4, targets: ['q_proj'], seed: 1 }), {
+      'model.layers.0.self_attn.q_proj': new Float32Array(16).fill(1),
+    });
+    await assert.rejects(m.trainStep([b], { lr: 1e-3 }), /DoRA with lora dropout is not supported/);
+    assert.throws(() => m.setDropout(1, 0), /dropout must be a number in \[0, 1\)/);
+  });
+
   it('lrLambda follows transformers warmup + cosine/linear', () => {
     const o = { lr: 1, schedule: 'cosine' as const, warmupSteps: 2, totalSteps: 10 };
     assert.equal(lrLambda(o, 0), 0);

@@ -129,11 +129,13 @@ interface TrainNative {
   trainGetLora(s: unknown, layer: number, proj: number, withMoments?: boolean): Slot;
   trainSetMoments(s: unknown, layer: number, proj: number, m: Moments): void;
   trainGetStep(s: unknown): number;
+  trainSetDropout(s: unknown, p: number, seed: Seed): void;
+  trainDropoutMask(s: unknown, layer: number, proj: number, step: number, micro: number, n: number): Float32Array;
   trainSetStep(s: unknown, step: number): void;
   trainForward(
     s: unknown,
     b: TokenBatch,
-    o: { logits: boolean; backward: boolean },
+    o: { logits: boolean; backward: boolean; train?: boolean },
   ): Promise<{ lossSum: number; count: number; logits?: Float32Array }>;
   trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
   trainLrLambda(o: OptimizerOptions, step: number): number;
@@ -347,6 +349,26 @@ export class TrainModel {
     native().trainSetStep(this.#session, state.step);
   }
 
+  /**
+   * PEFT's lora_dropout on every adapter's input in training (trainStep, forward with
+   * train): masks from Philox(seed, "dropout:<module>:<step>:<micro-batch>"), so a resumed
+   * run redraws the same ones. Not yet with DoRA modules.
+   */
+  setDropout(p: number, seed: Seed): void {
+    this.#idle('setDropout()');
+    if (!(typeof p === 'number' && p >= 0 && p < 1)) throw new TypeError('dropout must be a number in [0, 1)');
+    native().trainSetDropout(this.#session, p, seed);
+  }
+
+  /** The dropout mask (0 or 1/(1-p) per entry, [n, in]) a module's input gets at (step, micro-batch). */
+  dropoutMask(module: string, step: number, micro: number, n: number): Float32Array {
+    const [layer, proj] = parseModulePath(module);
+    for (const [k, v] of Object.entries({ step, micro, n })) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new TypeError(`${k} must be a non-negative integer`);
+    }
+    return native().trainDropoutMask(this.#session, layer, proj, step, micro, n);
+  }
+
   /** The DoRA magnitudes by module path (empty without DoRA modules). */
   magnitudes(): Record<string, Float32Array> {
     this.#idle('magnitudes()');
@@ -380,13 +402,15 @@ export class TrainModel {
     return out;
   }
 
-  /** Logits (on request) and mean loss of one batch; `backward` also computes the adapters' gradients of that loss. */
-  async forward(batch: TokenBatch, o: { logits?: boolean; backward?: boolean } = {}): Promise<ForwardResult> {
+  /**
+   * Logits (on request) and mean loss of one batch; `backward` also computes the adapters'
+   * gradients of that loss; `train` applies LoRA dropout (the masks of the current step, micro-batch 0).
+   */
+  async forward(batch: TokenBatch, o: { logits?: boolean; backward?: boolean; train?: boolean } = {}): Promise<ForwardResult> {
     checkBatch(batch, 'batch', this.config);
     if (o.backward && !batch.labels) throw new TypeError('backward needs batch.labels');
-    const r = await this.#run(() =>
-      native().trainForward(this.#session, batch, { logits: o.logits ?? false, backward: o.backward ?? false }),
-    );
+    const opts = { logits: o.logits ?? false, backward: o.backward ?? false, train: o.train ?? false };
+    const r = await this.#run(() => native().trainForward(this.#session, batch, opts));
     return { loss: r.count > 0 ? r.lossSum / r.count : Number.NaN, count: r.count, ...(r.logits ? { logits: r.logits } : {}) };
   }
 

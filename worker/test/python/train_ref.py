@@ -10,6 +10,8 @@
       accumulation (loss = Σ / num_items_in_batch over the step, as transformers' Trainer)
       and a warmup + cosine/linear/constant schedule; with "generate", the greedy continuation
       (generate(do_sample=False), KV cache) of its prompts.
+  train_ref.py dropout DIR       one batch and AdamW steps with our LoRA dropout masks injected
+      into PEFT's lora_dropout modules (DIR/dropout.json).
   train_ref.py peft-logits DIR   logits of PeftModel.from_pretrained on an adapter we wrote
       (DIR/export.json names base, adapter dir and tokens).
 """
@@ -18,7 +20,7 @@ import os
 import sys
 
 import torch
-from f32io import read_json, save, write_json
+from f32io import load, read_json, save, write_json
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config,
                           get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
@@ -136,6 +138,60 @@ def peft_logits(d):
     print(json.dumps({"ok": True}))
 
 
+class InjectedDropout(torch.nn.Module):
+    """Stands in for a LoRA layer's lora_dropout: multiplies by the mask the test injected
+    (ours, already scaled by 1/(1-p)) for the current (step, micro-batch)."""
+
+    def __init__(self, path, masks):
+        super().__init__()
+        self.path, self.masks = path, masks
+
+    def forward(self, x):
+        return x * self.masks["current"][self.path].view_as(x)
+
+
+def dropout(d):
+    """DIR/dropout.json: like one case of run, with our dropout masks injected into every
+    LoRA layer: the forward/backward of one batch, then AdamW steps over micro-batches."""
+    from peft.tuners.lora import LoraLayer
+    c = read_json(d, "dropout.json")
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(d, c["model"], "base"), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, os.path.join(d, c["model"], "adapter"), is_trainable=True)
+    model.train()
+    masks = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, LoraLayer):
+            mod.lora_dropout["default"] = InjectedDropout(name.removeprefix("base_model.model."), masks)
+    as_tensors = lambda entries: {k: torch.from_numpy(load(d, e).copy()) for k, e in entries.items()}
+    masks["current"] = as_tensors(c["masks"]["forward"])
+    out = model(input_ids=torch.tensor(c["tokens"]), labels=torch.tensor(c["labels"]))
+    out.loss.backward()
+    res = {"loss": float(out.loss), "logits": save(d, "dropout.logits", out.logits.detach()), "grads": {}}
+    for path, which, p in lora_params(model):
+        res["grads"].setdefault(path, {})[which] = save(d, f"dropout.grad.{path}.{which}", p.grad)
+    model.zero_grad(set_to_none=True)
+    o = c["optimizer"]
+    params = [p for _, _, p in lora_params(model)]
+    opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o.get("weightDecay", 0.0))
+    losses = []
+    for s, step in enumerate(c["steps"]):
+        total = sum(int((torch.tensor(mb["labels"])[:, 1:] != -100).sum()) for mb in step)
+        loss_sum = 0.0
+        for k, mb in enumerate(step):
+            masks["current"] = as_tensors(c["masks"]["steps"][s][k])
+            loss = model(input_ids=torch.tensor(mb["tokens"]), labels=torch.tensor(mb["labels"]), num_items_in_batch=total).loss
+            loss.backward()
+            loss_sum += float(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss_sum)
+    res["train"] = {"losses": losses, "params": {}}
+    for path, which, p in lora_params(model):
+        res["train"]["params"].setdefault(path, {})[which] = save(d, f"dropout.param.{path}.{which}", p.detach())
+    write_json(d, "dropout.out.json", res)
+    print(json.dumps({"ok": True}))
+
+
 def run(d):
     torch.set_num_threads(1)
     for c in read_json(d, "cases.json")["cases"]:
@@ -144,4 +200,4 @@ def run(d):
 
 
 if __name__ == "__main__":
-    {"make": make, "run": run, "peft-logits": peft_logits}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "run": run, "peft-logits": peft_logits, "dropout": dropout}[sys.argv[1]](*sys.argv[2:])

@@ -262,6 +262,31 @@ Napi::Value SetMoments(const Napi::CallbackInfo& info) {
   });
 }
 
+// trainSetDropout(session, p, seed): PEFT's lora_dropout for training-mode forwards.
+Napi::Value SetDropout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->engine->set_dropout(static_cast<float>(get_double(env, info[1], "p")), get_u64(env, info[2], "seed"));
+    return env.Undefined();
+  });
+}
+
+// trainDropoutMask(session, layer, proj, step, micro, n) -> Float32Array [n, in] of 0 or 1/(1-p).
+Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    if (layer >= s->engine->model().cfg.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    std::vector<float> m = s->engine->dropout_mask(layer, static_cast<int>(proj), get_int(env, info[3], "step"),
+                                                   get_int(env, info[4], "micro"), get_int(env, info[5], "n"));
+    return to_f32(env, m.data(), m.size());
+  });
+}
+
 // trainGetStep(session) / trainSetStep(session, n): optimizer steps taken (the schedule's position).
 Napi::Value GetStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -289,19 +314,28 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     auto batch = std::make_shared<OwnedBatch>(get_batch(env, info[1], "batch"));
-    bool want_logits = false, backward = false;
+    bool want_logits = false, backward = false, training = false;
     if (info[2].IsObject()) {
       want_logits = info[2].As<Napi::Object>().Get("logits").ToBoolean();
       backward = info[2].As<Napi::Object>().Get("backward").ToBoolean();
+      training = info[2].As<Napi::Object>().Get("train").ToBoolean();
     }
     if (backward && !batch->has_labels) type_error(env, "backward needs batch.labels");
     auto logits = std::make_shared<std::vector<float>>();
     auto loss = std::make_shared<train::LossSum>();
     return queue(
         env, s,
-        [s, batch, logits, loss, want_logits, backward]() {
+        [s, batch, logits, loss, want_logits, backward, training]() {
           if (want_logits) logits->resize(static_cast<size_t>(batch->rows * batch->seq * s->engine->model().cfg.vocab_size));
-          *loss = s->engine->forward(batch->view(), want_logits ? logits->data() : nullptr);
+          // Training mode: dropout masks of (current step, micro-batch 0).
+          s->engine->set_training(training, s->step, 0);
+          try {
+            *loss = s->engine->forward(batch->view(), want_logits ? logits->data() : nullptr);
+          } catch (...) {
+            s->engine->set_training(false);
+            throw;
+          }
+          s->engine->set_training(false);
           if (backward) {
             if (loss->count == 0) throw Error("invalid_argument", "backward: the batch has no labelled token");
             s->engine->zero_grad();
@@ -409,6 +443,8 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainSetLora", Napi::Function::New(env, SetLora));
   exports.Set("trainGetLora", Napi::Function::New(env, GetLora));
   exports.Set("trainSetMoments", Napi::Function::New(env, SetMoments));
+  exports.Set("trainSetDropout", Napi::Function::New(env, SetDropout));
+  exports.Set("trainDropoutMask", Napi::Function::New(env, DropoutMask));
   exports.Set("trainGetStep", Napi::Function::New(env, GetStep));
   exports.Set("trainSetStep", Napi::Function::New(env, SetStep));
   exports.Set("trainForward", Napi::Function::New(env, Forward));

@@ -7,6 +7,7 @@
 
 #include "lowrank/error.h"
 #include "lowrank/linalg.h"
+#include "lowrank/rng.h"
 #include "parallel.h"
 #include "rope.h"
 
@@ -119,6 +120,29 @@ void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const flo
   }
 }
 
+void Engine::set_dropout(float p, uint64_t seed) {
+  if (!(p >= 0.0f && p < 1.0f)) throw Error("invalid_argument", "lora dropout must be in [0, 1)");
+  dropout_p_ = p;
+  dropout_seed_ = seed;
+}
+
+void Engine::set_training(bool on, int64_t step, int64_t micro) {
+  training_ = on;
+  train_step_ = step;
+  train_micro_ = micro;
+}
+
+std::vector<float> Engine::dropout_mask(int64_t layer, int proj, int64_t step, int64_t micro, int64_t n) const {
+  const int64_t in = model_->cfg.proj_in(proj);
+  std::vector<float> mask(static_cast<size_t>(n * in));
+  const uint64_t stream =
+      stream_id("dropout:" + module_path(layer, proj) + ":" + std::to_string(step) + ":" + std::to_string(micro));
+  philox_fill_uniform(dropout_seed_, stream, 0, n * in, mask.data());
+  const float keep = 1.0f / (1.0f - dropout_p_);
+  for (float& u : mask) u = u >= dropout_p_ ? keep : 0.0f;
+  return mask;
+}
+
 int64_t Engine::num_trainable() const {
   int64_t n = 0;
   for (const auto& layer : slots_)
@@ -169,6 +193,9 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
       rmax = std::max(rmax, s.r);
       if (static_cast<int64_t>(acts_[l].h[p].size()) != n * s.r) fit(acts_[l].h[p], n * s.r);
       const int64_t zn = s.dora ? n * c.proj_out(p) : 0;
+      const int64_t dn = s.r > 0 && dropout_active() ? n * c.proj_in(p) : 0;
+      if (static_cast<int64_t>(acts_[l].xd[p].size()) != dn) fit(acts_[l].xd[p], dn);
+      if (static_cast<int64_t>(acts_[l].mask[p].size()) != dn) fit(acts_[l].mask[p], dn);
       if (s.dora) dora_out = std::max(dora_out, c.proj_out(p));
       if (static_cast<int64_t>(acts_[l].z[p].size()) != zn) fit(acts_[l].z[p], zn);
     }
@@ -178,13 +205,21 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
 
 // y = x Wᵀ + b + s·(x Aᵀ) Bᵀ; h keeps x Aᵀ for the backward. DoRA: y = b + (m/n) ⊙ z with
 // z = x Wᵀ + s·(x Aᵀ) Bᵀ (kept in `z` when given) and n = ‖W + s·BA‖ per row.
-void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z) const {
+void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z, float* xd,
+                            float* mask) const {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   const LoraSlot& s = slot(layer, p);
   const int64_t out = lin.out, in = lin.in;
   pgemm(false, true, n, out, in, 1.0f, x, in, lin.w.data(), in, 0.0f, y, out);
   if (s.r > 0) {
-    pgemm(false, true, n, s.r, in, 1.0f, x, in, s.a.data(), in, 0.0f, h, s.r);
+    const float* xa = x;  // the adapter's input: drop(x) in training with dropout
+    if (xd && dropout_active()) {
+      std::vector<float> m = dropout_mask(layer, p, train_step_, train_micro_, n);
+      std::memcpy(mask, m.data(), sizeof(float) * m.size());
+      for (size_t i = 0; i < m.size(); i++) xd[i] = x[i] * m[i];
+      xa = xd;
+    }
+    pgemm(false, true, n, s.r, in, 1.0f, xa, in, s.a.data(), in, 0.0f, h, s.r);
     pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, out);
   }
   if (s.dora) {
@@ -244,11 +279,20 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
   }
   if (dx) pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, lin.w.data(), lin.in, accumulate ? 1.0f : 0.0f, dx, lin.in);
   if (s.r == 0) return;
+  const LayerActs& a = acts_[static_cast<size_t>(layer)];
+  const bool dropped = !a.xd[p].empty();  // the forward used drop(x) = x ⊙ D
+  const float* xa = dropped ? a.xd[p].data() : x;
   float* g = g_.data();
   pgemm(false, false, n, s.r, lin.out, 1.0f, dy, lin.out, s.b.data(), s.r, 0.0f, g, s.r);
-  if (dx) pgemm(false, false, n, lin.in, s.r, s.scale, g, s.r, s.a.data(), lin.in, 1.0f, dx, lin.in);
+  if (dx && !dropped) pgemm(false, false, n, lin.in, s.r, s.scale, g, s.r, s.a.data(), lin.in, 1.0f, dx, lin.in);
+  if (dx && dropped) {  // dx += D ⊙ (s (dy B) A)
+    std::vector<float> t(static_cast<size_t>(n * lin.in));
+    pgemm(false, false, n, lin.in, s.r, s.scale, g, s.r, s.a.data(), lin.in, 0.0f, t.data(), lin.in);
+    const float* mask = a.mask[p].data();
+    for (size_t i = 0; i < t.size(); i++) dx[i] += t[i] * mask[i];
+  }
   pgemm(true, false, lin.out, s.r, n, s.scale, dy, lin.out, h, s.r, 1.0f, s.gb.data(), s.r);
-  pgemm(true, false, s.r, lin.in, n, s.scale, g, s.r, x, lin.in, 1.0f, s.ga.data(), lin.in);
+  pgemm(true, false, s.r, lin.in, n, s.scale, g, s.r, xa, lin.in, 1.0f, s.ga.data(), lin.in);
 }
 
 // Causal (optionally sliding-window) softmax attention per (row, head), GQA: head h reads
@@ -331,6 +375,13 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
                                           " is neither -100 nor a token id below " + std::to_string(V));
     }
   }
+  if (dropout_active()) {
+    for (int64_t l = 0; l < c.num_layers; l++)
+      for (int p = 0; p < kNumProj; p++)
+        if (slot(l, p).dora) {
+          throw Error("invalid_argument", module_path(l, p) + ": DoRA with lora dropout is not supported yet (set dropout to 0)");
+        }
+  }
   ensure_buffers(batch.rows, batch.seq);
   BlasSingleThread blas_guard;
   std::vector<int64_t> pos(static_cast<size_t>(n));
@@ -344,17 +395,23 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
     const Layer& w = model_->layers[static_cast<size_t>(l)];
     LayerActs& a = acts_[static_cast<size_t>(l)];
     rmsnorm_forward(a.in.data(), w.input_norm.data(), n, d, c.rms_norm_eps, a.x1.data(), a.rstd1.data());
-    linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data(), a.z[kQ].data());
-    linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data(), a.z[kK].data());
-    linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data(), a.z[kV].data());
+    linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data(), a.z[kQ].data(),
+                   a.xd[kQ].data(), a.mask[kQ].data());
+    linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data(), a.z[kK].data(),
+                   a.xd[kK].data(), a.mask[kK].data());
+    linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data(), a.z[kV].data(),
+                   a.xd[kV].data(), a.mask[kV].data());
     rope_apply(a.q.data(), n, c.q_dim(), c.num_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
     rope_apply(a.k.data(), n, c.kv_dim(), c.num_kv_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
     attention_forward(l);
-    linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data(), a.z[kO].data());
+    linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data(), a.z[kO].data(),
+                   a.xd[kO].data(), a.mask[kO].data());
     for (int64_t i = 0; i < n * d; i++) a.mid[static_cast<size_t>(i)] = a.in[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
     rmsnorm_forward(a.mid.data(), w.post_norm.data(), n, d, c.rms_norm_eps, a.x2.data(), a.rstd2.data());
-    linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data(), a.z[kGate].data());
-    linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data(), a.z[kUp].data());
+    linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data(), a.z[kGate].data(),
+                   a.xd[kGate].data(), a.mask[kGate].data());
+    linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data(), a.z[kUp].data(),
+                   a.xd[kUp].data(), a.mask[kUp].data());
     const int64_t nf = n * c.intermediate_size;
     const float* gate = a.gate.data();
     const float* up = a.up.data();
@@ -362,7 +419,8 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
     parallel_for(nf, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
     });
-    linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data());
+    linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data(),
+                   a.xd[kDown].data(), a.mask[kDown].data());
     float* out = l + 1 < c.num_layers ? acts_[static_cast<size_t>(l + 1)].in.data() : fin_.data();
     for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
   }

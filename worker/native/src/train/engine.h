@@ -72,6 +72,18 @@ class Engine {
    */
   LossSum forward(const Batch& batch, float* logits_out = nullptr);
 
+  /**
+   * LoRA dropout (PEFT's lora_dropout, on the adapter's input only): p in [0, 1), masks drawn
+   * from Philox(seed, stream "dropout:<module>:<step>:<micro>") so a resumed run redraws
+   * them. Applies to forwards in training mode (set_training); refused with DoRA modules.
+   */
+  void set_dropout(float p, uint64_t seed);
+  /** Training mode for the next forwards: dropout masks of (step, micro-batch index). */
+  void set_training(bool on, int64_t step = 0, int64_t micro = 0);
+  /** The mask (0 or 1/(1-p)) the engine draws for a module's n × in input in training mode. */
+  std::vector<float> dropout_mask(int64_t layer, int proj, int64_t step, int64_t micro, int64_t n) const;
+  float dropout() const { return dropout_p_; }
+
   /** Backward of loss_scale · (the last forward's loss sum); adds into the adapters' ga/gb. */
   void backward(float loss_scale);
 
@@ -91,10 +103,13 @@ class Engine {
     std::vector<float> in, x1, rstd1, q, k, v, att, ao, mid, x2, rstd2, gate, up, act;
     std::array<std::vector<float>, kNumProj> h;  // x·Aᵀ [N, r] per adapted projection
     std::array<std::vector<float>, kNumProj> z;  // DoRA: Wx + s·BAx [N, out] (before m/n)
+    std::array<std::vector<float>, kNumProj> xd;  // dropout: the adapter's masked input [N, in]
+    std::array<std::vector<float>, kNumProj> mask;  // dropout: its mask (0 or 1/(1-p)) [N, in]
   };
 
   void ensure_buffers(int64_t rows, int64_t seq);
-  void linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z = nullptr) const;
+  void linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z = nullptr,
+                      float* xd = nullptr, float* mask = nullptr) const;
   void linear_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
                        bool accumulate);
   void attention_forward(int64_t layer);
@@ -105,6 +120,11 @@ class Engine {
 
   int64_t rows_ = 0, seq_ = 0;  // shape the buffers are sized for
   bool have_labels_ = false;
+  float dropout_p_ = 0.0f;
+  uint64_t dropout_seed_ = 0;
+  bool training_ = false;
+  int64_t train_step_ = 0, train_micro_ = 0;
+  bool dropout_active() const { return training_ && dropout_p_ > 0.0f; }
   std::vector<int32_t> labels_;  // shifted: target of position t, or -100
   std::vector<LayerActs> acts_;
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;

@@ -74,8 +74,16 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
   res.tokens = total;
   engine.zero_grad();
   double loss_sum = 0;
-  for (const Batch& b : micro) {
-    LossSum l = engine.forward(b);
+  for (size_t k = 0; k < micro.size(); k++) {
+    engine.set_training(true, *step, static_cast<int64_t>(k));  // dropout masks of (step, micro-batch)
+    LossSum l;
+    try {
+      l = engine.forward(micro[k]);
+    } catch (...) {
+      engine.set_training(false);
+      throw;
+    }
+    engine.set_training(false);
     loss_sum += l.sum;
     engine.backward(static_cast<float>(1.0 / static_cast<double>(total)));
   }
