@@ -14,6 +14,7 @@ import { philox } from '../src/native/linalg.ts';
 import { type WritableTensor, writeSafetensors } from '../src/native/safetensors.ts';
 import { initLora, lrLambda, PROJECTIONS, setTrainThreads, type TokenBatch, TrainModel, trainThreads } from '../src/native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../src/native/train-checkpoint.ts';
+import { rel } from './support/numeric.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-engine-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -309,6 +310,67 @@ describe('training engine: arguments', () => {
     assert.equal(lrLambda(o, 10), 0);
     assert.equal(lrLambda({ ...o, schedule: 'linear' }, 6), 0.5);
     assert.equal(lrLambda({ lr: 1, warmupSteps: 4 }, 9), 1);
+  });
+});
+
+describe('training engine: packing', () => {
+  it('a packed row gives the loss and gradients of its documents run one by one', async () => {
+    const m = await TrainModel.load(good);
+    const mods = initLora(m.config, { r: 2, alpha: 4, targets: PROJECTIONS, seed: 4 });
+    for (const mod of Object.values(mods)) mod.B.fill(0.05);
+    m.setAdapter(mods);
+    const docs = [batch(1, 5, 1, 1), batch(1, 7, 2, 3), batch(1, 4, 3, 0)];
+    const tokens = Int32Array.from(docs.flatMap((d) => Array.from(d.tokens)));
+    const labels = Int32Array.from(docs.flatMap((d) => Array.from(d.labels ?? [])));
+    const segments = Int32Array.from(docs.flatMap((d, k) => Array.from(d.tokens, () => k)));
+    const packed = await m.forward({ tokens, labels, segments, rows: 1, seq: tokens.length }, { logits: true, backward: true });
+    const gp = m.gradients();
+    let sum = 0;
+    let count = 0;
+    const acc: Record<string, { A: Float64Array; B: Float64Array }> = {};
+    let offset = 0;
+    for (const d of docs) {
+      const r = await m.forward(d, { logits: true, backward: true });
+      // The packed logits of this document equal its own.
+      assert.ok(rel(packed.logits?.subarray(offset * 50, (offset + d.seq) * 50) ?? [], r.logits ?? []) < 1e-5);
+      offset += d.seq;
+      sum += r.loss * r.count;
+      count += r.count;
+      for (const [path, g] of Object.entries(m.gradients())) {
+        const a = acc[path] ?? { A: new Float64Array(g.A.length), B: new Float64Array(g.B.length) };
+        acc[path] = a;
+        g.A.forEach((v, i) => {
+          a.A[i] = (a.A[i] ?? 0) + v * r.count;
+        });
+        g.B.forEach((v, i) => {
+          a.B[i] = (a.B[i] ?? 0) + v * r.count;
+        });
+      }
+    }
+    assert.equal(packed.count, count);
+    assert.ok(Math.abs(packed.loss - sum / count) < 1e-5 * Math.abs(packed.loss));
+    for (const [path, g] of Object.entries(gp)) {
+      const want = acc[path];
+      assert.ok(want);
+      assert.ok(
+        rel(
+          g.A,
+          want.A.map((v) => v / count),
+        ) < 1e-5,
+        `${path} A`,
+      );
+      assert.ok(
+        rel(
+          g.B,
+          want.B.map((v) => v / count),
+        ) < 1e-5,
+        `${path} B`,
+      );
+    }
+    await assert.rejects(
+      m.forward({ tokens, segments: segments.reverse(), rows: 1, seq: tokens.length }),
+      /segments must be non-decreasing/,
+    );
   });
 });
 

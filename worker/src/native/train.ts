@@ -31,10 +31,16 @@ export interface ModelConfig {
   numParams: number;
 }
 
-/** rows equal-length sequences of seq tokens, row-major; labels unshifted as transformers (-100 = no loss). */
+/**
+ * rows equal-length sequences of seq tokens, row-major; labels unshifted as transformers
+ * (-100 = no loss). Packing: `segments` numbers each token's document within its row
+ * (non-decreasing); documents do not attend to each other, their positions restart at 0,
+ * and the last token of one never predicts the first of the next.
+ */
 export interface TokenBatch {
   tokens: Int32Array;
   labels?: Int32Array;
+  segments?: Int32Array;
   rows: number;
   seq: number;
 }
@@ -201,6 +207,9 @@ function checkBatch(b: TokenBatch, what: string, config: ModelConfig): void {
   }
   if (b.labels !== undefined && (!(b.labels instanceof Int32Array) || b.labels.length !== b.rows * b.seq)) {
     throw new TypeError(`${what}.labels must be an Int32Array of rows x seq = ${b.rows * b.seq} ids or -100`);
+  }
+  if (b.segments !== undefined && (!(b.segments instanceof Int32Array) || b.segments.length !== b.rows * b.seq)) {
+    throw new TypeError(`${what}.segments must be an Int32Array of rows x seq = ${b.rows * b.seq} document numbers`);
   }
 }
 

@@ -37,10 +37,12 @@ SessionPtr get_session(Napi::Env env, Napi::Value v) {
 
 /** Owned copies of a batch's arrays, so the worker thread never touches JS memory. */
 struct OwnedBatch {
-  std::vector<int32_t> tokens, labels;
-  bool has_labels = false;
+  std::vector<int32_t> tokens, labels, segments;
+  bool has_labels = false, has_segments = false;
   int64_t rows = 0, seq = 0;
-  Batch view() const { return Batch{tokens.data(), has_labels ? labels.data() : nullptr, rows, seq}; }
+  Batch view() const {
+    return Batch{tokens.data(), has_labels ? labels.data() : nullptr, has_segments ? segments.data() : nullptr, rows, seq};
+  }
 };
 
 std::vector<int32_t> get_i32(Napi::Env env, Napi::Value v, size_t n, const std::string& what) {
@@ -55,7 +57,7 @@ std::vector<int32_t> get_i32(Napi::Env env, Napi::Value v, size_t n, const std::
 }
 
 OwnedBatch get_batch(Napi::Env env, Napi::Value v, const std::string& what) {
-  if (!v.IsObject()) type_error(env, what + " must be { tokens, labels?, rows, seq }");
+  if (!v.IsObject()) type_error(env, what + " must be { tokens, labels?, segments?, rows, seq }");
   Napi::Object o = v.As<Napi::Object>();
   OwnedBatch b;
   b.rows = get_int(env, o.Get("rows"), what + ".rows");
@@ -66,6 +68,11 @@ OwnedBatch get_batch(Napi::Env env, Napi::Value v, const std::string& what) {
   if (!l.IsUndefined() && !l.IsNull()) {
     b.labels = get_i32(env, l, n, what + ".labels");
     b.has_labels = true;
+  }
+  Napi::Value sg = o.Get("segments");
+  if (!sg.IsUndefined() && !sg.IsNull()) {
+    b.segments = get_i32(env, sg, n, what + ".segments");
+    b.has_segments = true;
   }
   return b;
 }

@@ -68,12 +68,12 @@ float log_sum_exp(const float* z, int64_t n) {
   return static_cast<float>(std::log(sum) + mx);
 }
 
-// Row-wise softmax of scores [T, T] over keys j <= i (and i - j < window when window > 0),
-// zero elsewhere.
-void causal_softmax(float* P, int64_t T, int64_t window) {
+// Row-wise softmax of scores [T, T] over keys j <= i (and i - j < window when window > 0,
+// and j >= the start of i's document), zero elsewhere.
+void causal_softmax(float* P, int64_t T, int64_t window, const int64_t* doc_start) {
   for (int64_t i = 0; i < T; i++) {
     float* row = P + i * T;
-    const int64_t lo = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+    const int64_t lo = std::max<int64_t>(window > 0 ? i - window + 1 : 0, doc_start[i]);
     float mx = -INFINITY;
     for (int64_t j = lo; j <= i; j++) mx = std::max(mx, row[j]);
     double sum = 0;
@@ -312,7 +312,7 @@ void Engine::attention_forward(int64_t layer) {
       const float* v = a.v.data() + b * T * kvd + (h / group) * hd;
       float* P = a.att.data() + (b * nh + h) * T * T;
       gemm(false, true, T, T, hd, scale, q, qd, k, kvd, 0.0f, P, T);
-      causal_softmax(P, T, window);
+      causal_softmax(P, T, window, doc_start_.data() + b * T);
       gemm(false, false, T, hd, T, 1.0f, P, T, v, kvd, 0.0f, a.ao.data() + b * T * qd + h * hd, qd);
     }
   });
@@ -365,6 +365,14 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
                                         std::to_string(c.max_position_embeddings) + ")");
   }
   const int64_t n = batch.rows * batch.seq, d = c.hidden_size, V = c.vocab_size, T = batch.seq;
+  if (batch.segments) {
+    for (int64_t b = 0; b < batch.rows; b++)
+      for (int64_t t = 1; t < T; t++)
+        if (batch.segments[b * T + t] < batch.segments[b * T + t - 1]) {
+          throw Error("invalid_argument", "segments must be non-decreasing within a row (row " + std::to_string(b) +
+                                              ", position " + std::to_string(t) + ")");
+        }
+  }
   for (int64_t i = 0; i < n; i++) {
     if (batch.tokens[i] < 0 || batch.tokens[i] >= V) {
       throw Error("invalid_argument", "token id " + std::to_string(batch.tokens[i]) + " at position " + std::to_string(i) +
@@ -384,8 +392,17 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
   }
   ensure_buffers(batch.rows, batch.seq);
   BlasSingleThread blas_guard;
-  std::vector<int64_t> pos(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i++) pos[static_cast<size_t>(i)] = i % T;
+  pos_.assign(static_cast<size_t>(n), 0);
+  doc_start_.assign(static_cast<size_t>(n), 0);
+  for (int64_t b = 0; b < batch.rows; b++)
+    for (int64_t t = 0; t < T; t++) {
+      const int64_t i = b * T + t;
+      const bool same = t > 0 && batch.segments && batch.segments[i] == batch.segments[i - 1];
+      const bool first = t == 0 || (batch.segments && !same);
+      doc_start_[static_cast<size_t>(i)] = first ? t : doc_start_[static_cast<size_t>(i - 1)];
+      pos_[static_cast<size_t>(i)] = t - doc_start_[static_cast<size_t>(i)];
+    }
+  const std::vector<int64_t>& pos = pos_;
 
   // Embedding lookup.
   float* h0 = acts_[0].in.data();
@@ -433,7 +450,8 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
   if (!have_labels_) return loss;
   labels_.assign(static_cast<size_t>(n), kIgnore);
   for (int64_t b = 0; b < batch.rows; b++)
-    for (int64_t t = 0; t + 1 < T; t++) labels_[static_cast<size_t>(b * T + t)] = batch.labels[b * T + t + 1];
+    for (int64_t t = 0; t + 1 < T; t++)
+      if (predicts(batch, b, t)) labels_[static_cast<size_t>(b * T + t)] = batch.labels[b * T + t + 1];
   const int32_t* y = labels_.data();
   float* rl = row_loss_.data();
   const float* z = logits_.data();
@@ -459,8 +477,7 @@ void Engine::backward(float loss_scale) {
   const ModelConfig& c = model_->cfg;
   const int64_t n = rows_ * seq_, d = c.hidden_size, V = c.vocab_size;
   BlasSingleThread blas_guard;
-  std::vector<int64_t> pos(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i++) pos[static_cast<size_t>(i)] = i % seq_;
+  const std::vector<int64_t>& pos = pos_;
 
   // dlogits = scale · (softmax − onehot) on labelled rows, in place over the logits.
   float* z = logits_.data();

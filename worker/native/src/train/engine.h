@@ -34,12 +34,24 @@ struct LoraSlot {
   mutable std::vector<float> norm;   // DoRA: n of the last forward [out]
 };
 
-/** A batch of B equal-length rows of T tokens; labels as transformers (-100 = ignored), unshifted. */
+/**
+ * A batch of B equal-length rows of T tokens; labels as transformers (-100 = ignored),
+ * unshifted. Packing: `segments` (optional) gives each token its document within the row
+ * (non-decreasing); a document attends only to itself, its positions restart at 0, and
+ * no token predicts the next document's first token.
+ */
 struct Batch {
   const int32_t* tokens = nullptr;
-  const int32_t* labels = nullptr;  // may be null: forward only, no loss
+  const int32_t* labels = nullptr;    // may be null: forward only, no loss
+  const int32_t* segments = nullptr;  // may be null: one document per row
   int64_t rows = 0, seq = 0;
 };
+
+/** Whether position t of a row is a labelled prediction target (t + 1 in the same document). */
+inline bool predicts(const Batch& b, int64_t row, int64_t t) {
+  const int64_t i = row * b.seq + t;
+  return t + 1 < b.seq && b.labels[i + 1] != -100 && (!b.segments || b.segments[i + 1] == b.segments[i]);
+}
 
 /** Decoding options: temperature 0 = greedy (argmax, first index on ties, as torch). */
 struct SampleOptions {
@@ -129,6 +141,8 @@ class Engine {
   std::vector<LayerActs> acts_;
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
+  std::vector<int64_t> pos_;       // [N] position of each token within its document
+  std::vector<int64_t> doc_start_;  // [N] row index of its document's first token
   // backward scratch
   std::vector<float> dres_, dx_, dq_, dk_, dv_, dao_, dgate_, dup_, dact_, g_, tmp_, dyg_;
 };

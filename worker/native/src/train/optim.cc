@@ -67,7 +67,7 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
   for (const Batch& b : micro) {
     if (!b.labels) throw Error("invalid_argument", "every micro-batch of a training step needs labels");
     for (int64_t r = 0; r < b.rows; r++)
-      for (int64_t t = 1; t < b.seq; t++) total += b.labels[r * b.seq + t] != -100;
+      for (int64_t t = 0; t + 1 < b.seq; t++) total += predicts(b, r, t);
   }
   if (total == 0) throw Error("invalid_argument", "the step's micro-batches have no labelled token (all labels are -100)");
   StepResult res;
