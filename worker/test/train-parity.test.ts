@@ -11,7 +11,8 @@
  *   logits rel ≤ 1e-5; loss rel ≤ 1e-5; A/B (and DoRA magnitude) gradients of the mean loss rel ≤ 2e-5
  *   per module; 4 AdamW steps (weight decay, clipping that triggers, 2 micro-batches per
  *   step, warmup + cosine/linear): per-step loss rel ≤ 1e-4, final factors rel ≤ 1e-4;
- *   greedy generation (KV cache, adapter on): the same tokens as generate(do_sample=False).
+ *   batched greedy generation (KV cache, adapter on, one row left-padded): the same tokens
+ *   as generate(do_sample=False) with the attention mask.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -130,7 +131,7 @@ interface Case {
   tokens: number[][];
   labels: number[][];
   train: { optimizer: OptimizerOptions; steps: { tokens: number[][]; labels: number[][] }[][] };
-  generate: { prompt: number[][]; maxNewTokens: number };
+  generate: { prompt: number[][]; maxNewTokens: number; leftPad: number[] };
 }
 
 /** A, B, and M (DoRA's magnitude vector). */
@@ -163,7 +164,12 @@ const cases: Case[] = models.map((m, k) => {
     labels: labels(t, [4, 1]),
     train: { optimizer: optimizer[m.id] as OptimizerOptions, steps },
     // 7 prompt + 9 new tokens: past mistral's window of 4 and the llama3 rope's original 8 positions.
-    generate: { prompt: tokens(2, 7, V, 50 + k), maxNewTokens: 9 },
+    // Row 1 is a 4-token prompt left-padded (pad id 0) to 7, as a batched tokenizer makes.
+    generate: {
+      prompt: tokens(2, 7, V, 50 + k).map((row, i) => (i === 1 ? row.map((t, j) => (j < 3 ? 0 : t)) : row)),
+      maxNewTokens: 9,
+      leftPad: [0, 3],
+    },
   };
 });
 
@@ -224,7 +230,7 @@ describe('training engine vs transformers + PEFT', () => {
       assert.equal(checked, c.id === 'dora' ? Object.keys(grads).length : 0, 'DoRA magnitude gradients compared');
     });
 
-    it(`${c.id}: greedy generation with a KV cache gives transformers' tokens`, async () => {
+    it(`${c.id}: batched greedy generation (KV cache, left padding) gives transformers' tokens`, async () => {
       const ref = outs.get(c.id);
       assert.ok(ref);
       const model = await loaded(c);
@@ -232,6 +238,7 @@ describe('training engine vs transformers + PEFT', () => {
         prompt: Int32Array.from(c.generate.prompt.flat()),
         rows: 2,
         maxNewTokens: c.generate.maxNewTokens,
+        leftPad: c.generate.leftPad,
       });
       assert.deepEqual(Array.from(out), ref.generated.flat());
     });

@@ -145,7 +145,15 @@ interface TrainNative {
   ): Promise<{ lossSum: number; count: number; logits?: Float32Array }>;
   trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
   trainLrLambda(o: OptimizerOptions, step: number): number;
-  trainGenerate(s: unknown, prompt: Int32Array, rows: number, promptLen: number, maxNew: number, o: GenerateOptions): Promise<Int32Array>;
+  trainGenerate(
+    s: unknown,
+    prompt: Int32Array,
+    rows: number,
+    promptLen: number,
+    maxNew: number,
+    o: GenerateOptions,
+    leftPad?: number[],
+  ): Promise<Int32Array>;
   trainSetThreads(n: number): void;
   trainThreads(): number;
 }
@@ -455,7 +463,13 @@ export class TrainModel {
     if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature)))
       throw new TypeError('temperature must be >= 0');
     if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new TypeError('topP must be in (0, 1]');
-    return this.#run(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o));
+    const { leftPad } = req;
+    if (leftPad !== undefined) {
+      if (!Array.isArray(leftPad) || leftPad.length !== rows || leftPad.some((p) => !Number.isSafeInteger(p) || p < 0 || p >= promptLen)) {
+        throw new TypeError(`leftPad must give each of the ${rows} rows a padding count in [0, ${promptLen})`);
+      }
+    }
+    return this.#run(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o, leftPad));
   }
 
   /** One optimizer step over micro-batches (gradient accumulation), then the schedule advances. */
@@ -471,10 +485,12 @@ export class TrainModel {
 }
 
 export interface GenerateRequest {
-  /** rows prompts of equal length, row-major. */
+  /** rows prompts of equal length, row-major (shorter ones left-padded, see leftPad). */
   prompt: Int32Array;
   rows: number;
   maxNewTokens: number;
+  /** Per row, how many leading tokens are padding (never attended to; positions start after them). */
+  leftPad?: number[];
 }
 /** transformers' schedule multiplier at scheduler step `step` (the first optimizer step uses step 0). */
 export function lrLambda(o: OptimizerOptions, step: number): number {

@@ -93,8 +93,10 @@ def run_case(d, c):
         model.eval()
         with torch.no_grad():
             prompt = torch.tensor(g["prompt"])
-            gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=g["maxNewTokens"],
-                                 do_sample=False)
+            mask = torch.ones_like(prompt)
+            for row, pad in enumerate(g.get("leftPad", [])):
+                mask[row, :pad] = 0  # left padding, as a tokenizer with padding_side="left" makes
+            gen = model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=g["maxNewTokens"], do_sample=False)
         res["generated"] = gen[:, prompt.shape[1]:].tolist()
         model.train()
     t = c.get("train")

@@ -402,7 +402,7 @@ Napi::Value LrLambda(const Napi::CallbackInfo& info) {
   });
 }
 
-// trainGenerate(session, prompt: Int32Array, rows, promptLen, maxNew, { temperature, topP, seed, eos })
+// trainGenerate(session, prompt: Int32Array, rows, promptLen, maxNew, { temperature, topP, seed, eos }, leftPad?)
 //   -> Promise<Int32Array [rows, maxNew]>.
 Napi::Value Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -419,9 +419,18 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
       if (!opt.Get("seed").IsUndefined()) o.seed = get_u64(env, opt.Get("seed"), "seed");
       if (!opt.Get("eos").IsUndefined() && !opt.Get("eos").IsNull()) o.eos = static_cast<int32_t>(get_int(env, opt.Get("eos"), "eos"));
     }
+    auto pad = std::make_shared<std::vector<int64_t>>();
+    if (info.Length() > 6 && info[6].IsArray()) {
+      Napi::Array a = info[6].As<Napi::Array>();
+      if (a.Length() != static_cast<uint32_t>(rows)) type_error(env, "leftPad must have one entry per row");
+      for (uint32_t i = 0; i < a.Length(); i++) pad->push_back(get_int(env, a.Get(i), "leftPad[i]"));
+    }
     auto out = std::make_shared<std::vector<int32_t>>();
     return queue(
-        env, s, [s, prompt, rows, prompt_len, max_new, o, out]() { *out = s->engine->generate(prompt->data(), rows, prompt_len, max_new, o); },
+        env, s,
+        [s, prompt, rows, prompt_len, max_new, o, out, pad]() {
+          *out = s->engine->generate(prompt->data(), rows, prompt_len, max_new, o, pad->empty() ? nullptr : pad->data());
+        },
         [out](Napi::Env e) -> Napi::Value {
           Napi::Int32Array a = Napi::Int32Array::New(e, out->size());
           if (!out->empty()) std::memcpy(a.Data(), out->data(), out->size() * sizeof(int32_t));

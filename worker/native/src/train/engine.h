@@ -104,11 +104,13 @@ class Engine {
   /**
    * Continues `rows` prompts of prompt_len tokens each by max_new tokens with a KV cache
    * (prefill once, then one position per step), adapters applied. Returns [rows, max_new].
+   * left_pad[b] (optional) pad tokens start row b: they are never attended to and the
+   * row's positions start after them, as transformers with a left-padded attention_mask.
    * Sampling draws Philox(seed, stream "sample", row · max_new + step): reproducible, never
    * PyTorch's RNG.
    */
   std::vector<int32_t> generate(const int32_t* prompt, int64_t rows, int64_t prompt_len, int64_t max_new,
-                                const SampleOptions& o) const;
+                                const SampleOptions& o, const int64_t* left_pad = nullptr) const;
 
  private:
   struct LayerActs {

@@ -59,7 +59,7 @@ int32_t choose(const float* logits, int64_t V, const SampleOptions& o, float u) 
 }  // namespace
 
 std::vector<int32_t> Engine::generate(const int32_t* prompt, int64_t rows, int64_t prompt_len, int64_t max_new,
-                                      const SampleOptions& o) const {
+                                      const SampleOptions& o, const int64_t* left_pad) const {
   const ModelConfig& c = model_->cfg;
   const int64_t d = c.hidden_size, V = c.vocab_size, ff = c.intermediate_size, hd = c.head_dim;
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), nh = c.num_heads, group = nh / c.num_kv_heads;
@@ -71,6 +71,13 @@ std::vector<int32_t> Engine::generate(const int32_t* prompt, int64_t rows, int64
   }
   for (int64_t i = 0; i < rows * prompt_len; i++) {
     if (prompt[i] < 0 || prompt[i] >= V) throw Error("invalid_argument", "prompt token " + std::to_string(prompt[i]) + " is outside the vocabulary");
+  }
+  std::vector<int64_t> pad(static_cast<size_t>(rows), 0);
+  for (int64_t b = 0; b < rows && left_pad; b++) {
+    if (left_pad[b] < 0 || left_pad[b] >= prompt_len) {
+      throw Error("invalid_argument", "row " + std::to_string(b) + ": left padding must leave at least one prompt token");
+    }
+    pad[static_cast<size_t>(b)] = left_pad[b];
   }
   if (!(o.top_p > 0 && o.top_p <= 1)) throw Error("invalid_argument", "top_p must be in (0, 1]");
   if (!(o.temperature >= 0 && std::isfinite(o.temperature))) throw Error("invalid_argument", "temperature must be >= 0");
@@ -96,7 +103,8 @@ std::vector<int32_t> Engine::generate(const int32_t* prompt, int64_t rows, int64
     std::vector<float> gate(static_cast<size_t>(n * ff)), up(gate.size()), h(static_cast<size_t>(n * std::max<int64_t>(rmax, 1)));
     std::vector<int64_t> pos(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; i++) {
-      pos[static_cast<size_t>(i)] = p0 + i % t;
+      // Position within the row's real tokens (pads: 0, they are never attended to).
+      pos[static_cast<size_t>(i)] = std::max<int64_t>(0, p0 + i % t - pad[static_cast<size_t>(i / t)]);
       std::memcpy(x.data() + i * d, model_->embed.data() + static_cast<int64_t>(cur[static_cast<size_t>(i)]) * d, sizeof(float) * d);
     }
     for (int64_t l = 0; l < c.num_layers; l++) {
@@ -123,7 +131,9 @@ std::vector<int32_t> Engine::generate(const int32_t* prompt, int64_t rows, int64
           gemm(false, true, t, keys, hd, scale, q.data() + b * t * qd + hh * hd, qd, K + b * L * kvd + g * hd, kvd, 0.0f, S.data(), keys);
           for (int64_t i = 0; i < t; i++) {
             float* row = S.data() + i * keys;
-            const int64_t last = p0 + i, lo = window > 0 ? std::max<int64_t>(0, last - window + 1) : 0;
+            const int64_t last = p0 + i, pb = pad[static_cast<size_t>(b)];
+            // Real queries skip the row's pads; pad queries (outputs never used) see the causal prefix.
+            const int64_t lo = std::max<int64_t>(window > 0 ? last - window + 1 : 0, last >= pb ? pb : 0);
             float mx = -INFINITY;
             for (int64_t j = lo; j <= last; j++) mx = std::max(mx, row[j]);
             double sum = 0;
