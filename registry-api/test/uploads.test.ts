@@ -105,6 +105,30 @@ describe('direct uploads to S3', () => {
     await assert.rejects(client.json('GET', s.location), /not found/);
   });
 
+  it('makes another repository prove it has a stored blob before it may reference it', async () => {
+    const secret = randomBytes(2048);
+    const owner = await client.json<any>('POST', '/v1/repos/nlp/big/uploads', { digest: digestOf(secret), size: secret.length });
+    const [p] = (await client.json<any>('POST', `${owner.location}/parts`, { parts: [{ number: 1, sha256: b64(secret) }] })).parts;
+    await fetch(p.url, { method: 'PUT', headers: p.headers, body: secret });
+    await client.json('POST', `${owner.location}:complete`);
+    await client.json('POST', '/v1/repos', { namespace: 'nlp', name: 'other', baseModel: 'tiny' });
+    // Knowing the digest is not enough: the answer looks like any new upload, and garbage is refused.
+    const guess = await client.json<any>('POST', '/v1/repos/nlp/other/uploads', { digest: digestOf(secret), size: secret.length });
+    assert.equal(guess.state, 'open');
+    const garbage = randomBytes(2048);
+    const [g] = (await client.json<any>('POST', `${guess.location}/parts`, { parts: [{ number: 1, sha256: b64(garbage) }] })).parts;
+    await fetch(g.url, { method: 'PUT', headers: g.headers, body: garbage });
+    await assert.rejects(client.json('POST', `${guess.location}:complete`), /do not hash to/);
+    const stored = Buffer.from(await (await reg.blobs.get(digestOf(secret))).toArray().then((c) => Buffer.concat(c)));
+    assert.ok(stored.equals(secret), 'the stored blob is untouched');
+    // The real bytes are accepted, and nothing is left at the staging key.
+    const honest = await client.json<any>('POST', '/v1/repos/nlp/other/uploads', { digest: digestOf(secret), size: secret.length });
+    const [h] = (await client.json<any>('POST', `${honest.location}/parts`, { parts: [{ number: 1, sha256: b64(secret) }] })).parts;
+    await fetch(h.url, { method: 'PUT', headers: h.headers, body: secret });
+    assert.deepEqual(await client.json('POST', `${honest.location}:complete`), { digest: digestOf(secret), size: secret.length });
+    assert.deepEqual(await leftovers(), { staging: 0, multipart: 0 });
+  });
+
   it('aborts on request and cleans up stale sessions', async () => {
     const a = await client.json<any>('POST', '/v1/repos/nlp/big/uploads', { digest: digestOf(randomBytes(8)), size: 8 });
     await client.request('DELETE', a.location);

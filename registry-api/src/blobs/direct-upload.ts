@@ -1,9 +1,14 @@
 /**
- * Direct uploads to S3 (the registry signs, the client sends the bytes): a multipart
- * upload to a staging key, parts sent by the client to presigned URLs that carry each
- * part's SHA-256 (S3 refuses a part whose bytes differ), and on completion the whole
- * object is hashed once by the registry: only content with the claimed digest and size is
- * copied to its content address; anything else is deleted. Parts already uploaded are
+ * Direct uploads to S3 (the registry signs, the client sends the bytes). Parts go to
+ * presigned URLs that carry each part's SHA-256 (S3 refuses a part whose bytes differ),
+ * and the completed object is hashed once by the registry before anything trusts it:
+ *   - a blob not stored yet is uploaded straight to its content address; completion is
+ *     conditional (If-None-Match: *), so it never overwrites a stored blob, and content
+ *     without the claimed digest and size is deleted at once;
+ *   - a blob already stored (for another repository) is uploaded to a staging key,
+ *     verified, and dropped: the client proves it has the bytes before it may reference
+ *     them, and the answer looks the same either way, so nothing leaks whether it existed.
+ * The caller holds the digest's lock across complete(). Parts already uploaded are
  * listed, so an interrupted upload resumes where it stopped.
  */
 import { randomUUID } from 'node:crypto';
@@ -20,15 +25,13 @@ import {
   ListPartsCommand,
   type S3Client,
   UploadPartCommand,
-  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LowrankError } from '@lowrank/crds/errors';
 import { HashingStream } from './digest.ts';
 
-/** S3's largest single-request copy; bigger objects are copied part by part. */
+/** S3's largest single-request copy. */
 const MAX_COPY = 5 * 2 ** 30;
-const COPY_PART = 2 ** 30;
 
 export interface UploadedPart {
   number: number;
@@ -53,8 +56,8 @@ export class DirectUploads {
     this.#keyOf = keyOf;
   }
 
-  async create(): Promise<{ key: string; uploadId: string }> {
-    const key = `${this.#prefix}uploads/${randomUUID()}`;
+  async create(digest: string): Promise<{ key: string; uploadId: string }> {
+    const key = (await this.#exists(this.#keyOf(digest))) ? `${this.#prefix}uploads/${randomUUID()}` : this.#keyOf(digest);
     const res = await this.#s3.send(
       new CreateMultipartUploadCommand({
         Bucket: this.#bucket,
@@ -95,42 +98,61 @@ export class DirectUploads {
     return out;
   }
 
+  /** Drops the upload's parts; an object at the key (a stored blob, maybe) is never touched. */
   async abort(key: string, uploadId: string): Promise<void> {
     await this.#s3.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId })).catch(() => {});
-    await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key })).catch(() => {});
   }
 
   /**
-   * Completes the upload with the parts S3 holds, hashes the object, and promotes it to
-   * the blob's content address when it has the expected digest and size. Returns false
-   * (nothing kept) when it does not.
+   * Completes the upload and verifies it: 'stored' (the blob is at its content address
+   * now, or already was and the client's copy matched), or 'mismatch' (nothing kept).
+   * Throws a conflict when another upload stored the blob meanwhile: start again.
+   * Hold the digest's lock.
    */
-  async complete(key: string, uploadId: string, expect: { digest: string; size: number }): Promise<boolean> {
+  async complete(key: string, uploadId: string, expect: { digest: string; size: number }): Promise<'stored' | 'mismatch'> {
     const parts = (await this.parts(key, uploadId)).sort((a, b) => a.number - b.number);
     if (parts.length === 0) throw new LowrankError('invalid_request', 'no parts were uploaded; upload them before completing');
     const finalKey = this.#keyOf(expect.digest);
-    await this.#s3.send(
-      new CompleteMultipartUploadCommand({
-        Bucket: this.#bucket,
-        Key: key,
-        UploadId: uploadId,
-        MultipartUpload: {
-          Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag, ...(p.sha256 ? { ChecksumSHA256: p.sha256 } : {}) })),
-        },
-      }),
-    );
+    const staged = key !== finalKey;
+    try {
+      await this.#s3.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.#bucket,
+          Key: key,
+          UploadId: uploadId,
+          ...(staged ? {} : { IfNoneMatch: '*' }),
+          MultipartUpload: {
+            Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag, ...(p.sha256 ? { ChecksumSHA256: p.sha256 } : {}) })),
+          },
+        }),
+      );
+    } catch (err) {
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 412) throw err;
+      await this.abort(key, uploadId);
+      throw new LowrankError(
+        'conflict',
+        `another upload stored ${expect.digest} meanwhile; start the upload again (POST .../uploads) to finish it`,
+      );
+    }
+    let ok = false;
     try {
       const hashing = new HashingStream();
       const body = (await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key }))).Body as Readable;
       await pipeline(body, hashing, async (source) => {
         for await (const _ of source);
       });
-      if (hashing.digest !== expect.digest || hashing.bytes !== expect.size) return false;
-      if (!(await this.#exists(finalKey))) await this.#copy(key, finalKey, expect.size);
-      return true;
+      ok = hashing.digest === expect.digest && hashing.bytes === expect.size;
+      // Collected since the session started: the verified copy takes its place.
+      if (ok && staged && !(await this.#exists(finalKey))) {
+        if (expect.size > MAX_COPY)
+          throw new LowrankError('unavailable', `${expect.digest} was collected during the upload; upload it again`);
+        await this.#s3.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: finalKey, CopySource: `${this.#bucket}/${key}` }));
+      }
     } finally {
-      await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key })).catch(() => {});
+      // A staging copy always goes; at the content address, only what failed (nothing was there before: If-None-Match).
+      if (staged || !ok) await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }));
     }
+    return ok ? 'stored' : 'mismatch';
   }
 
   async #exists(key: string): Promise<boolean> {
@@ -139,42 +161,6 @@ export class DirectUploads {
       return true;
     } catch (err) {
       if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
-      throw err;
-    }
-  }
-
-  async #copy(from: string, to: string, size: number): Promise<void> {
-    const source = `${this.#bucket}/${from}`;
-    if (size <= MAX_COPY) {
-      await this.#s3.send(
-        new CopyObjectCommand({ Bucket: this.#bucket, Key: to, CopySource: source, ContentType: 'application/octet-stream' }),
-      );
-      return;
-    }
-    const { UploadId } = await this.#s3.send(
-      new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: to, ContentType: 'application/octet-stream' }),
-    );
-    const parts = [];
-    try {
-      for (let start = 0, n = 1; start < size; start += COPY_PART, n++) {
-        const end = Math.min(size, start + COPY_PART) - 1;
-        const r = await this.#s3.send(
-          new UploadPartCopyCommand({
-            Bucket: this.#bucket,
-            Key: to,
-            UploadId,
-            PartNumber: n,
-            CopySource: source,
-            CopySourceRange: `bytes=${start}-${end}`,
-          }),
-        );
-        parts.push({ PartNumber: n, ETag: r.CopyPartResult?.ETag });
-      }
-      await this.#s3.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: to, UploadId, MultipartUpload: { Parts: parts } }),
-      );
-    } catch (err) {
-      await this.#s3.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: to, UploadId })).catch(() => {});
       throw err;
     }
   }

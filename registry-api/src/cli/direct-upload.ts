@@ -25,6 +25,7 @@ export async function uploadDirect(
   repo: string,
   file: { abs: string; digest: string; size: number },
   onBytes: (n: number) => void,
+  retried = false,
 ): Promise<boolean> {
   const session = await client.json<Session>('POST', `/v1/repos/${repo}/uploads`, { digest: file.digest, size: file.size });
   if (session.state === 'proxy') return false;
@@ -70,6 +71,12 @@ export async function uploadDirect(
   } finally {
     await fh.close();
   }
-  await client.json('POST', `${session.location}:complete`);
+  try {
+    await client.json('POST', `${session.location}:complete`);
+  } catch (err) {
+    // Another upload stored the same blob meanwhile: once more, now proving it against the stored copy.
+    if (err instanceof LowrankError && err.code === 'conflict' && !retried) return uploadDirect(client, repo, file, onBytes, true);
+    throw err;
+  }
   return true;
 }

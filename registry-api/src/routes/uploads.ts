@@ -7,12 +7,14 @@
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RequestHandler, Response } from 'express';
 import type { Repository, UploadSession } from '../generated/prisma/client.ts';
-import { recordBlob } from '../versions/blobs.ts';
+import { lockDigest, recordLocked } from '../versions/blobs.ts';
 import { type Context, paramsOf, principalOf, repositoryFor } from './context.ts';
 
 const MIN_PART = 16 * 2 ** 20;
 const MAX_PARTS = 10_000;
 const URL_SECONDS = 3600;
+/** Hashing a 20 GiB blob back from S3 takes minutes; the transaction holding its lock must outlive it. */
+const VERIFY_TIMEOUT_MS = 30 * 60_000;
 
 const partSizeFor = (size: number) => Math.max(MIN_PART, Math.ceil(size / MAX_PARTS / 2 ** 20) * 2 ** 20);
 
@@ -67,7 +69,7 @@ export function startUpload(ctx: Context): RequestHandler {
       await ctx.blobs.direct.abort(open.key, open.uploadId);
       await ctx.prisma.uploadSession.delete({ where: { id: open.id } });
     }
-    const { key, uploadId } = await ctx.blobs.direct.create();
+    const { key, uploadId } = await ctx.blobs.direct.create(digest);
     const session = await ctx.prisma.uploadSession
       .create({
         data: {
@@ -127,14 +129,23 @@ export function completeUpload(ctx: Context): RequestHandler {
         'invalid_file',
         `${uploaded.length} parts with ${have} of ${size} bytes are uploaded; upload the rest (GET the session to see which) and complete again`,
       );
-    const ok = await direct.complete(session.key, session.uploadId, { digest: session.digest, size });
-    await ctx.prisma.uploadSession.delete({ where: { id: session.id } });
-    if (!ok)
+    // Under the digest's lock: GC, other uploads and commits of this digest wait for the verdict.
+    const outcome = await ctx.prisma
+      .$transaction(
+        async (tx) => {
+          await lockDigest(tx, session.digest);
+          const result = await direct.complete(session.key, session.uploadId, { digest: session.digest, size });
+          if (result === 'stored') await recordLocked(tx, ctx.blobs, session.digest, size);
+          return result;
+        },
+        { timeout: VERIFY_TIMEOUT_MS, maxWait: 60_000 },
+      )
+      .finally(() => ctx.prisma.uploadSession.delete({ where: { id: session.id } }).catch(() => {}));
+    if (outcome === 'mismatch')
       throw new LowrankError(
         'invalid_file',
         `the uploaded bytes do not hash to ${session.digest}; nothing was stored, upload the file again`,
       );
-    await recordBlob(ctx.prisma, ctx.blobs, session.digest, size);
     ctx.log.info(
       { repo: `${repo.namespace}/${repo.name}`, digest: session.digest, size, user: principalOf(res)?.handle },
       'blob uploaded directly',

@@ -12,7 +12,8 @@ import { LowrankError } from '@lowrank/crds/errors';
 import type { BlobStore, PutOptions, PutResult } from '../blobs/store.ts';
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts';
 
-const lockDigest = (tx: Prisma.TransactionClient, digest: string) => tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${digest}))`;
+export const lockDigest = (tx: Prisma.TransactionClient, digest: string) =>
+  tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${digest}))`;
 
 export async function uploadBlob(
   db: PrismaClient,
@@ -29,14 +30,19 @@ export async function uploadBlob(
 export async function recordBlob(db: PrismaClient, store: BlobStore, digest: string, size: number): Promise<void> {
   await db.$transaction(async (tx) => {
     await lockDigest(tx, digest);
-    if (!(await store.stat(digest))) {
-      throw new LowrankError('unavailable', `blob ${digest} was garbage-collected while it was uploaded; retry the upload`);
-    }
-    const existing = await tx.blob.findUnique({ where: { digest } });
-    if (!existing) await tx.blob.create({ data: { digest, size: BigInt(size), unreferencedAt: new Date() } });
-    // Uploaded again while waiting for collection: a fresh grace period.
-    else if (existing.refCount === 0) await tx.blob.update({ where: { digest }, data: { unreferencedAt: new Date() } });
+    await recordLocked(tx, store, digest, size);
   });
+}
+
+/** recordBlob inside a transaction that already holds the digest's lock. */
+export async function recordLocked(tx: Prisma.TransactionClient, store: BlobStore, digest: string, size: number): Promise<void> {
+  if (!(await store.stat(digest))) {
+    throw new LowrankError('unavailable', `blob ${digest} was garbage-collected or refused while it was uploaded; retry the upload`);
+  }
+  const existing = await tx.blob.findUnique({ where: { digest } });
+  if (!existing) await tx.blob.create({ data: { digest, size: BigInt(size), unreferencedAt: new Date() } });
+  // Uploaded again while waiting for collection: a fresh grace period.
+  else if (existing.refCount === 0) await tx.blob.update({ where: { digest }, data: { unreferencedAt: new Date() } });
 }
 
 /** Direct uploads left open longer than the grace period (a client that gave up) are aborted. */
