@@ -25,6 +25,8 @@ async function main(): Promise<void> {
   const migrations = await migrate(config.databaseUrl);
   log.info({ applied: migrations.applied, alreadyApplied: migrations.alreadyApplied.length }, 'database migrated');
   const db = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
+  // An idle client dropped by the server (restart, failover) is replaced on next use; without a listener it would crash the process.
+  db.on('error', (err) => log.warn({ err }, 'idle PostgreSQL connection lost'));
   const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: config.databaseUrl }) });
   const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
   await redis.connect();

@@ -234,6 +234,20 @@ describe('web catalog', () => {
     await screenshot(page, 'jobs-progress');
     await api(seeded.tokens.ada, 'POST', `/v1/jobs/${watched}/progress`, { status: 'succeeded', progress: { step: 100, totalSteps: 100 } });
     await card.getByTestId('job-status').getByText('succeeded').waitFor();
+    // The worker's log lines, as the executor ships them, open under the card.
+    const shipped = await api(seeded.tokens.ada, 'POST', `/v1/jobs/${watched}/logs`, {
+      attempt: 1,
+      lines: [
+        { stream: 'stdout', text: '{"event":"progress","stage":"reducing rank"}' },
+        { stream: 'executor', text: 'worker ended: exit status 0' },
+      ],
+    });
+    assert.equal(shipped.status, 204);
+    await card.getByText('Worker log').click();
+    await card
+      .getByTestId('worker-log')
+      .getByText(/worker ended: exit status 0/)
+      .waitFor();
 
     const second = page.getByTestId(`job-${other}`);
     await second.getByRole('button', { name: 'Cancel cancel-me' }).click();

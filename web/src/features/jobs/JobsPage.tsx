@@ -210,10 +210,43 @@ export function JobCard({ initial }: { initial: JobRecord }) {
           ))}
         </ol>
       </details>
+      <WorkerLog id={job.id} tick={`${job.status}:${JSON.stringify(job.progress)}`} />
       <details>
         <summary>Spec</summary>
         <pre className="code">{JSON.stringify(job.spec, null, 2)}</pre>
       </details>
     </article>
+  );
+}
+
+/** The worker's own log lines (every attempt), loaded when opened and refreshed as the job moves. */
+function WorkerLog({ id, tick }: { id: string; tick: string }) {
+  const [open, setOpen] = useState(false);
+  const [lines, setLines] = useState<{ seq: number; attempt?: number; stream: string; text: string }[]>([]);
+  const [problem, setProblem] = useState<Problem | null>(null);
+  // biome-ignore lint/correctness/useExhaustiveDependencies: `tick` changes when the job does.
+  useEffect(() => {
+    if (!open) return;
+    const abort = new AbortController();
+    api.GET('/v1/jobs/{id}/logs', { params: { path: { id }, query: { limit: '10000' } }, signal: abort.signal }).then(
+      (r) => {
+        if (r.data) setLines(r.data.lines);
+        else setProblem(toProblem(r.error, r.response));
+      },
+      (err: unknown) => {
+        if (!abort.signal.aborted) setProblem(toProblem(err));
+      },
+    );
+    return () => abort.abort();
+  }, [open, id, tick]);
+  return (
+    <details onToggle={(e) => setOpen((e.target as HTMLDetailsElement).open)}>
+      <summary>Worker log{open ? ` (${lines.length} lines)` : ''}</summary>
+      {problem && <ProblemView problem={problem} what="the worker log" />}
+      {open && lines.length === 0 && !problem && <p className="muted small">No lines yet: the worker has not written any.</p>}
+      <pre className="code log-lines" data-testid="worker-log">
+        {lines.map((l) => `${l.attempt ? `[${l.attempt}] ` : ''}${l.stream === 'stderr' ? '! ' : ''}${l.text}`).join('\n')}
+      </pre>
+    </details>
   );
 }
