@@ -16,11 +16,13 @@ import { serviceEnv } from '@lowrank/e2e/env';
 import { Redis } from 'ioredis';
 import { createToken } from '../../registry-api/src/auth/tokens.ts';
 import { RegistryClient } from '../../registry-api/src/cli/client.ts';
-import { push } from '../../registry-api/src/cli/transfer.ts';
+import { pull, push } from '../../registry-api/src/cli/transfer.ts';
 import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
 import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import type { LoraModule } from '../src/native/linalg.ts';
+import { readSafetensors, tensorToFloat32, writeSafetensors } from '../src/native/safetensors.ts';
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
+import { mergeIntoBase } from '../src/peft/merge-into-base.ts';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
@@ -164,6 +166,57 @@ describe('lora-worker run', () => {
       Object.values(adapter.modules).map((m) => m.r),
       [4, 4],
     );
+  });
+
+  it('merges into a local base and pushes the model directory (bf16), and shards past the limit', async () => {
+    const base = join(tmp, 'base-model');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(base, { recursive: true });
+    const w = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + seed));
+    writeSafetensors(join(base, 'model.safetensors'), {
+      'model.layers.0.self_attn.q_proj.weight': { dtype: 'F32', shape: [32, 32], data: w(1024, 1) },
+      'model.layers.0.self_attn.v_proj.weight': { dtype: 'F32', shape: [16, 32], data: w(512, 2) },
+      'model.norm.weight': { dtype: 'F32', shape: [32], data: w(32, 3) },
+    });
+    writeFileSync(join(base, 'config.json'), JSON.stringify({ model_type: 'llama', hidden_size: 32 }));
+    const res = await worker({
+      kind: 'AdapterMerge',
+      spec: {
+        inputs: [{ repository: 'nlp/bot', version: 1 }],
+        method: 'linear',
+        intoBase: { enabled: true, baseModel: { name: 'tiny/llama', path: base }, dtype: 'bf16' },
+        output: { repository: 'nlp/bot-merged-model' },
+      },
+    });
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/bot-merged-model/versions/1');
+    assert.deepEqual(v.files.map((f: any) => f.path).sort(), ['config.json', 'model.safetensors']);
+    assert.equal(v.methodMetadata.kind, 'merge-into-base');
+    assert.ok(v.lineage.some((l: any) => l.relation === 'merged_from' && l.parentRef === 'hf:tiny/llama'));
+    const out = join(tmp, 'merged-model');
+    await pull(new RegistryClient({ registry: reg.base, token: tok.ada }), 'nlp/bot-merged-model', '1', out);
+    const merged = readSafetensors(join(out, 'model.safetensors')).tensors;
+    const q = merged['model.layers.0.self_attn.q_proj.weight'];
+    assert.equal(q?.dtype, 'BF16');
+    // W + s·B·A from the adapter as pushed, within bf16 rounding (relative 2^-8 per entry).
+    const m = randomAdapter(11, 8)['model.layers.0.self_attn.q_proj'] as LoraModule;
+    const got = tensorToFloat32(q as Parameters<typeof tensorToFloat32>[0]);
+    const want = w(1024, 1);
+    for (let i = 0; i < 32; i++)
+      for (let j = 0; j < 32; j++) {
+        let d = 0;
+        for (let k = 0; k < 8; k++) d += (m.B[i * 8 + k] as number) * (m.A[k * 32 + j] as number);
+        want[i * 32 + j] = (want[i * 32 + j] as number) + m.scale * d;
+      }
+    for (const [i, x] of want.entries())
+      assert.ok(Math.abs((got[i] as number) - x) <= 2 ** -8 * Math.abs(x) + 1e-6, `entry ${i}: ${got[i]} vs ${x}`);
+    // The exporter shards as save_pretrained does, with an index.
+    const sharded = join(tmp, 'sharded-model');
+    const r = mergeIntoBase(base, { 'model.layers.0.self_attn.q_proj': m }, sharded, { maxShardBytes: 4096 });
+    assert.deepEqual(r.shards, ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    const index = JSON.parse(readFileSync(join(sharded, 'model.safetensors.index.json'), 'utf8'));
+    assert.equal(index.weight_map['model.norm.weight'], 'model-00002-of-00002.safetensors');
+    assert.equal(index.metadata.total_size, (1024 + 512 + 32) * 4);
   });
 
   it('fails bad input at once (exit 65) with what to fix, and the registry is unchanged', async () => {

@@ -103,12 +103,21 @@ export async function runMerge(spec: AdapterMergeSpecDefaulted, ctx: RunContext)
     );
   const modelDir = join(ctx.workDir, 'output', 'model');
   await ctx.reporter.progress({ stage: 'merging into base', step: 0, total: 1 }, true);
-  const res = mergeIntoBase(base.path, modules, modelDir);
+  const res = mergeIntoBase(base.path, modules, modelDir, {
+    dtype: spec.intoBase.dtype,
+    maxShardBytes: spec.intoBase.maxShardSizeMiB * 2 ** 20,
+  });
   return {
     dir: modelDir,
     baseModel: base.name ?? base.path,
     method: 'merge-into-base',
-    methodMetadata: { ...methodMetadata, kind: 'merge-into-base', mergedTensors: res.merged.length },
+    methodMetadata: {
+      ...methodMetadata,
+      kind: 'merge-into-base',
+      mergedTensors: res.merged.length,
+      dtype: spec.intoBase.dtype,
+      shards: res.shards.length,
+    },
     metrics,
     lineage: [
       ...lineage,
