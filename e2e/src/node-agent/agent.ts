@@ -141,11 +141,11 @@ export class NodeAgent {
     await this.core.replaceNodeStatus({ name: nodeName, body: node });
     // The apiserver's TaintNodesByCondition admission taints a new node not-ready; the
     // node lifecycle controller (not run here, it would evict) lifts it once Ready.
+    // A node left by an earlier agent keeps its name; give it this run's labels.
     const fresh = await this.core.readNode({ name: nodeName });
-    if (fresh.spec?.taints?.some((t) => t.key === 'node.kubernetes.io/not-ready')) {
-      fresh.spec.taints = fresh.spec.taints.filter((t) => t.key !== 'node.kubernetes.io/not-ready');
-      await this.core.replaceNode({ name: nodeName, body: fresh });
-    }
+    fresh.metadata = { ...fresh.metadata, labels: { ...fresh.metadata?.labels, ...body.metadata?.labels } };
+    if (fresh.spec?.taints) fresh.spec.taints = fresh.spec.taints.filter((t) => t.key !== 'node.kubernetes.io/not-ready');
+    await this.core.replaceNode({ name: nodeName, body: fresh });
     this.log('node registered', { node: nodeName, cpu, memory, gpus });
   }
 

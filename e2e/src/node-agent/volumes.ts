@@ -45,8 +45,6 @@ export async function materializeVolumes(pod: V1Pod, podDir: string, sources: So
   return dirs;
 }
 
-const PATH_CHAR = /[A-Za-z0-9._/-]/;
-
 /** Rewrites container paths to local ones, longest mountPath first. */
 export function pathMapper(container: V1Container, volumes: Map<string, string>, terminationFile: string): (value: string) => string {
   const mounts = (container.volumeMounts ?? [])
@@ -55,23 +53,11 @@ export function pathMapper(container: V1Container, volumes: Map<string, string>,
     // The kubelet bind-mounts a per-container file at terminationMessagePath.
     .concat([{ from: container.terminationMessagePath ?? '/dev/termination-log', to: terminationFile }])
     .sort((a, b) => b.from.length - a.from.length);
-  return (value) => {
-    // Every occurrence bounded by non-path characters (shell snippets carry paths too).
-    let out = value;
-    for (const m of mounts) {
-      let from = 0;
-      for (;;) {
-        const at = out.indexOf(m.from, from);
-        if (at < 0) break;
-        const end = at + m.from.length;
-        const okStart = at === 0 || !PATH_CHAR.test(out[at - 1] as string);
-        const okEnd = end === out.length || out[end] === '/' || !PATH_CHAR.test(out[end] as string);
-        if (okStart && okEnd) {
-          out = out.slice(0, at) + m.to + out.slice(end);
-          from = at + m.to.length;
-        } else from = end;
-      }
-    }
-    return out;
-  };
+  if (mounts.length === 0) return (value) => value;
+  const escaped = mounts.map((m) => m.from.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  // One pass, longest path first, bounded by non-path characters (shell snippets carry
+  // paths too); one pass so a replacement is never itself rewritten again.
+  const re = new RegExp(`(?<![A-Za-z0-9._/-])(${escaped.join('|')})(?=/|[^A-Za-z0-9._-]|$)`, 'g');
+  const to = new Map(mounts.map((m) => [m.from, m.to]));
+  return (value) => value.replace(re, (found) => to.get(found) ?? found);
 }
