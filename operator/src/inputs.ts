@@ -1,7 +1,8 @@
 /**
  * An AdapterMerge whose inputs are still being produced by other custom resources in its
  * namespace waits for them: an input is "produced by" a resource that writes to the same
- * repository and, for a tag input (or none, meaning "latest"), moves that tag. Producers
+ * repository and moves the input's tag (none means "latest", which every push moves).
+ * A pinned version never waits: it names something that exists or not. Producers
  * that finished (Succeeded or Failed) no longer block; a missing input then fails the
  * worker with a clear reason.
  */
@@ -23,7 +24,7 @@ export interface Blocker {
 function produces(producer: Resource, input: MergeInput): boolean {
   const out = producer.spec.output;
   if (!input.repository || out?.repository !== input.repository) return false;
-  if (input.version !== undefined) return true; // the pinned version may be the one being made
+  if (input.version !== undefined) return false;
   const tag = input.tag ?? 'latest';
   return tag === 'latest' || (out.tags ?? []).includes(tag);
 }

@@ -46,6 +46,7 @@ export interface ReconcilerDeps {
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 const code = (err: unknown) => (err as { code?: number }).code;
 const TERMINAL: Phase[] = ['Succeeded', 'Failed'];
+const INPUTS_AVAILABLE = 'no input is still being produced by another resource';
 
 function progressText(progress: unknown): string {
   const pr = progress as { step?: number; totalSteps?: number; percent?: number } | undefined;
@@ -169,7 +170,11 @@ export class Reconciler {
       log.info({ suspend: cr.spec.suspend === true }, 'job suspend updated');
     }
     obs = observeJob(job, await this.listPods(job), this.d.cfg.registryUrl);
-    const result = await this.writeStatus(cr, { ...status, jobName: jn }, obs, accepted, undefined, generation);
+    const inputs: Condition | undefined =
+      kind === 'AdapterMerge'
+        ? { type: 'InputsResolved', status: 'True', reason: 'InputsAvailable', message: INPUTS_AVAILABLE, observedGeneration: generation }
+        : undefined;
+    const result = await this.writeStatus(cr, { ...status, jobName: jn }, obs, accepted, inputs, generation);
     return obs.phase === 'Running' || obs.phase === 'Pending' ? { ...result, requeueAfterMs: 30_000 } : result;
   }
 

@@ -479,7 +479,7 @@ export class NodeAgent {
         namespace: pod.metadata?.namespace ?? '',
         name: pod.metadata?.name ?? '',
         gracePeriodSeconds: 0,
-        body: { preconditions: { uid: pod.metadata?.uid } },
+        body: { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata?.uid } }, // the body wins over the query parameter
       });
     } catch (err) {
       if (errCode(err) !== 404 && errCode(err) !== 409) this.log('final pod delete failed', { pod: key, error: String(err) });
