@@ -20,6 +20,7 @@ import { ServiceError } from './types.ts';
 
 export const KUBE_VERSION = '1.34.4';
 export const ETCD_VERSION = 'v3.6.14';
+export const HELM_VERSION = 'v3.21.4';
 export const KUBE_COMPONENTS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const;
 export type KubeComponent = (typeof KUBE_COMPONENTS)[number];
 
@@ -139,7 +140,41 @@ export function ensureEtcd(): void {
   renameSync(out, etcdBinary());
 }
 
-if (import.meta.main) {
+export function helmBinary(): string {
+  return join(cacheDir(), 'bin', `helm-${HELM_VERSION}`);
+}
+
+/**
+ * helm, built with `go install` (its go.mod has no replaces). The ldflags set the version
+ * and the Kubernetes minor `helm lint/template` assume without a cluster (else v1.20).
+ */
+export function ensureHelm(): string {
+  const bin = helmBinary();
+  if (existsSync(bin)) return bin;
+  const minor = KUBE_VERSION.split('.')[1];
+  const gobin = join(cacheDir(), 'build', `helm-${process.pid}`);
+  mkdirSync(gobin, { recursive: true });
+  log(`building helm ${HELM_VERSION} from the Go module proxy (once; a few minutes)`);
+  const ldflags = [
+    '-s -w',
+    `-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}`,
+    `-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${minor}`,
+    `-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${minor}`,
+  ].join(' ');
+  const r = spawnSync(goBinary(), ['install', '-trimpath', '-ldflags', ldflags, `helm.sh/helm/v3/cmd/helm@${HELM_VERSION}`], {
+    env: { ...goEnv(), GOBIN: gobin },
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new ServiceError(`building helm failed:\n${(r.stderr ?? '').slice(-3000)}`);
+  mkdirSync(join(cacheDir(), 'bin'), { recursive: true });
+  renameSync(join(gobin, 'helm'), bin);
+  rmSync(gobin, { recursive: true, force: true });
+  return bin;
+}
+
+if (import.meta.main && process.argv[2] === 'helm') {
+  console.log(ensureHelm());
+} else if (import.meta.main) {
   const t0 = Date.now();
   ensureEtcd();
   log(`etcd ready after ${((Date.now() - t0) / 1000).toFixed(0)} s: ${etcdBinary()}`);
