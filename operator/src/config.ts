@@ -18,6 +18,9 @@ export interface OperatorConfig {
   tokenSecretKey: string;
   /** ServiceAccount of worker pods; empty: the namespace default. */
   workerServiceAccount: string;
+  /** Node selector and tolerations added to pods that request GPUs (a GPU node pool). */
+  gpuNodeSelector: Record<string, string>;
+  gpuTolerations: { key?: string; operator?: string; value?: string; effect?: string }[];
   /** Node label that spec.resources.gpu.type selects on. */
   gpuProductLabel: string;
   defaultCpu: string;
@@ -89,6 +92,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     tokenSecretName: env.LOWRANK_TOKEN_SECRET || 'lowrank-registry-token',
     tokenSecretKey: env.LOWRANK_TOKEN_SECRET_KEY || 'token',
     workerServiceAccount: env.LOWRANK_WORKER_SERVICE_ACCOUNT ?? '',
+    gpuNodeSelector: json(
+      env,
+      'LOWRANK_GPU_NODE_SELECTOR',
+      {},
+      (v) => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string'),
+      'an object of string values, e.g. {"cloud.example.com/pool":"gpu"}',
+    ),
+    gpuTolerations: json(
+      env,
+      'LOWRANK_GPU_TOLERATIONS',
+      [],
+      (v) => Array.isArray(v) && v.every((x) => typeof x === 'object' && x !== null),
+      'an array of tolerations, e.g. [{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]',
+    ),
     gpuProductLabel: env.LOWRANK_GPU_PRODUCT_LABEL || 'nvidia.com/gpu.product',
     defaultCpu: env.LOWRANK_DEFAULT_CPU || '2',
     defaultMemory: env.LOWRANK_DEFAULT_MEMORY || '8Gi',

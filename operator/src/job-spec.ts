@@ -106,7 +106,9 @@ export function buildJob(cr: Resource, name: string, cfg: OperatorConfig): V1Job
   };
   if (gpus > 0) resources['nvidia.com/gpu'] = String(gpus);
   if (s.resources?.ephemeralStorage !== undefined) resources['ephemeral-storage'] = String(s.resources.ephemeralStorage);
-  const nodeSelector = { ...s.nodeSelector };
+  // GPU pods go to the GPU pool (operator defaults), then the spec's own choices on top.
+  const nodeSelector = { ...(gpus > 0 ? cfg.gpuNodeSelector : {}), ...s.nodeSelector };
+  const tolerations = [...(gpus > 0 ? (cfg.gpuTolerations as V1Toleration[]) : []), ...(s.tolerations ?? [])];
   if (s.resources?.gpu?.type) nodeSelector[cfg.gpuProductLabel] = s.resources.gpu.type;
   const env = [
     ...Object.entries(cfg.workerEnv).map(([n, value]) => ({ name: n, value })),
@@ -146,7 +148,7 @@ export function buildJob(cr: Resource, name: string, cfg: OperatorConfig): V1Job
           serviceAccountName: cfg.workerServiceAccount || undefined,
           automountServiceAccountToken: false, // the worker talks to the registry, not the apiserver
           nodeSelector: Object.keys(nodeSelector).length > 0 ? nodeSelector : undefined,
-          tolerations: s.tolerations,
+          tolerations: tolerations.length > 0 ? tolerations : undefined,
           affinity: s.affinity as V1Affinity | undefined, // passed through unchanged (the CRD keeps unknown fields)
           priorityClassName: s.priorityClassName,
           securityContext: {
