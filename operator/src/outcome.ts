@@ -61,12 +61,15 @@ function byCreation(pods: V1Pod[]): V1Pod[] {
 
 export function observeJob(job: V1Job, pods: V1Pod[], registryUrl: string): Observation {
   const st = job.status ?? {};
-  const attempts = (st.succeeded ?? 0) + (st.failed ?? 0) + (st.active ?? 0);
+  // The Job's counters lag its pods while the controller tracks them; count both.
+  const attempts = Math.max((st.succeeded ?? 0) + (st.failed ?? 0) + (st.active ?? 0), pods.length);
   const base = { attempts, startTime: iso(st.startTime) };
   const cond = (type: string) => st.conditions?.find((c) => c.type === type && c.status === 'True');
   const sorted = byCreation(pods);
 
-  if (cond('Complete') || cond('SuccessCriteriaMet')) {
+  // Terminal only on the final conditions: SuccessCriteriaMet/FailureTarget come first,
+  // while pods may still be terminating and the counters are not final yet.
+  if (cond('Complete')) {
     const pod = sorted.find((p) => p.status?.phase === 'Succeeded');
     const result = parseResult(pod ? workerState(pod)?.terminated?.message : undefined);
     if (result?.status !== 'succeeded') {
@@ -98,7 +101,7 @@ export function observeJob(job: V1Job, pods: V1Pod[], registryUrl: string): Obse
     };
   }
 
-  const failed = cond('Failed') ?? cond('FailureTarget');
+  const failed = cond('Failed');
   if (failed) {
     const pod = sorted.find((p) => p.status?.phase === 'Failed');
     const term = pod ? workerState(pod)?.terminated : undefined;
