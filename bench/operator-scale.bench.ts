@@ -33,14 +33,12 @@ const t0 = Date.now();
 const names = Array.from({ length: count }, (_, i) => `scale-${i}`);
 for (let i = 0; i < names.length; i += 25) {
   await Promise.all(
-    names
-      .slice(i, i + 25)
-      .map((name) =>
-        custom.createNamespacedCustomObject({
-          ...group,
-          body: { ...example, metadata: { name, namespace: ns }, spec: { ...example.spec, suspend: true } },
-        }),
-      ),
+    names.slice(i, i + 25).map((name) =>
+      custom.createNamespacedCustomObject({
+        ...group,
+        body: { ...example, metadata: { name, namespace: ns }, spec: { ...example.spec, suspend: true } },
+      }),
+    ),
   );
 }
 console.error(`created ${count} AdapterJobs in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

@@ -105,9 +105,10 @@ export function stateDir(name: string): string {
 }
 
 /** The test node agent (the one fake) with labels that pin this run's pods to it. */
-export function startAgent(id: string, labels: Record<string, string>): Proc {
-  const dir = stateDir(`agent-${id}`);
-  const args = ['e2e/src/node-agent/main.ts', '--dir', join(dir, 'pods'), '--node', `e2e-node-${id}`];
+export function startAgent(id: string, labels: Record<string, string>, node = `e2e-node-${id}`): Proc {
+  const dir = stateDir(`agent-${node}`);
+  // A roomy node: the tests run many jobs at once, and capacity is not what they test.
+  const args = ['e2e/src/node-agent/main.ts', '--dir', join(dir, 'pods'), '--node', node, '--cpu', '64', '--memory', '1Ti', '--gpus', '16'];
   for (const [k, v] of Object.entries(labels)) args.push('--label', `${k}=${v}`);
   return new Proc(args, { ...process.env, KUBECONFIG: kubeEnv().kubeconfig }, join(dir, 'agent.log'));
 }

@@ -10,7 +10,7 @@
  * or fail.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BatchV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
@@ -25,16 +25,21 @@ const batch = kc.makeApiClient(BatchV1Api);
 const nodeLabel = { 'lowrank.dev/e2e-run': id, 'nvidia.com/gpu.product': 'nvidia-h100-80gb' };
 
 let agent: Proc | undefined;
+const moreAgents: Proc[] = [];
 let operator: Proc | undefined;
+let standby: Proc | undefined;
 
 // Cleanup at top level (an after() inside before() would run at once).
 after(async () => {
   // Resources first, while the operator runs to release their finalizers.
   await kubectl(['-n', ns, 'delete', 'adapterjobs,adaptermerges,compressionjobs', '--all', '--timeout=60s']);
+  await standby?.stop();
   await operator?.stop();
   await agent?.stop();
+  for (const a of moreAgents) await a.stop();
   await kubectl(['delete', 'namespace', ns, '--wait=false']);
-  await kubectl(['delete', 'node', `e2e-node-${id}`, '--wait=false']);
+  await kubectl(['delete', 'node', '-l', `lowrank.dev/e2e-run=${id}`, '--wait=false']);
+  await kubectl(['delete', 'priorityclass', `training-high`, '--wait=false']);
 });
 
 const plural = { AdapterJob: 'adapterjobs', AdapterMerge: 'adaptermerges', CompressionJob: 'compressionjobs' } as const;
@@ -307,5 +312,54 @@ describe('operator on a real kube-apiserver', () => {
       assert.equal((await podsOf(n)).length, 1, `${n}: one pod`);
     }
     assert.match(operator?.log() ?? '', /became leader[\s\S]*became leader/);
+  });
+
+  it('every shipped example runs to Succeeded with its version', async () => {
+    // The examples ask for A100, H200 and L40S nodes and a PriorityClass too; give the cluster them.
+    for (const gpu of ['nvidia-a100-80gb', 'nvidia-h200', 'nvidia-l40s']) {
+      moreAgents.push(startAgent(id, { 'lowrank.dev/e2e-run': id, 'nvidia.com/gpu.product': gpu }, `e2e-node-${id}-${gpu}`));
+    }
+    await kubectl(['create', 'priorityclass', 'training-high', '--value=1000']);
+    const files = readdirSync(join(ROOT, 'crds/examples')).filter((f) => f.endsWith('.yaml'));
+    const kinds: Record<string, Kind> = { adapterjob: 'AdapterJob', adaptermerge: 'AdapterMerge', compressionjob: 'CompressionJob' };
+    const all = files.map((f) => ({ kind: kinds[f.split('-')[0] as string] as Kind, name: `ex-${f.replace(/\.yaml$/, '')}`, file: f }));
+    const applied = await kubectl(['apply', '-f', '-'], all.map((e) => stringify(example(e.file, e.name))).join('---\n'));
+    assert.equal(applied.code, 0, applied.stderr);
+    for (const e of all) {
+      const cr = await waitPhase(e.kind, e.name, 'Succeeded', 120_000);
+      assert.equal(cr.status?.outputVersion?.version, 1, e.name);
+    }
+    const table = await kubectl(['-n', ns, 'get', 'adapterjobs,adaptermerges,compressionjobs.lora.lowrank.dev', '-o', 'name']);
+    assert.equal(table.stdout.split('\n').filter((l) => l.includes('/ex-')).length, files.length);
+  });
+
+  it('a second replica waits as standby, takes over when the leader shuts down gracefully, and serves health and metrics', async () => {
+    standby = startOperator(`${id}-standby`, ns);
+    // The last start's port (a restarted process logs a new one).
+    const httpOf = (p: Proc) =>
+      waitFor('the operator http port', async () => [...p.log().matchAll(/"http":"127\.0\.0\.1:(\d+)"/g)].at(-1)?.[1]);
+    const get = async (port: string, path: string) => {
+      const r = await fetch(`http://127.0.0.1:${port}${path}`);
+      return { status: r.status, text: await r.text() };
+    };
+    const standbyPort = await httpOf(standby);
+    assert.equal((await get(standbyPort, '/healthz')).status, 200);
+    assert.equal((await get(standbyPort, '/readyz')).status, 200);
+    assert.match((await get(standbyPort, '/metrics')).text, /^lowrank_operator_leader 0$/m);
+    const leaderPort = await httpOf(operator as Proc);
+    const metrics = (await get(leaderPort, '/metrics')).text;
+    assert.match(metrics, /^lowrank_operator_leader 1$/m);
+    assert.match(metrics, /^lowrank_operator_jobs_created_total\{kind="AdapterJob"\} [1-9]/m);
+    assert.match(metrics, /^lowrank_operator_reconcile_duration_seconds_count\{kind="AdapterMerge"\} [1-9]/m);
+    // SIGTERM: in-flight work finishes, the Lease is released, exit 0; the standby leads at once.
+    assert.equal(await operator?.stop('SIGTERM'), 0);
+    assert.match(operator?.log() ?? '', /"msg":"lease released"/);
+    await waitFor('the standby to lead', async () => /became leader/.test(standby?.log() ?? ''), 10_000);
+    await apply(example('adapterjob-train-lora.yaml', 'after-failover'));
+    await waitPhase('AdapterJob', 'after-failover', 'Succeeded');
+    // Keep a running operator for the cleanup in after().
+    const promoted = standby;
+    standby = operator;
+    operator = promoted;
   });
 });
