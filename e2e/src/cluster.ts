@@ -131,6 +131,7 @@ export function startOperator(id: string, namespace: string, extraEnv: Record<st
       LOWRANK_HTTP_PORT: '0',
       LOWRANK_RESYNC_SECONDS: '10',
       LOWRANK_LEASE_DURATION_SECONDS: '4',
+      LOWRANK_PROGRESS_SECONDS: '1',
       ...extraEnv,
     },
     join(dir, 'operator.log'),

@@ -2,8 +2,8 @@
 /**
  * STAND-IN for `node worker/src/cli.ts run --spec <file>` until `lora-worker run` lands:
  * honours the same contract (see docs/operator.md) so the operator's e2e tests exercise it.
- * It does no training: it reads the spec, reports progress to the registry when
- * LOWRANK_JOB_ID is set, and writes the result file.
+ * It does no training: it reads the spec, reports one progress step per second of its
+ * sleep to the registry when LOWRANK_JOB_ID is set, and writes the result file.
  *
  *   worker-standin.ts run --spec <file>
  *   env: LOWRANK_REGISTRY_URL, LOWRANK_TOKEN, [LOWRANK_JOB_ID], [LOWRANK_RESULT_FILE]
@@ -67,15 +67,29 @@ process.on('SIGTERM', () => {
   fail(75, 'Terminated', 'stopped by SIGTERM');
 });
 
+/** The contract's progress channel: POST /v1/jobs/{id}/progress when LOWRANK_JOB_ID is set. */
+async function report(body: unknown): Promise<void> {
+  const id = process.env.LOWRANK_JOB_ID;
+  if (!id) return;
+  const res = await fetch(`${process.env.LOWRANK_REGISTRY_URL}/v1/jobs/${id}/progress`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${process.env.LOWRANK_TOKEN ?? ''}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!res.ok) console.log(JSON.stringify({ msg: 'progress report refused', status: res.status, body: await res.text() }));
+}
+
 const steps = Math.max(1, Math.ceil(sleepSeconds));
 for (let step = 1; step <= steps && !stopping; step++) {
   if (sleepSeconds > 0) await new Promise((r) => setTimeout(r, (sleepSeconds * 1000) / steps));
   console.log(JSON.stringify({ msg: 'step', step, totalSteps: steps }));
+  await report({ status: 'running', progress: { step, totalSteps: steps, loss: Number((2 / step).toFixed(4)) } });
 }
 
 if (exitCode !== 0) {
   fail(exitCode, notes['standin.lowrank.dev/reason'] ?? 'StandInFailure', `stand-in asked to exit ${exitCode}`);
 }
 const version = `v${notes['standin.lowrank.dev/version'] ?? '1'}`;
+await report({ status: 'succeeded' });
 result({ status: 'succeeded', output: { repository, version, ref: `${repository}@${version}` } });
 console.log(JSON.stringify({ msg: 'done', ref: `${repository}@${version}` }));

@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BatchV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
+import { createToken } from '../../registry-api/src/auth/tokens.ts';
+import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
 import { apis, kubeConfig, kubectl, type Proc, ROOT, runId, startAgent, startOperator, waitFor } from '../src/cluster.ts';
 
 const id = runId();
@@ -28,6 +30,9 @@ let agent: Proc | undefined;
 const moreAgents: Proc[] = [];
 let operator: Proc | undefined;
 let standby: Proc | undefined;
+/** The real registry (PostgreSQL, Redis, MinIO) the worker reports progress to. */
+let reg: TestRegistry;
+let registryToken = '';
 
 // Cleanup at top level (an after() inside before() would run at once).
 after(async () => {
@@ -59,6 +64,8 @@ interface Cr {
     }[];
     outputVersion?: { repository: string; version: number; uri?: string };
     attempts?: number;
+    progress?: { step?: number; totalSteps?: number; percent?: number; loss?: number };
+    progressText?: string;
     jobName?: string;
     message?: string;
   };
@@ -121,10 +128,23 @@ before(async () => {
     assert.equal(r.code, 0, r.stderr);
   }
   assert.equal((await kubectl(['create', 'namespace', ns])).code, 0);
-  const secret = await kubectl(['-n', ns, 'create', 'secret', 'generic', 'lowrank-registry-token', '--from-literal=token=e2e-token']);
+  reg = await startRegistry();
+  const org = await reg.prisma.organization.create({ data: { name: `e2e-${id}` } });
+  const team = await reg.prisma.team.create({ data: { name: 'nlp-team', organizationId: org.id } });
+  const user = await reg.prisma.user.create({ data: { handle: `op-${id}`, memberships: { create: { teamId: team.id } } } });
+  registryToken = (await createToken(reg.prisma, { userId: user.id, name: 'e2e', scope: 'write' })).token;
+  const secret = await kubectl([
+    '-n',
+    ns,
+    'create',
+    'secret',
+    'generic',
+    'lowrank-registry-token',
+    `--from-literal=token=${registryToken}`,
+  ]);
   assert.equal(secret.code, 0, secret.stderr);
   agent = startAgent(id, nodeLabel);
-  operator = startOperator(id, ns);
+  operator = startOperator(id, ns, { LOWRANK_REGISTRY_URL: reg.base, LOWRANK_OPERATOR_TOKEN: registryToken });
   await waitFor('the test node to be Ready', async () => {
     const node = await core.readNode({ name: `e2e-node-${id}` });
     return node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && !node.spec?.taints?.length;
@@ -188,6 +208,39 @@ describe('operator on a real kube-apiserver', () => {
     const describe = await kubectl(['-n', ns, 'describe', 'aj', 'train-ok']);
     assert.match(describe.stdout, /JobCreated\s+.*created Job aj-train-ok/);
     assert.match(describe.stdout, /Succeeded\s+.*pushed nlp-team\/support-bot version 1/);
+  });
+
+  it('progress pushed by the worker through the registry shows in status (step/total, loss), never scraped from logs', async () => {
+    const doc = example('adapterjob-train-lora.yaml', 'with-progress', { 'standin.lowrank.dev/sleep-seconds': '6' });
+    const auth = { authorization: `Bearer ${registryToken}`, 'content-type': 'application/json' };
+    const created = await fetch(`${reg.base}/v1/jobs`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ kind: 'AdapterJob', spec: doc.spec }),
+    });
+    assert.equal(created.status, 201);
+    const record = (await created.json()) as { id: string };
+    (doc.metadata.annotations as Record<string, string>)['lora.lowrank.dev/registry-job'] = record.id;
+    await apply(doc);
+    const mid = await waitFor(
+      'progress in status while running',
+      async () => {
+        const cr = await getCr('AdapterJob', 'with-progress');
+        return cr?.status?.phase === 'Running' && (cr.status.progress?.step ?? 0) >= 2 ? cr : undefined;
+      },
+      30_000,
+    );
+    const p = mid.status?.progress;
+    assert.equal(p?.totalSteps, 6);
+    assert.equal(p?.loss, Number((2 / (p?.step ?? 1)).toFixed(4)));
+    assert.equal(p?.percent, Math.floor((100 * (p?.step ?? 0)) / 6));
+    assert.equal(mid.status?.progressText, `${p?.step}/6`);
+    await waitPhase('AdapterJob', 'with-progress', 'Succeeded');
+    const after = (await (await fetch(`${reg.base}/v1/jobs/${record.id}`, { headers: auth })).json()) as {
+      status: string;
+      progress: { step: number };
+    };
+    assert.deepEqual([after.status, after.progress.step], ['succeeded', 6]);
   });
 
   it('a worker exiting 65 (bad input) fails at once with its reason; no retry', async () => {

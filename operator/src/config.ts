@@ -13,6 +13,10 @@ export interface OperatorConfig {
   workerEnv: Record<string, string>;
   /** Registry URL handed to the worker as LOWRANK_REGISTRY_URL. */
   registryUrl: string;
+  /** The operator's own registry token (read access to job records), for progress. */
+  operatorToken: string;
+  /** How often a running job's progress is read from the registry. */
+  progressSeconds: number;
   /** Secret (in the custom resource's namespace) holding the registry token under `tokenSecretKey`. */
   tokenSecretName: string;
   tokenSecretKey: string;
@@ -89,6 +93,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
       'an object of string values',
     ),
     registryUrl,
+    operatorToken: env.LOWRANK_OPERATOR_TOKEN ?? '',
+    progressSeconds: int(env, 'LOWRANK_PROGRESS_SECONDS', 10, 1, 3600),
     tokenSecretName: env.LOWRANK_TOKEN_SECRET || 'lowrank-registry-token',
     tokenSecretKey: env.LOWRANK_TOKEN_SECRET_KEY || 'token',
     workerServiceAccount: env.LOWRANK_WORKER_SERVICE_ACCOUNT ?? '',

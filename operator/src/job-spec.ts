@@ -15,6 +15,7 @@
 import type { V1Affinity, V1ConfigMap, V1Job, V1OwnerReference, V1Toleration } from '@kubernetes/client-node';
 import type { OperatorConfig } from './config.ts';
 import { API_VERSION, GROUP, type Kind, LABELS, MANAGED_BY } from './kinds.ts';
+import { registryJobId } from './progress.ts';
 
 export const SPEC_DIR = '/etc/lowrank/spec';
 export const SPEC_FILE = `${SPEC_DIR}/resource.json`;
@@ -118,6 +119,9 @@ export function buildJob(cr: Resource, name: string, cfg: OperatorConfig): V1Job
     { name: 'LOWRANK_RESOURCE', value: `${cr.kind}/${cr.metadata.namespace}/${cr.metadata.name}` },
     { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
   ];
+  // The registry job record the worker reports progress to (see progress.ts).
+  const jobId = registryJobId(cr.metadata.annotations);
+  if (jobId) env.push({ name: 'LOWRANK_JOB_ID', value: jobId });
   const retry = s.retry ?? {};
   return {
     apiVersion: 'batch/v1',

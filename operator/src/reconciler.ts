@@ -25,6 +25,7 @@ import { buildConfigMap, buildJob, type Resource } from './job-spec.ts';
 import { FINALIZER, GROUP, jobName, KINDS, type Kind, VERSION } from './kinds.ts';
 import type { Metrics } from './metrics.ts';
 import { type Observation, observeJob, type Phase } from './outcome.ts';
+import { fetchProgress, type Progress, registryJobId } from './progress.ts';
 
 export interface ReconcileResult {
   /** Look again after this long even without a watch event. */
@@ -170,12 +171,25 @@ export class Reconciler {
       log.info({ suspend: cr.spec.suspend === true }, 'job suspend updated');
     }
     obs = observeJob(job, await this.listPods(job), this.d.cfg.registryUrl);
+    const progress = obs.phase === 'Running' ? await this.readProgress(cr, log) : undefined;
     const inputs: Condition | undefined =
       kind === 'AdapterMerge'
         ? { type: 'InputsResolved', status: 'True', reason: 'InputsAvailable', message: INPUTS_AVAILABLE, observedGeneration: generation }
         : undefined;
-    const result = await this.writeStatus(cr, { ...status, jobName: jn }, obs, accepted, inputs, generation);
+    const result = await this.writeStatus(cr, { ...status, jobName: jn }, obs, accepted, inputs, generation, progress);
+    if (obs.phase === 'Running' && registryJobId(cr.metadata.annotations)) return { requeueAfterMs: this.d.cfg.progressSeconds * 1000 };
     return obs.phase === 'Running' || obs.phase === 'Pending' ? { ...result, requeueAfterMs: 30_000 } : result;
+  }
+
+  private async readProgress(cr: Resource, log: Logger): Promise<Progress | undefined> {
+    const id = registryJobId(cr.metadata.annotations);
+    if (!id) return undefined;
+    try {
+      return await fetchProgress(this.d.cfg.registryUrl, this.d.cfg.operatorToken, id);
+    } catch (err) {
+      log.warn({ err, registryJob: id }, 'could not read progress from the registry');
+      return undefined;
+    }
   }
 
   /** Reasons not to create the Job yet: inputs still being produced, no registry token. */
@@ -262,6 +276,7 @@ export class Reconciler {
     accepted: Condition,
     extra?: Condition,
     generation = cr.metadata.generation ?? 0,
+    progress?: Progress,
   ): Promise<ReconcileResult> {
     const now = new Date().toISOString();
     const c = (type: string, on: boolean, reason: string, message: string): Condition => ({
@@ -304,8 +319,8 @@ export class Reconciler {
       ...(obs.startTime ? { startTime: obs.startTime } : current.startTime ? { startTime: current.startTime } : {}),
       ...(obs.completionTime ? { completionTime: obs.completionTime } : {}),
       ...(obs.outputVersion ? { outputVersion: obs.outputVersion } : {}),
-      ...(current.progress ? { progress: current.progress } : {}),
-      progressText: p === 'Succeeded' ? '100%' : p === 'Running' ? progressText(current.progress) : p.toLowerCase(),
+      ...(progress ? { progress } : current.progress ? { progress: current.progress } : {}),
+      progressText: p === 'Succeeded' ? '100%' : p === 'Running' ? progressText(progress ?? current.progress) : p.toLowerCase(),
     };
     const changed = Object.entries(next).some(([k, v]) => JSON.stringify(v) !== JSON.stringify(current[k]));
     if (!changed) return {};

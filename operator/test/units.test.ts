@@ -17,6 +17,7 @@ import { blockingProducers } from '../src/inputs.ts';
 import { buildConfigMap, buildJob, RESULT_FILE, type Resource, SPEC_FILE } from '../src/job-spec.ts';
 import { jobName } from '../src/kinds.ts';
 import { observeJob, versionNumber } from '../src/outcome.ts';
+import { registryJobId, toStatusProgress } from '../src/progress.ts';
 import { WorkQueue } from '../src/queue.ts';
 
 const examples = join(import.meta.dirname, '..', '..', 'crds', 'examples');
@@ -215,6 +216,28 @@ describe('work queue', () => {
     assert.deepEqual(runs.filter((k) => k === 'b').length, 2); // failed, retried after 200 ms
     assert.ok(maxActive <= 2);
     await q.drain(100);
+  });
+});
+
+describe('progress from the registry job record', () => {
+  it('maps the worker report to status.progress, derives percent, drops junk', () => {
+    assert.deepEqual(toStatusProgress({ step: 30, totalSteps: 120, loss: 1.25, tokensPerSecond: 900, etaSeconds: 61.4, extra: 'x' }), {
+      step: 30,
+      totalSteps: 120,
+      percent: 25,
+      loss: 1.25,
+      tokensPerSecond: 900,
+      etaSeconds: 61,
+    });
+    assert.deepEqual(toStatusProgress({ step: -1, percent: 250, loss: 'high' }), { percent: 100 });
+    assert.equal(toStatusProgress({}), undefined);
+  });
+  it('takes the id only from a well-formed annotation', () => {
+    assert.equal(
+      registryJobId({ 'lora.lowrank.dev/registry-job': '0b9e1c7a-1111-4222-8333-944455556666' }),
+      '0b9e1c7a-1111-4222-8333-944455556666',
+    );
+    assert.equal(registryJobId({ 'lora.lowrank.dev/registry-job': '../../admin' }), undefined);
   });
 });
 
