@@ -271,6 +271,9 @@ describe('operator on a real kube-apiserver', () => {
     const cr = await waitPhase('AdapterMerge', 'flaky', 'Failed', 90_000);
     assert.equal(cond(cr, 'Failed')?.reason, 'RegistryUnavailable');
     assert.equal(cr.status?.attempts, 2);
+    // Between the attempts the resource said why it was waiting (an Event kubectl describe shows).
+    const describe = await kubectl(['-n', ns, 'describe', 'am', 'flaky']);
+    assert.match(describe.stdout, /attempt 1 failed \(exit code 75, RegistryUnavailable\); retrying within backoffLimit 1/);
     assert.equal((await podsOf('flaky')).length, 2);
     // Failed stays failed: a later resync does not start another attempt.
     await new Promise((r) => setTimeout(r, 3000));

@@ -36,19 +36,29 @@ export class LeaderElector {
     return this.leading;
   }
 
+  /** The lease update in flight, so release() never races a renewal. */
+  private inflight: Promise<void> | undefined;
+
   start(): void {
-    void this.tick();
+    this.run();
+  }
+
+  private run(): void {
+    this.inflight = this.tick().finally(() => {
+      this.inflight = undefined;
+    });
   }
 
   private schedule(): void {
     if (this.stopped) return;
     const period = this.leading ? (this.o.leaseDurationSeconds * 1000) / 3 : 1000;
-    this.timer = setTimeout(() => void this.tick(), period);
+    this.timer = setTimeout(() => this.run(), period);
   }
 
   private async tick(): Promise<void> {
     try {
       const ok = await this.tryAcquireOrRenew();
+      if (this.stopped) return; // shutting down: release() decides what happens to the lease
       if (ok && !this.leading) {
         this.leading = true;
         this.o.log.info({ lease: `${this.o.namespace}/${this.o.name}`, identity: this.o.identity }, 'became leader');
@@ -118,6 +128,7 @@ export class LeaderElector {
   async release(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    await this.inflight;
     if (!this.leading) return;
     this.leading = false;
     const { api, name, namespace, identity } = this.o;

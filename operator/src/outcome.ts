@@ -131,6 +131,33 @@ export function observeJob(job: V1Job, pods: V1Pod[], registryUrl: string): Obse
   const running = sorted.find((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp);
   if (running) return { ...base, phase: 'Running', reason: 'PodRunning', message: `pod ${running.metadata?.name} is running` };
 
+  // Between a pod's end and the Job's verdict: still running (finishing), or a failed
+  // attempt the Job controller is about to retry. Never "Pending/JobCreated" again.
+  const finishing = cond('FailureTarget') ?? cond('SuccessCriteriaMet');
+  if (finishing) {
+    return {
+      ...base,
+      phase: 'Running',
+      reason: 'Finishing',
+      message: `the Job is finishing (${finishing.type}: ${finishing.reason ?? ''})`,
+    };
+  }
+  const newest = sorted.find((p) => !p.metadata?.deletionTimestamp);
+  if (newest?.status?.phase === 'Succeeded') {
+    return { ...base, phase: 'Running', reason: 'Completing', message: `pod ${newest.metadata?.name} succeeded; the Job is completing` };
+  }
+  if (newest?.status?.phase === 'Failed') {
+    const term = workerState(newest)?.terminated;
+    const result = parseResult(term?.message);
+    const why = result?.status === 'failed' ? result.reason : (term?.reason ?? 'Error');
+    return {
+      ...base,
+      phase: 'Pending',
+      reason: 'Retrying',
+      message: `attempt ${attempts} failed (exit code ${term?.exitCode ?? '?'}, ${why}); retrying within backoffLimit ${job.spec?.backoffLimit ?? 6}`,
+    };
+  }
+
   const pending = sorted.find((p) => p.status?.phase === 'Pending');
   if (pending) {
     const waiting = workerState(pending)?.waiting;

@@ -135,6 +135,20 @@ describe('reading the outcome of a Job', () => {
     assert.deepEqual([p.phase, p.reason], ['Pending', 'CreateContainerConfigError']);
     assert.equal(observeJob(job({}, true), [], 'http://r').phase, 'Suspended');
   });
+  it('between a pod ending and the Job verdict: Completing, Retrying or Finishing, never back to Pending/JobCreated', () => {
+    const done = observeJob(job({ active: 0 }), [pod('Succeeded', { terminated: { exitCode: 0 } })], 'http://r');
+    assert.deepEqual([done.phase, done.reason], ['Running', 'Completing']);
+    const msg = JSON.stringify({ status: 'failed', reason: 'RegistryUnavailable' });
+    const retry = observeJob(job({ failed: 1 }), [pod('Failed', { terminated: { exitCode: 75, message: msg } })], 'http://r');
+    assert.deepEqual([retry.phase, retry.reason], ['Pending', 'Retrying']);
+    assert.match(retry.message, /attempt 1 failed \(exit code 75, RegistryUnavailable\)/);
+    const failing = observeJob(
+      job({ failed: 1, conditions: [{ type: 'FailureTarget', status: 'True', reason: 'PodFailurePolicy' }] }),
+      [pod('Failed', { terminated: { exitCode: 65 } })],
+      'http://r',
+    );
+    assert.deepEqual([failing.phase, failing.reason], ['Running', 'Finishing']);
+  });
   it('versions: v3, 3 and "3" are 3; junk is refused', () => {
     assert.deepEqual(
       [versionNumber('v3'), versionNumber(3), versionNumber('3'), versionNumber('latest'), versionNumber(0)],
