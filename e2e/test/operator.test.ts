@@ -281,6 +281,23 @@ describe('operator on a real kube-apiserver', () => {
     assert.equal((await podsOf('flaky')).length, 2);
   });
 
+  it('activeDeadlineSeconds stops a run that takes too long: Failed/DeadlineExceeded, process gone', async () => {
+    await apply(
+      example(
+        'compressionjob-rank-reduction-fixed.yaml',
+        'too-slow',
+        { 'standin.lowrank.dev/sleep-seconds': '120' },
+        {
+          retry: { backoffLimit: 3, activeDeadlineSeconds: 3 },
+        },
+      ),
+    );
+    const cr = await waitPhase('CompressionJob', 'too-slow', 'Failed', 60_000);
+    assert.equal(cond(cr, 'Failed')?.reason, 'DeadlineExceeded');
+    assert.equal(cr.status?.attempts, 1);
+    await waitFor('the pod to be gone', async () => (await podsOf('too-slow')).length === 0, 30_000);
+  });
+
   it('a resource deleted mid-run leaves no pod, Job or process behind', async () => {
     await apply(example('adapterjob-train-lora.yaml', 'doomed', { 'standin.lowrank.dev/sleep-seconds': '120' }));
     await waitPhase('AdapterJob', 'doomed', 'Running');
