@@ -1,13 +1,15 @@
 /**
- * scripts/services: real PostgreSQL, Redis and MinIO (S3) as local processes on free
- * loopback ports, each with its own data dir under the state dir, stopped by PID.
+ * scripts/services: real PostgreSQL, Redis and MinIO (S3), and a Kubernetes test cluster
+ * (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; see kube.ts) as local
+ * processes on free loopback ports, each with its own data dir under the state dir,
+ * stopped by PID.
  *
- *   scripts/services start [postgres] [redis] [minio]   (default: all three)
+ *   scripts/services start [names...]                     (default: all)
  *   scripts/services stop [names...]                      (default: all running)
  *   scripts/services status | env | install [names...]
  *
- * Installs what is missing (Debian packages for PostgreSQL and Redis, MinIO built once
- * from the Go module proxy into $LOWRANK_CACHE/bin), writes the URLs to
+ * Installs what is missing (Debian packages for PostgreSQL and Redis; MinIO, etcd and the
+ * Kubernetes components built once from the Go module proxy into $LOWRANK_CACHE/bin), writes the URLs to
  * <state>/services.env, and is idempotent: a running service is left as it is.
  * State dir: $LOWRANK_STATE_DIR, default <repo>/.lowrank/services.
  */
@@ -16,12 +18,22 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { etcd, kubeApiserver, kubeControllerManager, kubeScheduler } from './kube.ts';
 import { minio } from './minio.ts';
 import { postgres } from './postgres.ts';
 import { redis } from './redis.ts';
 import { type Service, type ServiceContext, ServiceError, type ServiceState } from './types.ts';
 
-const SERVICES: Record<string, Service> = { postgres, redis, minio };
+// Start order matters for the cluster: each component needs the ones before it.
+const SERVICES: Record<string, Service> = {
+  postgres,
+  redis,
+  minio,
+  etcd,
+  'kube-apiserver': kubeApiserver,
+  'kube-controller-manager': kubeControllerManager,
+  'kube-scheduler': kubeScheduler,
+};
 
 const root = resolve(import.meta.dirname, '../../..');
 const stateDir = resolve(process.env.LOWRANK_STATE_DIR ?? join(root, '.lowrank', 'services'));
@@ -98,10 +110,11 @@ async function main(): Promise<void> {
       break;
     }
     case 'stop':
+      // Reverse start order: controllers before the apiserver before etcd.
       for (const n of pick(
         args,
-        Object.keys(state).filter((k) => (state[k]?.pid ?? 0) > 0),
-      )) {
+        Object.keys(SERVICES).filter((k) => (state[k]?.pid ?? 0) > 0),
+      ).reverse()) {
         const prev = state[n];
         if (!prev || prev.pid === 0) continue;
         const ctx = context(n);
@@ -116,7 +129,7 @@ async function main(): Promise<void> {
       for (const n of Object.keys(SERVICES)) {
         const prev = state[n];
         const up = prev && prev.pid > 0 ? await (SERVICES[n] as Service).alive(context(n), prev) : false;
-        console.log(`${n.padEnd(9)} ${up ? `running  pid ${prev?.pid}  ${prev?.url}` : 'stopped'}`);
+        console.log(`${n.padEnd(23)} ${up ? `running  pid ${prev?.pid}  ${prev?.url}` : 'stopped'}`);
       }
       break;
     case 'env':
