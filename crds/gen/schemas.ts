@@ -2726,7 +2726,7 @@ export const crds: Record<JobKind, CrdInfo> = {
     "plural": "compressionjobs",
     "singular": "compressionjob",
     "shortNames": [
-      "cj"
+      "cpj"
     ],
     "categories": [
       "lowrank"

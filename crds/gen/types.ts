@@ -3875,7 +3875,7 @@ export interface CompressionJobStatus {
   message?: string;
 }
 
-/** A CompressionJob custom resource (lora.lowrank.dev/v1alpha1, short name cj). */
+/** A CompressionJob custom resource (lora.lowrank.dev/v1alpha1, short name cpj). */
 export interface CompressionJob {
   apiVersion: 'lora.lowrank.dev/v1alpha1';
   kind: 'CompressionJob';

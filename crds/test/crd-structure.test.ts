@@ -19,7 +19,7 @@ const crds = readdirSync(dir)
 const expected: Record<string, { short: string; columns: string[] }> = {
   AdapterJob: { short: 'aj', columns: ['Mode', 'Method', 'Phase', 'Progress', 'Version', 'Age'] },
   AdapterMerge: { short: 'am', columns: ['Method', 'Phase', 'Progress', 'Version', 'Age'] },
-  CompressionJob: { short: 'cj', columns: ['Mode', 'Phase', 'Progress', 'Version', 'Age'] },
+  CompressionJob: { short: 'cpj', columns: ['Mode', 'Phase', 'Progress', 'Version', 'Age'] },
 };
 
 function visit(node: SchemaNode, path: string, fn: (n: SchemaNode, p: string) => void): void {

@@ -10,7 +10,7 @@ export const MANAGED_BY = 'lowrank-operator';
 export const KINDS = {
   AdapterJob: { plural: 'adapterjobs', short: 'aj' },
   AdapterMerge: { plural: 'adaptermerges', short: 'am' },
-  CompressionJob: { plural: 'compressionjobs', short: 'cj' },
+  CompressionJob: { plural: 'compressionjobs', short: 'cj' }, // Job name prefix; the CRD short name is cpj (cj is CronJob's)
 } as const;
 export type Kind = keyof typeof KINDS;
 export const KIND_NAMES = Object.keys(KINDS) as Kind[];
