@@ -6,8 +6,9 @@
  * the worker command as a local process.
  *
  * The worker here is e2e/src/worker-standin.ts, a STAND-IN honouring the `lora-worker run`
- * contract until that command lands; its annotations (standin.lowrank.dev/*) make it sleep
- * or fail.
+ * contract whose annotations (standin.lowrank.dev/*) make it sleep or fail on demand, so
+ * every example and failure mode runs in seconds; e2e/test/operator-worker.test.ts runs
+ * the real `lora-worker run` against a real registry.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
