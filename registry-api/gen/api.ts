@@ -599,7 +599,7 @@ export type paths = {
         /** Your jobs (all jobs for site admins), newest first. */
         get: operations["listJobs"];
         put?: never;
-        /** Submits a job (the custom resource, or {kind, spec}) validated by the shared job schema and queued for the local executor. */
+        /** Submits a job (the custom resource, or {kind, spec}) validated by the shared job schema and queued for the local executor; with executor=external it is only recorded (an operator runs it and its worker reports to the record). */
         post: operations["submitJob"];
         delete?: never;
         options?: never;
@@ -2024,7 +2024,10 @@ export interface operations {
     };
     submitJob: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description local (default) queues the job for the local executor; external records it for a runner elsewhere (the Kubernetes operator), which gives its worker LOWRANK_JOB_ID. */
+                executor?: "local" | "external";
+            };
             header?: never;
             path?: never;
             cookie?: never;

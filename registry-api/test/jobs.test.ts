@@ -58,6 +58,19 @@ describe('jobs', () => {
     );
   });
 
+  it('records a job for an external runner (the operator) without queueing it', async () => {
+    const r = await call('ada', 'POST', '/v1/jobs?executor=external', job());
+    assert.equal(r.status, 201);
+    const j = await json(r);
+    assert.equal(j.status, 'queued');
+    const queue = new Queue(JOB_QUEUE, { connection: { url: serviceEnv('REDIS_URL') } });
+    assert.equal(await queue.getJob(j.id), undefined, 'not for the local executor');
+    await queue.close();
+    // Its worker reports to the record like any other.
+    assert.equal((await call('ada', 'POST', `/v1/jobs/${j.id}/progress`, { status: 'running', progress: { step: 1 } })).status, 200);
+    assert.equal((await call('ada', 'POST', '/v1/jobs?executor=kubelet', job())).status, 400);
+  });
+
   it('answers an invalid job with every field error, and another team with 403', async () => {
     const bad = await call('ada', 'POST', '/v1/jobs', { kind: 'AdapterJob', spec: { ...job().spec, mode: 'finetune' } });
     assert.equal(bad.status, 422);

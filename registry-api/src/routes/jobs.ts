@@ -65,14 +65,15 @@ export function submitJob(ctx: Context, queue: JobQueue): RequestHandler {
       data: { kind: resource.kind, name, spec: resource as unknown as Prisma.InputJsonValue, submittedById: principal.userId },
     });
     const retry = (resource.spec as { retry?: { backoffLimit?: number } }).retry;
-    await queue.enqueue(job.id, job.kind, (retry?.backoffLimit ?? 0) + 1);
+    // An external runner (the operator) runs it: only the record is made.
+    if (req.query.executor !== 'external') await queue.enqueue(job.id, job.kind, (retry?.backoffLimit ?? 0) + 1);
     await ctx.prisma.auditEvent.create({
       data: {
         actorId: principal.userId,
         tokenId: principal.tokenId,
         action: 'job.submit',
         target: `job/${job.id}`,
-        details: { kind: job.kind, name },
+        details: { kind: job.kind, name, executor: req.query.executor === 'external' ? 'external' : 'local' },
       },
     });
     res.status(201).location(`/v1/jobs/${job.id}`).json(jobView(job));
