@@ -4,8 +4,9 @@
  * makes the Jobs, the real controller-manager and scheduler make and bind the pods, the
  * test node agent (the only fake) runs `lora-worker run`, which pulls the inputs, merges
  * or compresses them with the native core and pushes the result; the CR ends Succeeded
- * with the version the registry now holds, lineage included. A worker refused by bad
- * input ends Failed with its reason, without retries.
+ * with the version the registry now holds, lineage included, and the registry job record
+ * the operator made for it (the worker reported to it) linked from the version. A worker
+ * refused by bad input ends Failed with its reason, without retries.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
@@ -94,6 +95,7 @@ before(async () => {
 });
 
 interface Cr {
+  metadata?: { annotations?: Record<string, string> };
   status?: {
     phase?: string;
     outputVersion?: { repository: string; version: number };
@@ -167,6 +169,13 @@ describe('kubectl apply to a registry version, with the real lora-worker', () =>
       ],
     );
     assert.equal(v.methodMetadata.method, 'ties');
+    // The operator recorded the job in the registry; the worker reported to it and linked the version.
+    const recordId = cr.metadata?.annotations?.['lora.lowrank.dev/registry-job'];
+    assert.ok(recordId, 'the operator annotated the resource with its registry job');
+    assert.equal(v.job, recordId);
+    const record = await client.json<any>('GET', `/v1/jobs/${recordId}`);
+    assert.equal(record.status, 'succeeded');
+    assert.equal(record.progress.output.ref, 'nlp-team/support-suite@1');
   });
 
   it('compresses the merged version to a serving slot (CompressionJob)', async () => {

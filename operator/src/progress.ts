@@ -4,6 +4,8 @@
  * hands the id to the worker as LOWRANK_JOB_ID; the worker POSTs /v1/jobs/{id}/progress;
  * the operator reads GET /v1/jobs/{id} while the job runs and copies the numbers into
  * status.progress. A registry that is down only delays progress: the run goes on.
+ * Without the annotation, the operator records the job itself before making its Job
+ * (POST /v1/jobs?executor=external, with its own token) and annotates the resource.
  */
 import { GROUP } from './kinds.ts';
 
@@ -59,4 +61,34 @@ export async function fetchProgress(registryUrl: string, token: string, id: stri
   if (!res.ok) throw new Error(`GET /v1/jobs/${id}: HTTP ${res.status}`);
   const job = (await res.json()) as { progress?: Record<string, unknown> };
   return toStatusProgress(job.progress);
+}
+
+/**
+ * Records the resource as a registry job run elsewhere (by this operator) and returns its
+ * id; undefined when the registry refuses it (e.g. the token's team does not own the
+ * output repository) or is unreachable: the run goes on without progress in status.
+ */
+export async function createRegistryJob(
+  registryUrl: string,
+  token: string,
+  resource: { apiVersion?: string; kind: string; metadata: { name: string }; spec: unknown },
+): Promise<{ id?: string; error?: string }> {
+  try {
+    const res = await fetch(`${registryUrl.replace(/\/+$/, '')}/v1/jobs?executor=external`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        apiVersion: resource.apiVersion,
+        kind: resource.kind,
+        metadata: { name: resource.metadata.name },
+        spec: resource.spec,
+      }),
+      signal: AbortSignal.timeout(5000),
+    });
+    const body = (await res.json().catch(() => ({}))) as { id?: string; detail?: string };
+    if (!res.ok || !body.id || !ID.test(body.id)) return { error: `POST /v1/jobs: HTTP ${res.status} ${body.detail ?? ''}`.trim() };
+    return { id: body.id };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
 }

@@ -25,7 +25,7 @@ import { buildConfigMap, buildJob, type Resource } from './job-spec.ts';
 import { FINALIZER, GROUP, jobName, KINDS, type Kind, VERSION } from './kinds.ts';
 import type { Metrics } from './metrics.ts';
 import { type Observation, observeJob, type Phase } from './outcome.ts';
-import { fetchProgress, type Progress, registryJobId } from './progress.ts';
+import { createRegistryJob, fetchProgress, type Progress, REGISTRY_JOB_ANNOTATION, registryJobId } from './progress.ts';
 
 export interface ReconcileResult {
   /** Look again after this long even without a watch event. */
@@ -160,6 +160,7 @@ export class Reconciler {
       }
       const wait = await this.mustWait(cr);
       if (wait) return { ...(await this.writeStatus(cr, status, wait.obs, accepted, wait.extra)), requeueAfterMs: wait.requeueMs };
+      cr = await this.recordInRegistry(cr, log);
       job = await this.createJob(cr, jn, log);
     } else if ((job.spec?.suspend ?? false) !== (cr.spec.suspend === true)) {
       // Kueue (or a user) toggled spec.suspend: the Job controller stops or starts the pod.
@@ -179,6 +180,22 @@ export class Reconciler {
     const result = await this.writeStatus(cr, { ...status, jobName: jn }, obs, accepted, inputs, generation, progress);
     if (obs.phase === 'Running' && registryJobId(cr.metadata.annotations)) return { requeueAfterMs: this.d.cfg.progressSeconds * 1000 };
     return obs.phase === 'Running' || obs.phase === 'Pending' ? { ...result, requeueAfterMs: 30_000 } : result;
+  }
+
+  /** Gives the resource a registry job record (for progress and the version's job link) unless it has one. */
+  private async recordInRegistry(cr: Resource, log: Logger): Promise<Resource> {
+    if (!this.d.cfg.operatorToken || registryJobId(cr.metadata.annotations)) return cr;
+    const made = await createRegistryJob(this.d.cfg.registryUrl, this.d.cfg.operatorToken, cr);
+    if (!made.id) {
+      log.warn({ error: made.error }, 'no registry job record: progress will not show in status');
+      return cr;
+    }
+    log.info({ registryJob: made.id }, 'registry job recorded');
+    return this.patchResource(
+      cr,
+      { metadata: { annotations: { [REGISTRY_JOB_ANNOTATION]: made.id }, resourceVersion: cr.metadata.resourceVersion } },
+      false,
+    );
   }
 
   private async readProgress(cr: Resource, log: Logger): Promise<Progress | undefined> {
