@@ -436,6 +436,31 @@ describe('training engine: determinism', () => {
   });
 });
 
+describe('training engine: activation recomputation', () => {
+  it('gives bit-identical steps (LoRA + DoRA + dropout) with one layer of activations', async () => {
+    const run = async (recompute: boolean, dropout: number) => {
+      const m = await TrainModel.load(good);
+      const mods = initLora(m.config, { r: 3, alpha: 6, targets: PROJECTIONS, seed: 2 });
+      m.setAdapter(mods, dropout > 0 ? {} : { 'model.layers.1.mlp.up_proj': new Float32Array(24).fill(1.2) });
+      m.setDropout(dropout, 3);
+      m.setRecompute(recompute);
+      const out: number[] = [];
+      for (let s = 0; s < 2; s++) {
+        const r = await m.trainStep([batch(2, 6, s), batch(1, 8, s + 5)], { lr: 0.01, maxGradNorm: 1 });
+        out.push(r.loss, r.gradNorm);
+      }
+      return { out, adapter: m.adapter() };
+    };
+    for (const dropout of [0, 0.2]) {
+      const [x, y] = [await run(false, dropout), await run(true, dropout)];
+      assert.deepEqual(y.out, x.out, `dropout ${dropout}`);
+      for (const [path, mod] of Object.entries(x.adapter)) {
+        assert.ok(Buffer.from(mod.B.buffer).equals(Buffer.from(y.adapter[path]?.B.buffer ?? new ArrayBuffer(0))), `${path} B`);
+      }
+    }
+  });
+});
+
 describe('training engine: checkpoints', () => {
   it('resuming from a checkpoint continues the same run bit for bit (LoRA + DoRA, schedule, moments)', async () => {
     const optimizer = { lr: 0.02, weightDecay: 0.1, maxGradNorm: 1.0, schedule: 'cosine' as const, warmupSteps: 1, totalSteps: 4 };

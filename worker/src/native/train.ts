@@ -136,6 +136,7 @@ interface TrainNative {
   trainSetMoments(s: unknown, layer: number, proj: number, m: Moments): void;
   trainGetStep(s: unknown): number;
   trainSetDropout(s: unknown, p: number, seed: Seed): void;
+  trainSetRecompute(s: unknown, on: boolean): void;
   trainDropoutMask(s: unknown, layer: number, proj: number, step: number, micro: number, n: number): Float32Array;
   trainSetStep(s: unknown, step: number): void;
   trainForward(
@@ -375,6 +376,16 @@ export class TrainModel {
     this.#idle('setDropout()');
     if (!(typeof p === 'number' && p >= 0 && p < 1)) throw new TypeError('dropout must be a number in [0, 1)');
     native().trainSetDropout(this.#session, p, seed);
+  }
+
+  /**
+   * Activation recomputation: keep only each layer's input and recompute its forward in
+   * the backward, so one layer's activations are in memory instead of all (about a third
+   * more compute). Results are bit-identical either way.
+   */
+  setRecompute(on: boolean): void {
+    this.#idle('setRecompute()');
+    native().trainSetRecompute(this.#session, on === true);
   }
 
   /** The dropout mask (0 or 1/(1-p) per entry, [n, in]) a module's input gets at (step, micro-batch). */

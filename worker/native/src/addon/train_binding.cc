@@ -269,6 +269,17 @@ Napi::Value SetMoments(const Napi::CallbackInfo& info) {
   });
 }
 
+// trainSetRecompute(session, on): activation recomputation (one layer's activations in memory).
+Napi::Value SetRecompute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->engine->set_recompute(info[1].ToBoolean());
+    return env.Undefined();
+  });
+}
+
 // trainSetDropout(session, p, seed): PEFT's lora_dropout for training-mode forwards.
 Napi::Value SetDropout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -338,16 +349,16 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           s->engine->set_training(training, s->step, 0);
           try {
             *loss = s->engine->forward(batch->view(), want_logits ? logits->data() : nullptr);
+            if (backward) {
+              if (loss->count == 0) throw Error("invalid_argument", "backward: the batch has no labelled token");
+              s->engine->zero_grad();
+              s->engine->backward(static_cast<float>(1.0 / static_cast<double>(loss->count)));
+            }
           } catch (...) {
             s->engine->set_training(false);
             throw;
           }
           s->engine->set_training(false);
-          if (backward) {
-            if (loss->count == 0) throw Error("invalid_argument", "backward: the batch has no labelled token");
-            s->engine->zero_grad();
-            s->engine->backward(static_cast<float>(1.0 / static_cast<double>(loss->count)));
-          }
         },
         [logits, loss, want_logits](Napi::Env e) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);
@@ -459,6 +470,7 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainSetLora", Napi::Function::New(env, SetLora));
   exports.Set("trainGetLora", Napi::Function::New(env, GetLora));
   exports.Set("trainSetMoments", Napi::Function::New(env, SetMoments));
+  exports.Set("trainSetRecompute", Napi::Function::New(env, SetRecompute));
   exports.Set("trainSetDropout", Napi::Function::New(env, SetDropout));
   exports.Set("trainDropoutMask", Napi::Function::New(env, DropoutMask));
   exports.Set("trainGetStep", Napi::Function::New(env, GetStep));

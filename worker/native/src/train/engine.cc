@@ -143,6 +143,13 @@ std::vector<float> Engine::dropout_mask(int64_t layer, int proj, int64_t step, i
   return mask;
 }
 
+void Engine::set_recompute(bool on) {
+  if (on == recompute_) return;
+  recompute_ = on;
+  rows_ = seq_ = 0;  // reallocate on the next forward
+  have_labels_ = false;
+}
+
 int64_t Engine::num_trainable() const {
   int64_t n = 0;
   for (const auto& layer : slots_)
@@ -166,7 +173,9 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
   if (rows != rows_ || seq != seq_) {
     rows_ = rows;
     seq_ = seq;
-    acts_.assign(static_cast<size_t>(c.num_layers), LayerActs{});
+    acts_.assign(static_cast<size_t>(recompute_ ? 1 : c.num_layers), LayerActs{});
+    layer_in_.assign(static_cast<size_t>(recompute_ ? c.num_layers : 0), std::vector<float>(static_cast<size_t>(n * d)));
+    fit(recompute_out_, recompute_ ? n * d : 0);
     for (LayerActs& a : acts_) {
       for (auto* v : {&a.in, &a.x1, &a.mid, &a.x2}) fit(*v, n * d);
       for (auto* v : {&a.rstd1, &a.rstd2}) fit(*v, n);
@@ -187,17 +196,26 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
   }
   // LoRA intermediates follow the adapters, which may change between calls.
   int64_t rmax = 0, dora_out = 0;
-  for (size_t l = 0; l < acts_.size(); l++)
+  // Sizes per (buffer set, projection); with recomputation the one scratch set holds the
+  // largest any layer needs.
+  std::vector<std::array<int64_t, kNumProj>> hn(acts_.size()), zn(acts_.size()), dn(acts_.size());
+  for (size_t l = 0; l < slots_.size(); l++)
     for (int p = 0; p < kNumProj; p++) {
       const LoraSlot& s = slots_[l][p];
+      const size_t k = recompute_ ? 0 : l;
       rmax = std::max(rmax, s.r);
-      if (static_cast<int64_t>(acts_[l].h[p].size()) != n * s.r) fit(acts_[l].h[p], n * s.r);
-      const int64_t zn = s.dora ? n * c.proj_out(p) : 0;
-      const int64_t dn = s.r > 0 && dropout_active() ? n * c.proj_in(p) : 0;
-      if (static_cast<int64_t>(acts_[l].xd[p].size()) != dn) fit(acts_[l].xd[p], dn);
-      if (static_cast<int64_t>(acts_[l].mask[p].size()) != dn) fit(acts_[l].mask[p], dn);
       if (s.dora) dora_out = std::max(dora_out, c.proj_out(p));
-      if (static_cast<int64_t>(acts_[l].z[p].size()) != zn) fit(acts_[l].z[p], zn);
+      hn[k][p] = std::max(hn[k][p], n * s.r);
+      zn[k][p] = std::max(zn[k][p], s.dora ? n * c.proj_out(p) : 0);
+      dn[k][p] = std::max(dn[k][p], s.r > 0 && dropout_active() ? n * c.proj_in(p) : 0);
+    }
+  for (size_t k = 0; k < acts_.size(); k++)
+    for (int p = 0; p < kNumProj; p++) {
+      LayerActs& a = acts_[k];
+      if (static_cast<int64_t>(a.h[p].size()) != hn[k][p]) fit(a.h[p], hn[k][p]);
+      if (static_cast<int64_t>(a.z[p].size()) != zn[k][p]) fit(a.z[p], zn[k][p]);
+      if (static_cast<int64_t>(a.xd[p].size()) != dn[k][p]) fit(a.xd[p], dn[k][p]);
+      if (static_cast<int64_t>(a.mask[p].size()) != dn[k][p]) fit(a.mask[p], dn[k][p]);
     }
   if (static_cast<int64_t>(g_.size()) < n * rmax) fit(g_, n * rmax);
   if (static_cast<int64_t>(dyg_.size()) < n * dora_out) fit(dyg_, n * dora_out);
@@ -260,7 +278,7 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
   LoraSlot& s = slot(layer, p);
   if (s.dora) {
     const int64_t out = lin.out;
-    const float* z = acts_[static_cast<size_t>(layer)].z[p].data();
+    const float* z = act(layer).z[p].data();
     const float *m = s.m.data(), *norm = s.norm.data();
     float* gm = s.gm.data();
     float* dyg = dyg_.data();
@@ -279,7 +297,7 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
   }
   if (dx) pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, lin.w.data(), lin.in, accumulate ? 1.0f : 0.0f, dx, lin.in);
   if (s.r == 0) return;
-  const LayerActs& a = acts_[static_cast<size_t>(layer)];
+  const LayerActs& a = act(layer);
   const bool dropped = !a.xd[p].empty();  // the forward used drop(x) = x ⊙ D
   const float* xa = dropped ? a.xd[p].data() : x;
   float* g = g_.data();
@@ -299,7 +317,7 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
 // kv head h / (heads / kv_heads). att keeps the probabilities (zeros where masked).
 void Engine::attention_forward(int64_t layer) {
   const ModelConfig& c = model_->cfg;
-  LayerActs& a = acts_[static_cast<size_t>(layer)];
+  LayerActs& a = act(layer);
   const int64_t T = seq_, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), nh = c.num_heads;
   const int64_t group = nh / c.num_kv_heads, window = c.window[static_cast<size_t>(layer)];
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -321,7 +339,7 @@ void Engine::attention_forward(int64_t layer) {
 // dP = dO Vᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dQ = s dS K; dK += s dSᵀ Q; dV += Pᵀ dO.
 void Engine::attention_backward(int64_t layer, const float* dao) {
   const ModelConfig& c = model_->cfg;
-  LayerActs& a = acts_[static_cast<size_t>(layer)];
+  LayerActs& a = act(layer);
   const int64_t T = seq_, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), nh = c.num_heads;
   const int64_t group = nh / c.num_kv_heads;
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -355,6 +373,44 @@ void Engine::attention_backward(int64_t layer, const float* dao) {
       }
     }
   });
+}
+
+// One decoder layer: out = mid + down(silu(gate(x2)) ⊙ up(x2)), mid = in + o(attn(x1)).
+void Engine::layer_forward(int64_t l, float* out) {
+  const ModelConfig& c = model_->cfg;
+  const int64_t n = rows_ * seq_, d = c.hidden_size;
+  const std::vector<int64_t>& pos = pos_;
+  LayerActs& a = act(l);
+  if (recompute_) std::memcpy(a.in.data(), layer_in_[static_cast<size_t>(l)].data(), sizeof(float) * static_cast<size_t>(n * d));
+  const Layer& w = model_->layers[static_cast<size_t>(l)];
+  rmsnorm_forward(a.in.data(), w.input_norm.data(), n, d, c.rms_norm_eps, a.x1.data(), a.rstd1.data());
+  linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data(), a.z[kQ].data(),
+                 a.xd[kQ].data(), a.mask[kQ].data());
+  linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data(), a.z[kK].data(),
+                 a.xd[kK].data(), a.mask[kK].data());
+  linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data(), a.z[kV].data(),
+                 a.xd[kV].data(), a.mask[kV].data());
+  rope_apply(a.q.data(), n, c.q_dim(), c.num_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
+  rope_apply(a.k.data(), n, c.kv_dim(), c.num_kv_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
+  attention_forward(l);
+  linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data(), a.z[kO].data(),
+                 a.xd[kO].data(), a.mask[kO].data());
+  for (int64_t i = 0; i < n * d; i++) a.mid[static_cast<size_t>(i)] = a.in[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
+  rmsnorm_forward(a.mid.data(), w.post_norm.data(), n, d, c.rms_norm_eps, a.x2.data(), a.rstd2.data());
+  linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data(), a.z[kGate].data(),
+                 a.xd[kGate].data(), a.mask[kGate].data());
+  linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data(), a.z[kUp].data(),
+                 a.xd[kUp].data(), a.mask[kUp].data());
+  const int64_t nf = n * c.intermediate_size;
+  const float* gate = a.gate.data();
+  const float* up = a.up.data();
+  float* silu_up = a.act.data();
+  parallel_for(nf, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) silu_up[i] = gate[i] * sigmoid(gate[i]) * up[i];
+  });
+  linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data(),
+                 a.xd[kDown].data(), a.mask[kDown].data());
+  for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
 }
 
 LossSum Engine::forward(const Batch& batch, float* logits_out) {
@@ -402,44 +458,16 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
       doc_start_[static_cast<size_t>(i)] = first ? t : doc_start_[static_cast<size_t>(i - 1)];
       pos_[static_cast<size_t>(i)] = t - doc_start_[static_cast<size_t>(i)];
     }
-  const std::vector<int64_t>& pos = pos_;
 
   // Embedding lookup.
-  float* h0 = acts_[0].in.data();
+  float* h0 = recompute_ ? layer_in_[0].data() : acts_[0].in.data();
   for (int64_t i = 0; i < n; i++) std::memcpy(h0 + i * d, model_->embed.data() + batch.tokens[i] * d, sizeof(float) * d);
 
   for (int64_t l = 0; l < c.num_layers; l++) {
-    const Layer& w = model_->layers[static_cast<size_t>(l)];
-    LayerActs& a = acts_[static_cast<size_t>(l)];
-    rmsnorm_forward(a.in.data(), w.input_norm.data(), n, d, c.rms_norm_eps, a.x1.data(), a.rstd1.data());
-    linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data(), a.z[kQ].data(),
-                   a.xd[kQ].data(), a.mask[kQ].data());
-    linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data(), a.z[kK].data(),
-                   a.xd[kK].data(), a.mask[kK].data());
-    linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data(), a.z[kV].data(),
-                   a.xd[kV].data(), a.mask[kV].data());
-    rope_apply(a.q.data(), n, c.q_dim(), c.num_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
-    rope_apply(a.k.data(), n, c.kv_dim(), c.num_kv_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
-    attention_forward(l);
-    linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data(), a.z[kO].data(),
-                   a.xd[kO].data(), a.mask[kO].data());
-    for (int64_t i = 0; i < n * d; i++) a.mid[static_cast<size_t>(i)] = a.in[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
-    rmsnorm_forward(a.mid.data(), w.post_norm.data(), n, d, c.rms_norm_eps, a.x2.data(), a.rstd2.data());
-    linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data(), a.z[kGate].data(),
-                   a.xd[kGate].data(), a.mask[kGate].data());
-    linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data(), a.z[kUp].data(),
-                   a.xd[kUp].data(), a.mask[kUp].data());
-    const int64_t nf = n * c.intermediate_size;
-    const float* gate = a.gate.data();
-    const float* up = a.up.data();
-    float* act = a.act.data();
-    parallel_for(nf, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i++) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
-    });
-    linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data(),
-                   a.xd[kDown].data(), a.mask[kDown].data());
-    float* out = l + 1 < c.num_layers ? acts_[static_cast<size_t>(l + 1)].in.data() : fin_.data();
-    for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
+    float* out = l + 1 == c.num_layers ? fin_.data()
+                 : recompute_         ? layer_in_[static_cast<size_t>(l + 1)].data()
+                                      : acts_[static_cast<size_t>(l + 1)].in.data();
+    layer_forward(l, out);
   }
   rmsnorm_forward(fin_.data(), model_->norm.data(), n, d, c.rms_norm_eps, xf_.data(), rstdf_.data());
   pgemm(false, true, n, V, d, 1.0f, xf_.data(), d, model_->head(), d, 0.0f, logits_.data(), V);
@@ -501,7 +529,8 @@ void Engine::backward(float loss_scale) {
 
   for (int64_t l = c.num_layers - 1; l >= 0; l--) {
     const Layer& w = model_->layers[static_cast<size_t>(l)];
-    LayerActs& a = acts_[static_cast<size_t>(l)];
+    if (recompute_) layer_forward(l, recompute_out_.data());  // the activations this layer's backward reads
+    LayerActs& a = act(l);
     const int64_t nf = n * c.intermediate_size;
     // MLP: out = mid + down(silu(gate) ⊙ up).
     linear_backward(l, kDown, a.act.data(), a.h[kDown].data(), dres_.data(), n, dact_.data(), false);

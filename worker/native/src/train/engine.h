@@ -96,6 +96,14 @@ class Engine {
   std::vector<float> dropout_mask(int64_t layer, int proj, int64_t step, int64_t micro, int64_t n) const;
   float dropout() const { return dropout_p_; }
 
+  /**
+   * Activation recomputation: keep only each layer's input and recompute the layer's
+   * forward during the backward (one layer's activations in memory instead of all).
+   * Results are bit-identical either way.
+   */
+  void set_recompute(bool on);
+  bool recompute() const { return recompute_; }
+
   /** Backward of loss_scale · (the last forward's loss sum); adds into the adapters' ga/gb. */
   void backward(float loss_scale);
 
@@ -122,6 +130,10 @@ class Engine {
   };
 
   void ensure_buffers(int64_t rows, int64_t seq);
+  /** Layer l's activations: its own, or the shared scratch when recomputing. */
+  LayerActs& act(int64_t l) { return acts_[recompute_ ? 0 : static_cast<size_t>(l)]; }
+  /** Forward of layer l from act(l).in (filled here from layer_in_ when recomputing) to `out`. */
+  void layer_forward(int64_t l, float* out);
   void linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z = nullptr,
                       float* xd = nullptr, float* mask = nullptr) const;
   void linear_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
@@ -141,6 +153,9 @@ class Engine {
   bool dropout_active() const { return training_ && dropout_p_ > 0.0f; }
   std::vector<int32_t> labels_;  // shifted: target of position t, or -100
   std::vector<LayerActs> acts_;
+  bool recompute_ = false;
+  std::vector<std::vector<float>> layer_in_;  // recompute: each layer's input [N, hidden]
+  std::vector<float> recompute_out_;
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
   std::vector<int64_t> pos_;       // [N] position of each token within its document
