@@ -21,8 +21,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readSafetensors, tensorToFloat32 } from '../src/native/safetensors.ts';
 import { initLora, type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
+import { pissaInit } from '../src/native/train-init.ts';
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
-import { rel } from './support/numeric.ts';
+import { delta64, rel } from './support/numeric.ts';
 import { type Entry, loadF32, readJson, runPython, saveF32, writeJson } from './support/python-ref.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-parity-'));
@@ -353,5 +354,36 @@ describe('LoRA dropout', () => {
         assert.ok(e <= 1e-4, `${path} ${w} after training rel ${e}`);
       }
     }
+  });
+});
+
+describe('PiSSA init (METHODS §1.4)', () => {
+  it("matches PEFT's init_lora_weights='pissa': s·BA and W_res per module, and the model is unchanged", async () => {
+    const c = cases[1] as Case; // qwen2 (biases, GQA)
+    const targets = ['q_proj', 'v_proj', 'down_proj'] as const;
+    writeJson(work, 'pissa.json', { model: c.model, r: 4, alpha: 8, targets, tokens: c.tokens });
+    runPython('train_ref.py', 'pissa', work);
+    const ref = readJson(work, 'pissa.out.json') as {
+      modules: Record<string, { A: Entry; B: Entry; W: Entry }>;
+      logitsBefore: Entry;
+      logitsAfter: Entry;
+    };
+    const model = await TrainModel.load(join(work, c.model, 'base'));
+    const mods = pissaInit(model, { r: 4, alpha: 8, targets });
+    assert.deepEqual(Object.keys(mods).sort(), Object.keys(ref.modules).sort());
+    for (const [path, r] of Object.entries(ref.modules)) {
+      const m = mods[path];
+      assert.ok(m);
+      // Singular vectors are defined up to sign: compare the sign-free product s·BA.
+      const peftDelta = delta64({ ...m, A: loadF32(work, r.A), B: loadF32(work, r.B) });
+      const e = rel(delta64(m), peftDelta);
+      assert.ok(e <= 1e-5, `${path} s·BA rel ${e}`);
+      const w = rel(model.baseWeight(path), loadF32(work, r.W));
+      assert.ok(w <= 1e-5, `${path} W_res rel ${w}`);
+    }
+    const out = await model.forward({ tokens: Int32Array.from(c.tokens.flat()), rows: 2, seq: 12 }, { logits: true });
+    assert.ok(out.logits);
+    assert.ok(rel(out.logits, loadF32(work, ref.logitsAfter)) <= 1e-5);
+    assert.ok(rel(out.logits, loadF32(work, ref.logitsBefore)) <= 1e-5, 'W_res + s·BA = W');
   });
 });

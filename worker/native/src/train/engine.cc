@@ -92,6 +92,7 @@ void causal_softmax(float* P, int64_t T, int64_t window, const int64_t* doc_star
 
 Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   slots_.resize(static_cast<size_t>(model_->cfg.num_layers));
+  base_override_.resize(static_cast<size_t>(model_->cfg.num_layers));
 }
 
 void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
@@ -148,6 +149,21 @@ void Engine::set_recompute(bool on) {
   recompute_ = on;
   rows_ = seq_ = 0;  // reallocate on the next forward
   have_labels_ = false;
+}
+
+void Engine::set_base_weight(int64_t layer, int proj, const float* w) {
+  const ModelConfig& c = model_->cfg;
+  if (layer < 0 || layer >= c.num_layers || proj < 0 || proj >= kNumProj) {
+    throw Error("invalid_argument", "base weight: layer or projection out of range");
+  }
+  std::vector<float>& o = base_override_[static_cast<size_t>(layer)][proj];
+  if (w) o.assign(w, w + c.proj_out(proj) * c.proj_in(proj));
+  else o.clear();
+}
+
+const float* Engine::base_weight(int64_t layer, int proj) const {
+  const std::vector<float>& o = base_override_[static_cast<size_t>(layer)][proj];
+  return o.empty() ? model_->layers[static_cast<size_t>(layer)].proj[proj].w.data() : o.data();
 }
 
 int64_t Engine::num_trainable() const {
@@ -228,7 +244,8 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   const LoraSlot& s = slot(layer, p);
   const int64_t out = lin.out, in = lin.in;
-  pgemm(false, true, n, out, in, 1.0f, x, in, lin.w.data(), in, 0.0f, y, out);
+  const float* W = base_weight(layer, p);
+  pgemm(false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
   if (s.r > 0) {
     const float* xa = x;  // the adapter's input: drop(x) in training with dropout
     if (xd && dropout_active()) {
@@ -244,7 +261,7 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
     // n = ‖W + s·BA‖ per output row, from BA formed once per call (as PEFT's get_weight_norm).
     std::vector<float> ba(static_cast<size_t>(out * in));
     pgemm(false, false, out, in, s.r, 1.0f, s.b.data(), s.r, s.a.data(), in, 0.0f, ba.data(), in);
-    const float* w = lin.w.data();
+    const float* w = W;
     float* norm = s.norm.data();
     parallel_for(out, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; o++) {
@@ -295,7 +312,10 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
     });
     dy = dyg;
   }
-  if (dx) pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, lin.w.data(), lin.in, accumulate ? 1.0f : 0.0f, dx, lin.in);
+  if (dx) {
+    pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, base_weight(layer, p), lin.in, accumulate ? 1.0f : 0.0f, dx,
+          lin.in);
+  }
   if (s.r == 0) return;
   const LayerActs& a = act(layer);
   const bool dropped = !a.xd[p].empty();  // the forward used drop(x) = x ⊙ D

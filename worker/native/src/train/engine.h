@@ -79,6 +79,15 @@ class Engine {
   int64_t num_trainable() const;
 
   /**
+   * Replaces a projection's frozen weight W [out, in] for this engine only (PiSSA-style
+   * inits train on W_res = W − s·B0·A0); nullptr restores the model's. The model itself
+   * is shared and never changes.
+   */
+  void set_base_weight(int64_t layer, int proj, const float* w);
+  /** The weight the engine uses for (layer, proj): the override or the model's. */
+  const float* base_weight(int64_t layer, int proj) const;
+
+  /**
    * Forward pass; stores what backward needs. With labels, returns the summed causal-LM
    * loss (position t predicts labels[t + 1]). logits_out, when given, receives [rows·seq, vocab].
    */
@@ -143,6 +152,7 @@ class Engine {
 
   std::shared_ptr<const Model> model_;
   std::vector<std::array<LoraSlot, kNumProj>> slots_;
+  std::vector<std::array<std::vector<float>, kNumProj>> base_override_;
 
   int64_t rows_ = 0, seq_ = 0;  // shape the buffers are sized for
   bool have_labels_ = false;
