@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readSafetensors, tensorToFloat32 } from '../src/native/safetensors.ts';
 import { initLora, type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
-import { pissaInit } from '../src/native/train-init.ts';
+import { exportForOriginalBase, pissaInit } from '../src/native/train-init.ts';
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
 import { delta64, rel } from './support/numeric.ts';
 import { type Entry, loadF32, readJson, runPython, saveF32, writeJson } from './support/python-ref.ts';
@@ -358,7 +358,7 @@ describe('LoRA dropout', () => {
 });
 
 describe('PiSSA init (METHODS §1.4)', () => {
-  it("matches PEFT's init_lora_weights='pissa': s·BA and W_res per module, and the model is unchanged", async () => {
+  it("matches PEFT's pissa init (s·BA, W_res); trained, its 2r export loads in PEFT on the original base", async () => {
     const c = cases[1] as Case; // qwen2 (biases, GQA)
     const targets = ['q_proj', 'v_proj', 'down_proj'] as const;
     writeJson(work, 'pissa.json', { model: c.model, r: 4, alpha: 8, targets, tokens: c.tokens });
@@ -385,5 +385,23 @@ describe('PiSSA init (METHODS §1.4)', () => {
     assert.ok(out.logits);
     assert.ok(rel(out.logits, loadF32(work, ref.logitsAfter)) <= 1e-5);
     assert.ok(rel(out.logits, loadF32(work, ref.logitsBefore)) <= 1e-5, 'W_res + s·BA = W');
+
+    // Trained on W_res, exported at 2r (§0.5), loaded by PEFT on the original base.
+    const initial = Object.fromEntries(Object.entries(mods).map(([k, m]) => [k, { ...m, A: m.A.slice(), B: m.B.slice() }]));
+    for (const step of c.train.steps.slice(0, 2)) {
+      await model.trainStep(
+        step.map((mb) => toBatch(mb.tokens, mb.labels)),
+        { lr: 0.01 },
+      );
+    }
+    const dir = join(work, 'pissa-export');
+    writePeftAdapter(dir, exportForOriginalBase(model.adapter(), initial));
+    const trained = await model.forward({ tokens: Int32Array.from(c.tokens.flat()), rows: 2, seq: 12 }, { logits: true });
+    assert.ok(trained.logits);
+    assert.ok(rel(trained.logits, out.logits) > 1e-4, 'training moved the model');
+    writeJson(work, 'export.json', { base: join(work, c.model, 'base'), adapter: dir, tokens: c.tokens });
+    runPython('train_ref.py', 'peft-logits', work);
+    const e = rel(trained.logits, loadF32(work, (readJson(work, 'export.out.json') as { logits: Entry }).logits));
+    assert.ok(e <= 1e-5, `PEFT on the original base vs ours on W_res: logits rel ${e}`);
   });
 });

@@ -74,3 +74,34 @@ export function pissaInit(model: TrainModel, o: PissaOptions): Record<string, Lo
   for (const [path, w] of Object.entries(residuals)) model.setBaseWeight(path, w);
   return modules;
 }
+
+/**
+ * METHODS §0.5: an adapter trained on W_res, as one for the original W: A' = [A; A0],
+ * B' = [B | −B0] at rank 2r and the same scale, so s·B'A' = s(BA − B0A0) and
+ * W + s·B'A' = W_res + s·BA. `initial` is what pissaInit returned.
+ */
+export function exportForOriginalBase(
+  trained: Record<string, LoraModule>,
+  initial: Record<string, LoraModule>,
+): Record<string, LoraModule> {
+  const out: Record<string, LoraModule> = {};
+  for (const [path, m] of Object.entries(trained)) {
+    const m0 = initial[path];
+    if (!m0 || m0.r !== m.r || m0.in !== m.in || m0.out !== m.out || m0.scale !== m.scale) {
+      throw new TypeError(`module "${path}" has no matching initial factors (same r, in, out and scale)`);
+    }
+    const r2 = 2 * m.r;
+    const A = new Float32Array(r2 * m.in);
+    A.set(m.A, 0);
+    A.set(m0.A, m.r * m.in);
+    const B = new Float32Array(m.out * r2);
+    for (let row = 0; row < m.out; row++) {
+      for (let k = 0; k < m.r; k++) {
+        B[row * r2 + k] = m.B[row * m.r + k] ?? 0;
+        B[row * r2 + m.r + k] = -(m0.B[row * m.r + k] ?? 0);
+      }
+    }
+    out[path] = { r: r2, in: m.in, out: m.out, A, B, scale: m.scale };
+  }
+  return out;
+}
