@@ -24,7 +24,7 @@ void fit(std::vector<T>& v, int64_t n) {
 
 // y = w ⊙ x·rstd, rstd = (mean(x²) + eps)^-½ per row (transformers LlamaRMSNorm, fp32).
 void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t d, double eps, float* y, float* rstd) {
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * d, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const float* xi = x + i * d;
       double ss = 0;
@@ -40,7 +40,7 @@ void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t d, doubl
 // dx (+)= rstd·(w⊙dy) − x·rstd³/d·Σ(w⊙dy⊙x).
 void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, int64_t n, int64_t d, float* dx,
                       bool accumulate) {
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * d, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const float* xi = x + i * d;
       const float* gi = dy + i * d;
@@ -263,7 +263,7 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
     pgemm(false, false, out, in, s.r, 1.0f, s.b.data(), s.r, s.a.data(), in, 0.0f, ba.data(), in);
     const float* w = W;
     float* norm = s.norm.data();
-    parallel_for(out, [&](int64_t o0, int64_t o1) {
+    parallel_for_work(out * in, out, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; o++) {
         double ss = 0;
         for (int64_t j = 0; j < in; j++) {
@@ -275,7 +275,7 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
     });
     if (z) std::memcpy(z, y, sizeof(float) * static_cast<size_t>(n * out));
     const float* m = s.m.data();
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
+    parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++)
         for (int64_t o = 0; o < out; o++) y[i * out + o] *= m[o] / norm[o];
     });
@@ -299,14 +299,14 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
     const float *m = s.m.data(), *norm = s.norm.data();
     float* gm = s.gm.data();
     float* dyg = dyg_.data();
-    parallel_for(out, [&](int64_t o0, int64_t o1) {
+    parallel_for_work(n * out, out, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; o++) {
         double acc = 0;
         for (int64_t i = 0; i < n; i++) acc += static_cast<double>(dy[i * out + o]) * z[i * out + o];
         gm[o] += static_cast<float>(acc / norm[o]);
       }
     });
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
+    parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++)
         for (int64_t o = 0; o < out; o++) dyg[i * out + o] = dy[i * out + o] * (m[o] / norm[o]);
     });
@@ -425,7 +425,7 @@ void Engine::layer_forward(int64_t l, float* out) {
   const float* gate = a.gate.data();
   const float* up = a.up.data();
   float* silu_up = a.act.data();
-  parallel_for(nf, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(nf, nf, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) silu_up[i] = gate[i] * sigmoid(gate[i]) * up[i];
   });
   linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data(),
@@ -504,7 +504,7 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
   float* rl = row_loss_.data();
   const float* z = logits_.data();
   float* lse = row_lse_.data();
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * V, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       rl[i] = 0.0f;
       if (y[i] == kIgnore) continue;
@@ -531,7 +531,7 @@ void Engine::backward(float loss_scale) {
   float* z = logits_.data();
   const int32_t* y = labels_.data();
   const float* lse = row_lse_.data();
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * V, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       float* zi = z + i * V;
       if (y[i] == kIgnore) {
@@ -556,7 +556,7 @@ void Engine::backward(float loss_scale) {
     linear_backward(l, kDown, a.act.data(), a.h[kDown].data(), dres_.data(), n, dact_.data(), false);
     const float *gate = a.gate.data(), *up = a.up.data(), *dact = dact_.data();
     float *dup = dup_.data(), *dgate = dgate_.data();
-    parallel_for(nf, [&](int64_t i0, int64_t i1) {
+    parallel_for_work(nf, nf, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) {
         const float g = gate[i], sg = sigmoid(g), da = dact[i];
         dup[i] = da * g * sg;

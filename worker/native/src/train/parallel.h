@@ -15,6 +15,13 @@ namespace lowrank::train {
 /** Runs fn(begin, end) over a partition of [0, n); returns when every chunk is done. */
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
+/**
+ * parallel_for for cheap element loops: `work` estimates the whole loop in elements, and
+ * below ~1M the loop runs inline. A barrier costs more than it saves there and, on shared
+ * cores, every barrier waits for the most-descheduled thread.
+ */
+void parallel_for_work(int64_t work, int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+
 /** Threads parallel_for uses (default: the machine's cores); n >= 1. */
 void set_num_threads(int n);
 int num_threads();
