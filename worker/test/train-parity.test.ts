@@ -304,57 +304,63 @@ describe('an adapter trained here, loaded by PEFT', () => {
 });
 
 describe('LoRA dropout', () => {
-  it('with our masks injected into PEFT: logits, loss, gradients and 2 AdamW steps match', async () => {
-    const c = cases[0] as Case; // llama, LoRA on all seven projections
-    const model = await loaded(c);
-    model.setDropout(0.3, 77);
-    const paths = Object.keys(model.adapter());
-    const maskSet = (step: number, micro: number, n: number, tag: string): Record<string, Entry> =>
-      Object.fromEntries(paths.map((p) => [p, saveF32(work, `mask.${tag}.${p}`, model.dropoutMask(p, step, micro, n), [n, -1])]));
-    const steps = c.train.steps.slice(0, 2);
-    const rowsSeq = (mb: { tokens: number[][] }) => mb.tokens.length * (mb.tokens[0]?.length ?? 0);
-    const masks = {
-      forward: maskSet(0, 0, rowsSeq(c), 'fwd'),
-      steps: steps.map((step, s) => step.map((mb, k) => maskSet(s, k, rowsSeq(mb), `${s}.${k}`))),
-    };
-    const optimizer = { lr: 0.02, weightDecay: 0.1 };
-    writeJson(work, 'dropout.json', { model: c.model, tokens: c.tokens, labels: c.labels, masks, optimizer, steps });
-    runPython('train_ref.py', 'dropout', work);
-    const ref = readJson(work, 'dropout.out.json') as Omit<Out, 'train'> & { train: { losses: number[]; params: Out['train']['params'] } };
+  // llama: LoRA on all seven projections; dora: PEFT's DoRA-with-dropout path (W·drop(x) recomputed).
+  for (const id of ['llama', 'dora']) {
+    it(`${id}: with our masks injected into PEFT: logits, loss, gradients and 2 AdamW steps match`, async () => {
+      const c = cases.find((x) => x.id === id) as Case;
+      const model = await loaded(c);
+      model.setDropout(0.3, 77);
+      const paths = Object.keys(model.adapter());
+      const maskSet = (step: number, micro: number, n: number, tag: string): Record<string, Entry> =>
+        Object.fromEntries(paths.map((p) => [p, saveF32(work, `mask.${tag}.${p}`, model.dropoutMask(p, step, micro, n), [n, -1])]));
+      const steps = c.train.steps.slice(0, 2);
+      const rowsSeq = (mb: { tokens: number[][] }) => mb.tokens.length * (mb.tokens[0]?.length ?? 0);
+      const masks = {
+        forward: maskSet(0, 0, rowsSeq(c), 'fwd'),
+        steps: steps.map((step, s) => step.map((mb, k) => maskSet(s, k, rowsSeq(mb), `${s}.${k}`))),
+      };
+      const optimizer = { lr: 0.02, weightDecay: 0.1 };
+      writeJson(work, 'dropout.json', { model: c.model, tokens: c.tokens, labels: c.labels, masks, optimizer, steps });
+      runPython('train_ref.py', 'dropout', work);
+      const ref = readJson(work, 'dropout.out.json') as Omit<Out, 'train'> & {
+        train: { losses: number[]; params: Out['train']['params'] };
+      };
 
-    const r = await model.forward(toBatch(c.tokens, c.labels), { logits: true, backward: true, train: true });
-    assert.ok(r.logits);
-    assert.ok(rel(r.logits, loadF32(work, ref.logits)) <= 1e-5);
-    assert.ok(Math.abs(r.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${r.loss} vs ${ref.loss}`);
-    const plain = await model.forward(toBatch(c.tokens, c.labels));
-    assert.ok(Math.abs(plain.loss - r.loss) > 1e-4, 'dropout changes the training loss');
-    const grads = model.gradients();
-    for (const [path, g] of Object.entries(ref.grads)) {
-      for (const [w, entry] of Object.entries(g) as [Param, Entry][]) {
-        const mine = grads[path];
-        assert.ok(mine);
-        const e = rel(ours(mine, w), loadF32(work, entry));
-        assert.ok(e <= 2e-5, `${path} grad ${w} rel ${e}`);
+      const r = await model.forward(toBatch(c.tokens, c.labels), { logits: true, backward: true, train: true });
+      assert.ok(r.logits);
+      assert.ok(rel(r.logits, loadF32(work, ref.logits)) <= 1e-5);
+      assert.ok(Math.abs(r.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${r.loss} vs ${ref.loss}`);
+      const plain = await model.forward(toBatch(c.tokens, c.labels));
+      assert.ok(Math.abs(plain.loss - r.loss) > 1e-4, 'dropout changes the training loss');
+      const grads = model.gradients();
+      for (const [path, g] of Object.entries(ref.grads)) {
+        for (const [w, entry] of Object.entries(g) as [Param, Entry][]) {
+          const mine = grads[path];
+          assert.ok(mine);
+          const e = rel(ours(mine, w), loadF32(work, entry));
+          assert.ok(e <= 2e-5, `${path} grad ${w} rel ${e}`);
+        }
       }
-    }
-    for (const [s, step] of steps.entries()) {
-      const res = await model.trainStep(
-        step.map((mb) => toBatch(mb.tokens, mb.labels)),
-        optimizer,
-      );
-      const want = ref.train.losses[s] ?? Number.NaN;
-      assert.ok(Math.abs(res.loss - want) <= 1e-4 * want, `step ${s} loss ${res.loss} vs ${want}`);
-    }
-    const params = model.adapter();
-    for (const [path, p] of Object.entries(ref.train.params)) {
-      for (const [w, entry] of Object.entries(p) as [Param, Entry][]) {
-        const mod = params[path];
-        assert.ok(mod);
-        const e = rel(ours(mod, w), loadF32(work, entry));
-        assert.ok(e <= 1e-4, `${path} ${w} after training rel ${e}`);
+      for (const [s, step] of steps.entries()) {
+        const res = await model.trainStep(
+          step.map((mb) => toBatch(mb.tokens, mb.labels)),
+          optimizer,
+        );
+        const want = ref.train.losses[s] ?? Number.NaN;
+        assert.ok(Math.abs(res.loss - want) <= 1e-4 * want, `step ${s} loss ${res.loss} vs ${want}`);
       }
-    }
-  });
+      const params = model.adapter();
+      const mags = model.magnitudes();
+      for (const [path, p] of Object.entries(ref.train.params)) {
+        for (const [w, entry] of Object.entries(p) as [Param, Entry][]) {
+          const mod = params[path];
+          assert.ok(mod);
+          const e = rel(ours({ ...mod, ...(mags[path] ? { magnitude: mags[path] } : {}) }, w), loadF32(work, entry));
+          assert.ok(e <= 1e-4, `${path} ${w} after training rel ${e}`);
+        }
+      }
+    });
+  }
 });
 
 describe('PiSSA init (METHODS §1.4)', () => {

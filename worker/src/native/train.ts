@@ -372,7 +372,7 @@ export class TrainModel {
   /**
    * PEFT's lora_dropout on every adapter's input in training (trainStep, forward with
    * train): masks from Philox(seed, "dropout:<module>:<step>:<micro-batch>"), so a resumed
-   * run redraws the same ones. Not yet with DoRA modules.
+   * run redraws the same ones. DoRA modules recompute W·drop(x) as PEFT does.
    */
   setDropout(p: number, seed: Seed): void {
     this.#idle('setDropout()');

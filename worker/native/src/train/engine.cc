@@ -246,6 +246,8 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
   const int64_t out = lin.out, in = lin.in;
   const float* W = base_weight(layer, p);
   pgemm(false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+  bool dropped = false;
+  std::vector<float> wxd;  // DoRA with dropout: W·drop(x), which PEFT recomputes (METHODS §1.3)
   if (s.r > 0) {
     const float* xa = x;  // the adapter's input: drop(x) in training with dropout
     if (xd && dropout_active()) {
@@ -253,9 +255,18 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
       std::memcpy(mask, m.data(), sizeof(float) * m.size());
       for (size_t i = 0; i < m.size(); i++) xd[i] = x[i] * m[i];
       xa = xd;
+      dropped = true;
     }
     pgemm(false, true, n, s.r, in, 1.0f, xa, in, s.a.data(), in, 0.0f, h, s.r);
-    pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, out);
+    if (s.dora && dropped) {
+      // z̃ = W x̃ + s·B A x̃ (kept in z), y = W x + (m/n) ⊙ z̃ − W x̃.
+      wxd.resize(static_cast<size_t>(n * out));
+      pgemm(false, true, n, out, in, 1.0f, xa, in, W, in, 0.0f, wxd.data(), out);
+      std::memcpy(z, wxd.data(), sizeof(float) * wxd.size());
+      pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, z, out);
+    } else {
+      pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, out);
+    }
   }
   if (s.dora) {
     // n = ‖W + s·BA‖ per output row, from BA formed once per call (as PEFT's get_weight_norm).
@@ -273,12 +284,24 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
         norm[o] = static_cast<float>(std::sqrt(ss));
       }
     });
-    if (z) std::memcpy(z, y, sizeof(float) * static_cast<size_t>(n * out));
     const float* m = s.m.data();
-    parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i++)
-        for (int64_t o = 0; o < out; o++) y[i * out + o] *= m[o] / norm[o];
-    });
+    if (dropped) {
+      const float* zt = z;
+      const float* wd = wxd.data();
+      parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++)
+          for (int64_t o = 0; o < out; o++) {
+            const int64_t k = i * out + o;
+            y[k] = y[k] + (m[o] / norm[o] - 1.0f) * wd[k] + (m[o] / norm[o]) * (zt[k] - wd[k]);
+          }
+      });
+    } else {
+      if (z) std::memcpy(z, y, sizeof(float) * static_cast<size_t>(n * out));
+      parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++)
+          for (int64_t o = 0; o < out; o++) y[i * out + o] *= m[o] / norm[o];
+      });
+    }
   }
   if (!lin.b.empty()) {
     const float* b = lin.b.data();
@@ -293,6 +316,10 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
                              bool accumulate) {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   LoraSlot& s = slot(layer, p);
+  if (s.dora && !act(layer).xd[p].empty()) {
+    dora_dropout_backward(layer, p, x, h, dy, n, dx, accumulate);
+    return;
+  }
   if (s.dora) {
     const int64_t out = lin.out;
     const float* z = act(layer).z[p].data();
@@ -331,6 +358,47 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
   }
   pgemm(true, false, lin.out, s.r, n, s.scale, dy, lin.out, h, s.r, 1.0f, s.gb.data(), s.r);
   pgemm(true, false, s.r, lin.in, n, s.scale, g, s.r, xa, lin.in, 1.0f, s.ga.data(), lin.in);
+}
+
+// DoRA with dropout (PEFT's path that recomputes W x̃): y = W x + (g − 1) ⊙ W x̃ + g ⊙ s·BA x̃,
+// g = m/n. dm += Σ dy ⊙ z̃ / n; dx = dy W + D ⊙ [(dy ⊙ (g − 1)) W + s ((dy ⊙ g) B) A];
+// dB += s (dy ⊙ g)ᵀ h; dA += s ((dy ⊙ g) B)ᵀ x̃.
+void Engine::dora_dropout_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n,
+                                   float* dx, bool accumulate) {
+  const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
+  LoraSlot& s = slot(layer, p);
+  const LayerActs& a = act(layer);
+  const int64_t out = lin.out, in = lin.in;
+  const float *z = a.z[p].data(), *m = s.m.data(), *norm = s.norm.data();
+  float* gm = s.gm.data();
+  parallel_for_work(n * out, out, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; o++) {
+      double acc = 0;
+      for (int64_t i = 0; i < n; i++) acc += static_cast<double>(dy[i * out + o]) * z[i * out + o];
+      gm[o] += static_cast<float>(acc / norm[o]);
+    }
+  });
+  std::vector<float> dyg(static_cast<size_t>(n * out)), dyg1(dyg.size());
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t o = 0; o < out; o++) {
+      const float g = m[o] / norm[o];
+      dyg[static_cast<size_t>(i * out + o)] = dy[i * out + o] * g;
+      dyg1[static_cast<size_t>(i * out + o)] = dy[i * out + o] * (g - 1.0f);
+    }
+  const float* W = base_weight(layer, p);
+  float* g = g_.data();
+  pgemm(false, false, n, s.r, out, 1.0f, dyg.data(), out, s.b.data(), s.r, 0.0f, g, s.r);
+  if (dx) {
+    (void)x;
+    pgemm(false, false, n, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
+    std::vector<float> t(static_cast<size_t>(n * in));
+    pgemm(false, false, n, in, out, 1.0f, dyg1.data(), out, W, in, 0.0f, t.data(), in);
+    pgemm(false, false, n, in, s.r, s.scale, g, s.r, s.a.data(), in, 1.0f, t.data(), in);
+    const float* mask = a.mask[p].data();
+    for (size_t i = 0; i < t.size(); i++) dx[i] += t[i] * mask[i];
+  }
+  pgemm(true, false, out, s.r, n, s.scale, dyg.data(), out, h, s.r, 1.0f, s.gb.data(), s.r);
+  pgemm(true, false, s.r, in, n, s.scale, g, s.r, a.xd[p].data(), in, 1.0f, s.ga.data(), in);
 }
 
 // Causal (optionally sliding-window) softmax attention per (row, head), GQA: head h reads
@@ -458,13 +526,6 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
       throw Error("invalid_argument", "label " + std::to_string(batch.labels[i]) + " at position " + std::to_string(i) +
                                           " is neither -100 nor a token id below " + std::to_string(V));
     }
-  }
-  if (dropout_active()) {
-    for (int64_t l = 0; l < c.num_layers; l++)
-      for (int p = 0; p < kNumProj; p++)
-        if (slot(l, p).dora) {
-          throw Error("invalid_argument", module_path(l, p) + ": DoRA with lora dropout is not supported yet (set dropout to 0)");
-        }
   }
   ensure_buffers(batch.rows, batch.seq);
   BlasSingleThread blas_guard;

@@ -96,7 +96,8 @@ class Engine {
   /**
    * LoRA dropout (PEFT's lora_dropout, on the adapter's input only): p in [0, 1), masks drawn
    * from Philox(seed, stream "dropout:<module>:<step>:<micro>") so a resumed run redraws
-   * them. Applies to forwards in training mode (set_training); refused with DoRA modules.
+   * them. Applies to forwards in training mode (set_training); on DoRA modules as PEFT does,
+   * with W·drop(x) recomputed.
    */
   void set_dropout(float p, uint64_t seed);
   /** Training mode for the next forwards: dropout masks of (step, micro-batch index). */
@@ -147,6 +148,8 @@ class Engine {
                       float* xd = nullptr, float* mask = nullptr) const;
   void linear_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
                        bool accumulate);
+  void dora_dropout_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
+                             bool accumulate);
   void attention_forward(int64_t layer);
   void attention_backward(int64_t layer, const float* dao);
 
