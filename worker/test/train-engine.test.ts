@@ -14,6 +14,7 @@ import { philox } from '../src/native/linalg.ts';
 import { type WritableTensor, writeSafetensors } from '../src/native/safetensors.ts';
 import { initLora, lrLambda, PROJECTIONS, setTrainThreads, type TokenBatch, TrainModel, trainThreads } from '../src/native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../src/native/train-checkpoint.ts';
+import { doraMagnitudes } from '../src/native/train-init.ts';
 import { rel } from './support/numeric.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-engine-'));
@@ -454,6 +455,23 @@ describe('training engine: activation recomputation', () => {
         assert.ok(Buffer.from(mod.B.buffer).equals(Buffer.from(y.adapter[path]?.B.buffer ?? new ArrayBuffer(0))), `${path} B`);
       }
     }
+  });
+});
+
+describe('training engine: DoRA init', () => {
+  it('doraMagnitudes = ‖W + s·BA‖ per row, so DoRA starts equal to plain LoRA', async () => {
+    const m = await TrainModel.load(good);
+    const mods = initLora(m.config, { r: 3, alpha: 6, targets: ['q_proj', 'down_proj'], seed: 8 });
+    for (const mod of Object.values(mods)) mod.B.fill(0.1);
+    const b = batch(2, 6, 3);
+    m.setAdapter(mods);
+    const lora = await m.forward(b, { logits: true });
+    m.setAdapter(mods, doraMagnitudes(m, mods));
+    const dora = await m.forward(b, { logits: true });
+    assert.ok(rel(dora.logits ?? [], lora.logits ?? []) < 1e-6);
+    const scaled = Object.fromEntries(Object.entries(doraMagnitudes(m, mods)).map(([k, v]) => [k, v.map((x) => x * 1.1)]));
+    m.setAdapter(mods, scaled);
+    assert.ok(rel((await m.forward(b, { logits: true })).logits ?? [], lora.logits ?? []) > 1e-3, 'm matters');
   });
 });
 

@@ -1,8 +1,8 @@
 /**
- * Adapter initialisations that change the base (METHODS §0.5). PiSSA (§1.4, arXiv
- * 2404.02948), PEFT's init_lora_weights="pissa": W = U diag(σ) Vᵀ (fp32 thin SVD),
- * A = diag(√(σ_r/s)) V_rᵀ, B = U_r diag(√(σ_r/s)), and training runs on
- * W_res = W − s·B·A, set on the model as its base weight for that projection.
+ * Adapter initialisations (METHODS): DoRA's magnitudes (§1.3), and PiSSA (§1.4, arXiv
+ * 2404.02948), which changes the base (§0.5). PiSSA is PEFT's init_lora_weights="pissa":
+ * W = U diag(σ) Vᵀ (fp32 thin SVD), A = diag(√(σ_r/s)) V_rᵀ, B = U_r diag(√(σ_r/s)), and
+ * training runs on W_res = W − s·B·A, set on the model as its base weight.
  */
 import { gemm, type LoraModule, svd } from './linalg.ts';
 import { type ModelConfig, modulePath, PROJECTIONS, type Projection, type TrainModel } from './train.ts';
@@ -102,6 +102,31 @@ export function exportForOriginalBase(
       }
     }
     out[path] = { r: r2, in: m.in, out: m.out, A, B, scale: m.scale };
+  }
+  return out;
+}
+
+/**
+ * DoRA's initial magnitudes (METHODS §1.3, PEFT): m = ‖W + s·BA‖ per output row of each
+ * module, on the weights the model uses now. With these, DoRA starts equal to plain LoRA.
+ */
+export function doraMagnitudes(model: TrainModel, modules: Record<string, LoraModule>): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  for (const [path, m] of Object.entries(modules)) {
+    const W = model.baseWeight(path);
+    if (W.length !== m.out * m.in)
+      throw new TypeError(`module "${path}" is ${m.out} x ${m.in}, the model's weight has ${W.length} entries`);
+    const ba = gemm({ rows: m.out, cols: m.r, data: m.B }, { rows: m.r, cols: m.in, data: m.A }, { alpha: m.scale });
+    const norms = new Float32Array(m.out);
+    for (let o = 0; o < m.out; o++) {
+      let ss = 0;
+      for (let j = 0; j < m.in; j++) {
+        const v = Math.fround((W[o * m.in + j] ?? 0) + (ba.data[o * m.in + j] ?? 0));
+        ss += v * v;
+      }
+      norms[o] = Math.sqrt(ss);
+    }
+    out[path] = norms;
   }
   return out;
 }
