@@ -150,12 +150,25 @@ void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
   }
 }
 
-BlasSingleThread::BlasSingleThread() : previous_(blas_threads()) {
-  if (previous_ != 1) set_blas_threads(1);
+// Nested or concurrent guards (two sessions on two worker threads) share one count: the
+// first saves the thread count, the last restores it.
+namespace {
+std::mutex blas_mu;
+int blas_holders = 0;
+int blas_saved = 1;
+}  // namespace
+
+BlasSingleThread::BlasSingleThread() {
+  std::lock_guard<std::mutex> lock(blas_mu);
+  if (blas_holders++ == 0) {
+    blas_saved = blas_threads();
+    if (blas_saved != 1) set_blas_threads(1);
+  }
 }
 
 BlasSingleThread::~BlasSingleThread() {
-  if (previous_ != 1) set_blas_threads(previous_);
+  std::lock_guard<std::mutex> lock(blas_mu);
+  if (--blas_holders == 0 && blas_saved != 1) set_blas_threads(blas_saved);
 }
 
 }  // namespace lowrank::train

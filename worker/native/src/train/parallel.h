@@ -43,7 +43,7 @@ void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
  * While alive, OpenBLAS runs single-threaded: the engine parallelises with its own pool,
  * because OpenBLAS's yield-spinning thread server collapses when the cores are shared
  * (a 135M-parameter step went from 3 s single-threaded to 6-10 s on 2 busy cores).
- * Restores the previous thread count.
+ * Guards nest and overlap across threads: the last one out restores the previous count.
  */
 class BlasSingleThread {
  public:
@@ -51,9 +51,6 @@ class BlasSingleThread {
   ~BlasSingleThread();
   BlasSingleThread(const BlasSingleThread&) = delete;
   BlasSingleThread& operator=(const BlasSingleThread&) = delete;
-
- private:
-  int previous_;
 };
 
 }  // namespace lowrank::train
