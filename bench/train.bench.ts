@@ -9,6 +9,7 @@
  *   node bench/train.bench.ts [--layers 30] [--hidden 576] [--intermediate 1536] [--heads 9]
  *       [--kv-heads 3] [--vocab 49152] [--rows 4] [--seq 128] [--rank 16] [--steps 3]
  *       [--warmup 1] [--threads <cores>] [--targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]
+ *       [--recompute]   (ours keeps one layer of activations and recomputes the rest)
  *
  * Needs LOWRANK_PYTHON (scripts/lib/pyenv.sh) and the addon (scripts/build-native).
  */
@@ -35,6 +36,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '1' },
     threads: { type: 'string', default: String(cpus().length) },
     targets: { type: 'string', default: PROJECTIONS.join(',') },
+    recompute: { type: 'boolean', default: false },
   },
 });
 const num = (k: keyof typeof values) => Number(values[k]);
@@ -115,6 +117,7 @@ await ask(''); // ready
 setTrainThreads(threads);
 const model = await TrainModel.load(modelDir);
 model.setAdapter(initLora(model.config, { r: rank, alpha: 2 * rank, targets, seed: 1 }));
+model.setRecompute(values.recompute === true);
 const batch = { tokens: Int32Array.from(tokens.flat()), labels: Int32Array.from(labels.flat()), rows, seq };
 const cpuNow = () => {
   const u = process.cpuUsage();
@@ -144,7 +147,9 @@ const [ow, pw, oc, pc] = [median(ours.wall), median(peer.wall), median(ours.cpu)
 
 const shape = `${config.num_hidden_layers} layers, hidden ${config.hidden_size}, ffn ${config.intermediate_size}, heads ${config.num_attention_heads}/${config.num_key_value_heads}, vocab ${config.vocab_size}`;
 console.log(`model: ${shape}, ${(model.config.numParams / 1e6).toFixed(1)}M params (fp32, tied embeddings)`);
-console.log(`batch: ${rows} x ${seq} tokens; LoRA r=${rank} alpha=${2 * rank} on ${targets.join(',')}; AdamW + clip 1.0`);
+console.log(
+  `batch: ${rows} x ${seq} tokens; LoRA r=${rank} alpha=${2 * rank} on ${targets.join(',')}; AdamW + clip 1.0${values.recompute ? '; ours with activation recomputation' : ''}`,
+);
 console.log(
   `threads: ${threads} per side (torch ${peerInfo.torch}: ${peerInfo.threads}); median of ${steps} alternating steps after ${warmup} warmup`,
 );

@@ -14,6 +14,7 @@ import { philox } from '../src/native/linalg.ts';
 import { type WritableTensor, writeSafetensors } from '../src/native/safetensors.ts';
 import { initLora, lrLambda, PROJECTIONS, setTrainThreads, type TokenBatch, TrainModel, trainThreads } from '../src/native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../src/native/train-checkpoint.ts';
+import { doraMagnitudes } from '../src/native/train-init.ts';
 import { rel } from './support/numeric.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-engine-'));
@@ -277,7 +278,7 @@ describe('training engine: arguments', () => {
     assert.ok(Math.abs(ev.perplexity - Math.exp(ev.loss)) < 1e-9);
   });
 
-  it('LoRA dropout: masks reproducible per (seed, step, micro-batch), keep rate 1 - p, refused with DoRA', async () => {
+  it('LoRA dropout: masks reproducible per (seed, step, micro-batch), keep rate 1 - p', async () => {
     const m = await TrainModel.load(good);
     const mods = initLora(m.config, { r: 2, alpha: 4, targets: ['q_proj', 'up_proj'], seed: 1 });
     for (const mod of Object.values(mods)) mod.B.fill(0.3); // B != 0, so the adapter (and its dropout) matters
@@ -294,10 +295,6 @@ describe('training engine: arguments', () => {
     const b = batch(1, 6, 1);
     assert.deepEqual(await m.evaluate([b]), await m.evaluate([b]));
     assert.notEqual((await m.forward(b, { train: true })).loss, (await m.forward(b)).loss);
-    m.setAdapter(initLora(m.config, { r: 2, alpha: 4, targets: ['q_proj'], seed: 1 }), {
-      'model.layers.0.self_attn.q_proj': new Float32Array(16).fill(1),
-    });
-    await assert.rejects(m.trainStep([b], { lr: 1e-3 }), /DoRA with lora dropout is not supported/);
     assert.throws(() => m.setDropout(1, 0), /dropout must be a number in \[0, 1\)/);
   });
 
@@ -433,6 +430,48 @@ describe('training engine: determinism', () => {
     } finally {
       setTrainThreads(initial);
     }
+  });
+});
+
+describe('training engine: activation recomputation', () => {
+  it('gives bit-identical steps (LoRA + DoRA + dropout) with one layer of activations', async () => {
+    const run = async (recompute: boolean, dropout: number) => {
+      const m = await TrainModel.load(good);
+      const mods = initLora(m.config, { r: 3, alpha: 6, targets: PROJECTIONS, seed: 2 });
+      m.setAdapter(mods, dropout > 0 ? {} : { 'model.layers.1.mlp.up_proj': new Float32Array(24).fill(1.2) });
+      m.setDropout(dropout, 3);
+      m.setRecompute(recompute);
+      const out: number[] = [];
+      for (let s = 0; s < 2; s++) {
+        const r = await m.trainStep([batch(2, 6, s), batch(1, 8, s + 5)], { lr: 0.01, maxGradNorm: 1 });
+        out.push(r.loss, r.gradNorm);
+      }
+      return { out, adapter: m.adapter() };
+    };
+    for (const dropout of [0, 0.2]) {
+      const [x, y] = [await run(false, dropout), await run(true, dropout)];
+      assert.deepEqual(y.out, x.out, `dropout ${dropout}`);
+      for (const [path, mod] of Object.entries(x.adapter)) {
+        assert.ok(Buffer.from(mod.B.buffer).equals(Buffer.from(y.adapter[path]?.B.buffer ?? new ArrayBuffer(0))), `${path} B`);
+      }
+    }
+  });
+});
+
+describe('training engine: DoRA init', () => {
+  it('doraMagnitudes = ‖W + s·BA‖ per row, so DoRA starts equal to plain LoRA', async () => {
+    const m = await TrainModel.load(good);
+    const mods = initLora(m.config, { r: 3, alpha: 6, targets: ['q_proj', 'down_proj'], seed: 8 });
+    for (const mod of Object.values(mods)) mod.B.fill(0.1);
+    const b = batch(2, 6, 3);
+    m.setAdapter(mods);
+    const lora = await m.forward(b, { logits: true });
+    m.setAdapter(mods, doraMagnitudes(m, mods));
+    const dora = await m.forward(b, { logits: true });
+    assert.ok(rel(dora.logits ?? [], lora.logits ?? []) < 1e-6);
+    const scaled = Object.fromEntries(Object.entries(doraMagnitudes(m, mods)).map(([k, v]) => [k, v.map((x) => x * 1.1)]));
+    m.setAdapter(mods, scaled);
+    assert.ok(rel((await m.forward(b, { logits: true })).logits ?? [], lora.logits ?? []) > 1e-3, 'm matters');
   });
 });
 

@@ -21,8 +21,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readSafetensors, tensorToFloat32 } from '../src/native/safetensors.ts';
 import { initLora, type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
+import { exportForOriginalBase, pissaInit } from '../src/native/train-init.ts';
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
-import { rel } from './support/numeric.ts';
+import { delta64, rel } from './support/numeric.ts';
 import { type Entry, loadF32, readJson, runPython, saveF32, writeJson } from './support/python-ref.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-parity-'));
@@ -303,55 +304,110 @@ describe('an adapter trained here, loaded by PEFT', () => {
 });
 
 describe('LoRA dropout', () => {
-  it('with our masks injected into PEFT: logits, loss, gradients and 2 AdamW steps match', async () => {
-    const c = cases[0] as Case; // llama, LoRA on all seven projections
-    const model = await loaded(c);
-    model.setDropout(0.3, 77);
-    const paths = Object.keys(model.adapter());
-    const maskSet = (step: number, micro: number, n: number, tag: string): Record<string, Entry> =>
-      Object.fromEntries(paths.map((p) => [p, saveF32(work, `mask.${tag}.${p}`, model.dropoutMask(p, step, micro, n), [n, -1])]));
-    const steps = c.train.steps.slice(0, 2);
-    const rowsSeq = (mb: { tokens: number[][] }) => mb.tokens.length * (mb.tokens[0]?.length ?? 0);
-    const masks = {
-      forward: maskSet(0, 0, rowsSeq(c), 'fwd'),
-      steps: steps.map((step, s) => step.map((mb, k) => maskSet(s, k, rowsSeq(mb), `${s}.${k}`))),
-    };
-    const optimizer = { lr: 0.02, weightDecay: 0.1 };
-    writeJson(work, 'dropout.json', { model: c.model, tokens: c.tokens, labels: c.labels, masks, optimizer, steps });
-    runPython('train_ref.py', 'dropout', work);
-    const ref = readJson(work, 'dropout.out.json') as Omit<Out, 'train'> & { train: { losses: number[]; params: Out['train']['params'] } };
+  // llama: LoRA on all seven projections; dora: PEFT's DoRA-with-dropout path (W·drop(x) recomputed).
+  for (const id of ['llama', 'dora']) {
+    it(`${id}: with our masks injected into PEFT: logits, loss, gradients and 2 AdamW steps match`, async () => {
+      const c = cases.find((x) => x.id === id) as Case;
+      const model = await loaded(c);
+      model.setDropout(0.3, 77);
+      const paths = Object.keys(model.adapter());
+      const maskSet = (step: number, micro: number, n: number, tag: string): Record<string, Entry> =>
+        Object.fromEntries(paths.map((p) => [p, saveF32(work, `mask.${tag}.${p}`, model.dropoutMask(p, step, micro, n), [n, -1])]));
+      const steps = c.train.steps.slice(0, 2);
+      const rowsSeq = (mb: { tokens: number[][] }) => mb.tokens.length * (mb.tokens[0]?.length ?? 0);
+      const masks = {
+        forward: maskSet(0, 0, rowsSeq(c), 'fwd'),
+        steps: steps.map((step, s) => step.map((mb, k) => maskSet(s, k, rowsSeq(mb), `${s}.${k}`))),
+      };
+      const optimizer = { lr: 0.02, weightDecay: 0.1 };
+      writeJson(work, 'dropout.json', { model: c.model, tokens: c.tokens, labels: c.labels, masks, optimizer, steps });
+      runPython('train_ref.py', 'dropout', work);
+      const ref = readJson(work, 'dropout.out.json') as Omit<Out, 'train'> & {
+        train: { losses: number[]; params: Out['train']['params'] };
+      };
 
-    const r = await model.forward(toBatch(c.tokens, c.labels), { logits: true, backward: true, train: true });
-    assert.ok(r.logits);
-    assert.ok(rel(r.logits, loadF32(work, ref.logits)) <= 1e-5);
-    assert.ok(Math.abs(r.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${r.loss} vs ${ref.loss}`);
-    const plain = await model.forward(toBatch(c.tokens, c.labels));
-    assert.ok(Math.abs(plain.loss - r.loss) > 1e-4, 'dropout changes the training loss');
-    const grads = model.gradients();
-    for (const [path, g] of Object.entries(ref.grads)) {
-      for (const [w, entry] of Object.entries(g) as [Param, Entry][]) {
-        const mine = grads[path];
-        assert.ok(mine);
-        const e = rel(ours(mine, w), loadF32(work, entry));
-        assert.ok(e <= 2e-5, `${path} grad ${w} rel ${e}`);
+      const r = await model.forward(toBatch(c.tokens, c.labels), { logits: true, backward: true, train: true });
+      assert.ok(r.logits);
+      assert.ok(rel(r.logits, loadF32(work, ref.logits)) <= 1e-5);
+      assert.ok(Math.abs(r.loss - ref.loss) <= 1e-5 * ref.loss, `loss ${r.loss} vs ${ref.loss}`);
+      const plain = await model.forward(toBatch(c.tokens, c.labels));
+      assert.ok(Math.abs(plain.loss - r.loss) > 1e-4, 'dropout changes the training loss');
+      const grads = model.gradients();
+      for (const [path, g] of Object.entries(ref.grads)) {
+        for (const [w, entry] of Object.entries(g) as [Param, Entry][]) {
+          const mine = grads[path];
+          assert.ok(mine);
+          const e = rel(ours(mine, w), loadF32(work, entry));
+          assert.ok(e <= 2e-5, `${path} grad ${w} rel ${e}`);
+        }
       }
+      for (const [s, step] of steps.entries()) {
+        const res = await model.trainStep(
+          step.map((mb) => toBatch(mb.tokens, mb.labels)),
+          optimizer,
+        );
+        const want = ref.train.losses[s] ?? Number.NaN;
+        assert.ok(Math.abs(res.loss - want) <= 1e-4 * want, `step ${s} loss ${res.loss} vs ${want}`);
+      }
+      const params = model.adapter();
+      const mags = model.magnitudes();
+      for (const [path, p] of Object.entries(ref.train.params)) {
+        for (const [w, entry] of Object.entries(p) as [Param, Entry][]) {
+          const mod = params[path];
+          assert.ok(mod);
+          const e = rel(ours({ ...mod, ...(mags[path] ? { magnitude: mags[path] } : {}) }, w), loadF32(work, entry));
+          assert.ok(e <= 1e-4, `${path} ${w} after training rel ${e}`);
+        }
+      }
+    });
+  }
+});
+
+describe('PiSSA init (METHODS §1.4)', () => {
+  it("matches PEFT's pissa init (s·BA, W_res); trained, its 2r export loads in PEFT on the original base", async () => {
+    const c = cases[1] as Case; // qwen2 (biases, GQA)
+    const targets = ['q_proj', 'v_proj', 'down_proj'] as const;
+    writeJson(work, 'pissa.json', { model: c.model, r: 4, alpha: 8, targets, tokens: c.tokens });
+    runPython('train_ref.py', 'pissa', work);
+    const ref = readJson(work, 'pissa.out.json') as {
+      modules: Record<string, { A: Entry; B: Entry; W: Entry }>;
+      logitsBefore: Entry;
+      logitsAfter: Entry;
+    };
+    const model = await TrainModel.load(join(work, c.model, 'base'));
+    const mods = pissaInit(model, { r: 4, alpha: 8, targets });
+    assert.deepEqual(Object.keys(mods).sort(), Object.keys(ref.modules).sort());
+    for (const [path, r] of Object.entries(ref.modules)) {
+      const m = mods[path];
+      assert.ok(m);
+      // Singular vectors are defined up to sign: compare the sign-free product s·BA.
+      const peftDelta = delta64({ ...m, A: loadF32(work, r.A), B: loadF32(work, r.B) });
+      const e = rel(delta64(m), peftDelta);
+      assert.ok(e <= 1e-5, `${path} s·BA rel ${e}`);
+      const w = rel(model.baseWeight(path), loadF32(work, r.W));
+      assert.ok(w <= 1e-5, `${path} W_res rel ${w}`);
     }
-    for (const [s, step] of steps.entries()) {
-      const res = await model.trainStep(
+    const out = await model.forward({ tokens: Int32Array.from(c.tokens.flat()), rows: 2, seq: 12 }, { logits: true });
+    assert.ok(out.logits);
+    assert.ok(rel(out.logits, loadF32(work, ref.logitsAfter)) <= 1e-5);
+    assert.ok(rel(out.logits, loadF32(work, ref.logitsBefore)) <= 1e-5, 'W_res + s·BA = W');
+
+    // Trained on W_res, exported at 2r (§0.5), loaded by PEFT on the original base.
+    const initial = Object.fromEntries(Object.entries(mods).map(([k, m]) => [k, { ...m, A: m.A.slice(), B: m.B.slice() }]));
+    for (const step of c.train.steps.slice(0, 2)) {
+      await model.trainStep(
         step.map((mb) => toBatch(mb.tokens, mb.labels)),
-        optimizer,
+        { lr: 0.01 },
       );
-      const want = ref.train.losses[s] ?? Number.NaN;
-      assert.ok(Math.abs(res.loss - want) <= 1e-4 * want, `step ${s} loss ${res.loss} vs ${want}`);
     }
-    const params = model.adapter();
-    for (const [path, p] of Object.entries(ref.train.params)) {
-      for (const [w, entry] of Object.entries(p) as [Param, Entry][]) {
-        const mod = params[path];
-        assert.ok(mod);
-        const e = rel(ours(mod, w), loadF32(work, entry));
-        assert.ok(e <= 1e-4, `${path} ${w} after training rel ${e}`);
-      }
-    }
+    const dir = join(work, 'pissa-export');
+    writePeftAdapter(dir, exportForOriginalBase(model.adapter(), initial));
+    const trained = await model.forward({ tokens: Int32Array.from(c.tokens.flat()), rows: 2, seq: 12 }, { logits: true });
+    assert.ok(trained.logits);
+    assert.ok(rel(trained.logits, out.logits) > 1e-4, 'training moved the model');
+    writeJson(work, 'export.json', { base: join(work, c.model, 'base'), adapter: dir, tokens: c.tokens });
+    runPython('train_ref.py', 'peft-logits', work);
+    const e = rel(trained.logits, loadF32(work, (readJson(work, 'export.out.json') as { logits: Entry }).logits));
+    assert.ok(e <= 1e-5, `PEFT on the original base vs ours on W_res: logits rel ${e}`);
   });
 });

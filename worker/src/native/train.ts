@@ -136,6 +136,9 @@ interface TrainNative {
   trainSetMoments(s: unknown, layer: number, proj: number, m: Moments): void;
   trainGetStep(s: unknown): number;
   trainSetDropout(s: unknown, p: number, seed: Seed): void;
+  trainSetBaseWeight(s: unknown, layer: number, proj: number, w: Float32Array | null): void;
+  trainBaseWeight(s: unknown, layer: number, proj: number): Float32Array;
+  trainSetRecompute(s: unknown, on: boolean): void;
   trainDropoutMask(s: unknown, layer: number, proj: number, step: number, micro: number, n: number): Float32Array;
   trainSetStep(s: unknown, step: number): void;
   trainForward(
@@ -369,12 +372,36 @@ export class TrainModel {
   /**
    * PEFT's lora_dropout on every adapter's input in training (trainStep, forward with
    * train): masks from Philox(seed, "dropout:<module>:<step>:<micro-batch>"), so a resumed
-   * run redraws the same ones. Not yet with DoRA modules.
+   * run redraws the same ones. DoRA modules recompute W·drop(x) as PEFT does.
    */
   setDropout(p: number, seed: Seed): void {
     this.#idle('setDropout()');
     if (!(typeof p === 'number' && p >= 0 && p < 1)) throw new TypeError('dropout must be a number in [0, 1)');
     native().trainSetDropout(this.#session, p, seed);
+  }
+
+  /** The frozen weight [out, in] this model uses for a projection (an override, or the file's). */
+  baseWeight(module: string): Float32Array {
+    const [layer, proj] = parseModulePath(module);
+    return native().trainBaseWeight(this.#session, layer, proj);
+  }
+
+  /** Replaces a projection's frozen weight for this model only (PiSSA's W_res); null restores the file's. */
+  setBaseWeight(module: string, w: Float32Array | null): void {
+    this.#idle('setBaseWeight()');
+    const [layer, proj] = parseModulePath(module);
+    if (w !== null && !(w instanceof Float32Array)) throw new TypeError('w must be a Float32Array or null');
+    native().trainSetBaseWeight(this.#session, layer, proj, w);
+  }
+
+  /**
+   * Activation recomputation: keep only each layer's input and recompute its forward in
+   * the backward, so one layer's activations are in memory instead of all (about a third
+   * more compute). Results are bit-identical either way.
+   */
+  setRecompute(on: boolean): void {
+    this.#idle('setRecompute()');
+    native().trainSetRecompute(this.#session, on === true);
   }
 
   /** The dropout mask (0 or 1/(1-p) per entry, [n, in]) a module's input gets at (step, micro-batch). */

@@ -12,6 +12,7 @@
       (generate(do_sample=False), KV cache) of its prompts.
   train_ref.py dropout DIR       one batch and AdamW steps with our LoRA dropout masks injected
       into PEFT's lora_dropout modules (DIR/dropout.json).
+  train_ref.py pissa DIR         PEFT's PiSSA init (A, B, residual W) on one of the models.
   train_ref.py peft-logits DIR   logits of PeftModel.from_pretrained on an adapter we wrote
       (DIR/export.json names base, adapter dir and tokens).
 """
@@ -194,6 +195,31 @@ def dropout(d):
     print(json.dumps({"ok": True}))
 
 
+def pissa(d):
+    """DIR/pissa.json {"model", "r", "alpha", "targets", "tokens"}: PEFT's init_lora_weights="pissa" on
+    the model's base: per module A, B and the residual base weight, and the logits before and after."""
+    spec = read_json(d, "pissa.json")
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(d, spec["model"], "base"), dtype=torch.float32)
+    tokens = torch.tensor(spec["tokens"])
+    with torch.no_grad():
+        before = base(input_ids=tokens).logits
+    model = get_peft_model(base, LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], target_modules=spec["targets"],
+                                            init_lora_weights="pissa", lora_dropout=0.0))
+    with torch.no_grad():
+        after = model(input_ids=tokens).logits
+    res = {"modules": {}, "logitsBefore": save(d, "pissa.before", before), "logitsAfter": save(d, "pissa.after", after)}
+    for name, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and "default" in mod.lora_A:
+            path = name.removeprefix("base_model.model.")
+            res["modules"][path] = {
+                "A": save(d, f"pissa.{path}.A", mod.lora_A["default"].weight.detach()),
+                "B": save(d, f"pissa.{path}.B", mod.lora_B["default"].weight.detach()),
+                "W": save(d, f"pissa.{path}.W", mod.base_layer.weight.detach()),
+            }
+    write_json(d, "pissa.out.json", res)
+    print(json.dumps({"ok": True}))
+
+
 def run(d):
     torch.set_num_threads(1)
     for c in read_json(d, "cases.json")["cases"]:
@@ -202,4 +228,4 @@ def run(d):
 
 
 if __name__ == "__main__":
-    {"make": make, "run": run, "peft-logits": peft_logits, "dropout": dropout}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "run": run, "peft-logits": peft_logits, "dropout": dropout, "pissa": pissa}[sys.argv[1]](*sys.argv[2:])

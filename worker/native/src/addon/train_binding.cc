@@ -269,6 +269,50 @@ Napi::Value SetMoments(const Napi::CallbackInfo& info) {
   });
 }
 
+// trainSetRecompute(session, on): activation recomputation (one layer's activations in memory).
+Napi::Value SetRecompute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->engine->set_recompute(info[1].ToBoolean());
+    return env.Undefined();
+  });
+}
+
+// trainSetBaseWeight(session, layer, proj, W | null) / trainBaseWeight(session, layer, proj) -> Float32Array.
+Napi::Value SetBaseWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    const int p = static_cast<int>(proj);
+    if (info[3].IsNull() || info[3].IsUndefined()) {
+      s->engine->set_base_weight(layer, p, nullptr);
+    } else {
+      Matrix w = get_matrix(env, info[3], c.proj_out(p), c.proj_in(p), "weight");
+      s->engine->set_base_weight(layer, p, w.ptr());
+    }
+    return env.Undefined();
+  });
+}
+
+Napi::Value BaseWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    const int p = static_cast<int>(proj);
+    return to_f32(env, s->engine->base_weight(layer, p), static_cast<size_t>(c.proj_out(p) * c.proj_in(p)));
+  });
+}
+
 // trainSetDropout(session, p, seed): PEFT's lora_dropout for training-mode forwards.
 Napi::Value SetDropout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -338,16 +382,16 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           s->engine->set_training(training, s->step, 0);
           try {
             *loss = s->engine->forward(batch->view(), want_logits ? logits->data() : nullptr);
+            if (backward) {
+              if (loss->count == 0) throw Error("invalid_argument", "backward: the batch has no labelled token");
+              s->engine->zero_grad();
+              s->engine->backward(static_cast<float>(1.0 / static_cast<double>(loss->count)));
+            }
           } catch (...) {
             s->engine->set_training(false);
             throw;
           }
           s->engine->set_training(false);
-          if (backward) {
-            if (loss->count == 0) throw Error("invalid_argument", "backward: the batch has no labelled token");
-            s->engine->zero_grad();
-            s->engine->backward(static_cast<float>(1.0 / static_cast<double>(loss->count)));
-          }
         },
         [logits, loss, want_logits](Napi::Env e) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);
@@ -459,6 +503,9 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainSetLora", Napi::Function::New(env, SetLora));
   exports.Set("trainGetLora", Napi::Function::New(env, GetLora));
   exports.Set("trainSetMoments", Napi::Function::New(env, SetMoments));
+  exports.Set("trainSetRecompute", Napi::Function::New(env, SetRecompute));
+  exports.Set("trainSetBaseWeight", Napi::Function::New(env, SetBaseWeight));
+  exports.Set("trainBaseWeight", Napi::Function::New(env, BaseWeight));
   exports.Set("trainSetDropout", Napi::Function::New(env, SetDropout));
   exports.Set("trainDropoutMask", Napi::Function::New(env, DropoutMask));
   exports.Set("trainGetStep", Napi::Function::New(env, GetStep));

@@ -24,7 +24,7 @@ void fit(std::vector<T>& v, int64_t n) {
 
 // y = w ⊙ x·rstd, rstd = (mean(x²) + eps)^-½ per row (transformers LlamaRMSNorm, fp32).
 void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t d, double eps, float* y, float* rstd) {
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * d, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const float* xi = x + i * d;
       double ss = 0;
@@ -40,7 +40,7 @@ void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t d, doubl
 // dx (+)= rstd·(w⊙dy) − x·rstd³/d·Σ(w⊙dy⊙x).
 void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, int64_t n, int64_t d, float* dx,
                       bool accumulate) {
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * d, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const float* xi = x + i * d;
       const float* gi = dy + i * d;
@@ -92,6 +92,7 @@ void causal_softmax(float* P, int64_t T, int64_t window, const int64_t* doc_star
 
 Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   slots_.resize(static_cast<size_t>(model_->cfg.num_layers));
+  base_override_.resize(static_cast<size_t>(model_->cfg.num_layers));
 }
 
 void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
@@ -143,6 +144,28 @@ std::vector<float> Engine::dropout_mask(int64_t layer, int proj, int64_t step, i
   return mask;
 }
 
+void Engine::set_recompute(bool on) {
+  if (on == recompute_) return;
+  recompute_ = on;
+  rows_ = seq_ = 0;  // reallocate on the next forward
+  have_labels_ = false;
+}
+
+void Engine::set_base_weight(int64_t layer, int proj, const float* w) {
+  const ModelConfig& c = model_->cfg;
+  if (layer < 0 || layer >= c.num_layers || proj < 0 || proj >= kNumProj) {
+    throw Error("invalid_argument", "base weight: layer or projection out of range");
+  }
+  std::vector<float>& o = base_override_[static_cast<size_t>(layer)][proj];
+  if (w) o.assign(w, w + c.proj_out(proj) * c.proj_in(proj));
+  else o.clear();
+}
+
+const float* Engine::base_weight(int64_t layer, int proj) const {
+  const std::vector<float>& o = base_override_[static_cast<size_t>(layer)][proj];
+  return o.empty() ? model_->layers[static_cast<size_t>(layer)].proj[proj].w.data() : o.data();
+}
+
 int64_t Engine::num_trainable() const {
   int64_t n = 0;
   for (const auto& layer : slots_)
@@ -166,7 +189,9 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
   if (rows != rows_ || seq != seq_) {
     rows_ = rows;
     seq_ = seq;
-    acts_.assign(static_cast<size_t>(c.num_layers), LayerActs{});
+    acts_.assign(static_cast<size_t>(recompute_ ? 1 : c.num_layers), LayerActs{});
+    layer_in_.assign(static_cast<size_t>(recompute_ ? c.num_layers : 0), std::vector<float>(static_cast<size_t>(n * d)));
+    fit(recompute_out_, recompute_ ? n * d : 0);
     for (LayerActs& a : acts_) {
       for (auto* v : {&a.in, &a.x1, &a.mid, &a.x2}) fit(*v, n * d);
       for (auto* v : {&a.rstd1, &a.rstd2}) fit(*v, n);
@@ -187,17 +212,26 @@ void Engine::ensure_buffers(int64_t rows, int64_t seq) {
   }
   // LoRA intermediates follow the adapters, which may change between calls.
   int64_t rmax = 0, dora_out = 0;
-  for (size_t l = 0; l < acts_.size(); l++)
+  // Sizes per (buffer set, projection); with recomputation the one scratch set holds the
+  // largest any layer needs.
+  std::vector<std::array<int64_t, kNumProj>> hn(acts_.size()), zn(acts_.size()), dn(acts_.size());
+  for (size_t l = 0; l < slots_.size(); l++)
     for (int p = 0; p < kNumProj; p++) {
       const LoraSlot& s = slots_[l][p];
+      const size_t k = recompute_ ? 0 : l;
       rmax = std::max(rmax, s.r);
-      if (static_cast<int64_t>(acts_[l].h[p].size()) != n * s.r) fit(acts_[l].h[p], n * s.r);
-      const int64_t zn = s.dora ? n * c.proj_out(p) : 0;
-      const int64_t dn = s.r > 0 && dropout_active() ? n * c.proj_in(p) : 0;
-      if (static_cast<int64_t>(acts_[l].xd[p].size()) != dn) fit(acts_[l].xd[p], dn);
-      if (static_cast<int64_t>(acts_[l].mask[p].size()) != dn) fit(acts_[l].mask[p], dn);
       if (s.dora) dora_out = std::max(dora_out, c.proj_out(p));
-      if (static_cast<int64_t>(acts_[l].z[p].size()) != zn) fit(acts_[l].z[p], zn);
+      hn[k][p] = std::max(hn[k][p], n * s.r);
+      zn[k][p] = std::max(zn[k][p], s.dora ? n * c.proj_out(p) : 0);
+      dn[k][p] = std::max(dn[k][p], s.r > 0 && dropout_active() ? n * c.proj_in(p) : 0);
+    }
+  for (size_t k = 0; k < acts_.size(); k++)
+    for (int p = 0; p < kNumProj; p++) {
+      LayerActs& a = acts_[k];
+      if (static_cast<int64_t>(a.h[p].size()) != hn[k][p]) fit(a.h[p], hn[k][p]);
+      if (static_cast<int64_t>(a.z[p].size()) != zn[k][p]) fit(a.z[p], zn[k][p]);
+      if (static_cast<int64_t>(a.xd[p].size()) != dn[k][p]) fit(a.xd[p], dn[k][p]);
+      if (static_cast<int64_t>(a.mask[p].size()) != dn[k][p]) fit(a.mask[p], dn[k][p]);
     }
   if (static_cast<int64_t>(g_.size()) < n * rmax) fit(g_, n * rmax);
   if (static_cast<int64_t>(dyg_.size()) < n * dora_out) fit(dyg_, n * dora_out);
@@ -210,7 +244,10 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   const LoraSlot& s = slot(layer, p);
   const int64_t out = lin.out, in = lin.in;
-  pgemm(false, true, n, out, in, 1.0f, x, in, lin.w.data(), in, 0.0f, y, out);
+  const float* W = base_weight(layer, p);
+  pgemm(false, true, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+  bool dropped = false;
+  std::vector<float> wxd;  // DoRA with dropout: W·drop(x), which PEFT recomputes (METHODS §1.3)
   if (s.r > 0) {
     const float* xa = x;  // the adapter's input: drop(x) in training with dropout
     if (xd && dropout_active()) {
@@ -218,17 +255,26 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
       std::memcpy(mask, m.data(), sizeof(float) * m.size());
       for (size_t i = 0; i < m.size(); i++) xd[i] = x[i] * m[i];
       xa = xd;
+      dropped = true;
     }
     pgemm(false, true, n, s.r, in, 1.0f, xa, in, s.a.data(), in, 0.0f, h, s.r);
-    pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, out);
+    if (s.dora && dropped) {
+      // z̃ = W x̃ + s·B A x̃ (kept in z), y = W x + (m/n) ⊙ z̃ − W x̃.
+      wxd.resize(static_cast<size_t>(n * out));
+      pgemm(false, true, n, out, in, 1.0f, xa, in, W, in, 0.0f, wxd.data(), out);
+      std::memcpy(z, wxd.data(), sizeof(float) * wxd.size());
+      pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, z, out);
+    } else {
+      pgemm(false, true, n, out, s.r, s.scale, h, s.r, s.b.data(), s.r, 1.0f, y, out);
+    }
   }
   if (s.dora) {
     // n = ‖W + s·BA‖ per output row, from BA formed once per call (as PEFT's get_weight_norm).
     std::vector<float> ba(static_cast<size_t>(out * in));
     pgemm(false, false, out, in, s.r, 1.0f, s.b.data(), s.r, s.a.data(), in, 0.0f, ba.data(), in);
-    const float* w = lin.w.data();
+    const float* w = W;
     float* norm = s.norm.data();
-    parallel_for(out, [&](int64_t o0, int64_t o1) {
+    parallel_for_work(out * in, out, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; o++) {
         double ss = 0;
         for (int64_t j = 0; j < in; j++) {
@@ -238,12 +284,24 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
         norm[o] = static_cast<float>(std::sqrt(ss));
       }
     });
-    if (z) std::memcpy(z, y, sizeof(float) * static_cast<size_t>(n * out));
     const float* m = s.m.data();
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i++)
-        for (int64_t o = 0; o < out; o++) y[i * out + o] *= m[o] / norm[o];
-    });
+    if (dropped) {
+      const float* zt = z;
+      const float* wd = wxd.data();
+      parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++)
+          for (int64_t o = 0; o < out; o++) {
+            const int64_t k = i * out + o;
+            y[k] = y[k] + (m[o] / norm[o] - 1.0f) * wd[k] + (m[o] / norm[o]) * (zt[k] - wd[k]);
+          }
+      });
+    } else {
+      if (z) std::memcpy(z, y, sizeof(float) * static_cast<size_t>(n * out));
+      parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++)
+          for (int64_t o = 0; o < out; o++) y[i * out + o] *= m[o] / norm[o];
+      });
+    }
   }
   if (!lin.b.empty()) {
     const float* b = lin.b.data();
@@ -258,28 +316,35 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
                              bool accumulate) {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   LoraSlot& s = slot(layer, p);
+  if (s.dora && !act(layer).xd[p].empty()) {
+    dora_dropout_backward(layer, p, x, h, dy, n, dx, accumulate);
+    return;
+  }
   if (s.dora) {
     const int64_t out = lin.out;
-    const float* z = acts_[static_cast<size_t>(layer)].z[p].data();
+    const float* z = act(layer).z[p].data();
     const float *m = s.m.data(), *norm = s.norm.data();
     float* gm = s.gm.data();
     float* dyg = dyg_.data();
-    parallel_for(out, [&](int64_t o0, int64_t o1) {
+    parallel_for_work(n * out, out, [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; o++) {
         double acc = 0;
         for (int64_t i = 0; i < n; i++) acc += static_cast<double>(dy[i * out + o]) * z[i * out + o];
         gm[o] += static_cast<float>(acc / norm[o]);
       }
     });
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
+    parallel_for_work(n * out, n, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++)
         for (int64_t o = 0; o < out; o++) dyg[i * out + o] = dy[i * out + o] * (m[o] / norm[o]);
     });
     dy = dyg;
   }
-  if (dx) pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, lin.w.data(), lin.in, accumulate ? 1.0f : 0.0f, dx, lin.in);
+  if (dx) {
+    pgemm(false, false, n, lin.in, lin.out, 1.0f, dy, lin.out, base_weight(layer, p), lin.in, accumulate ? 1.0f : 0.0f, dx,
+          lin.in);
+  }
   if (s.r == 0) return;
-  const LayerActs& a = acts_[static_cast<size_t>(layer)];
+  const LayerActs& a = act(layer);
   const bool dropped = !a.xd[p].empty();  // the forward used drop(x) = x ⊙ D
   const float* xa = dropped ? a.xd[p].data() : x;
   float* g = g_.data();
@@ -295,11 +360,52 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
   pgemm(true, false, s.r, lin.in, n, s.scale, g, s.r, xa, lin.in, 1.0f, s.ga.data(), lin.in);
 }
 
+// DoRA with dropout (PEFT's path that recomputes W x̃): y = W x + (g − 1) ⊙ W x̃ + g ⊙ s·BA x̃,
+// g = m/n. dm += Σ dy ⊙ z̃ / n; dx = dy W + D ⊙ [(dy ⊙ (g − 1)) W + s ((dy ⊙ g) B) A];
+// dB += s (dy ⊙ g)ᵀ h; dA += s ((dy ⊙ g) B)ᵀ x̃.
+void Engine::dora_dropout_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n,
+                                   float* dx, bool accumulate) {
+  const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
+  LoraSlot& s = slot(layer, p);
+  const LayerActs& a = act(layer);
+  const int64_t out = lin.out, in = lin.in;
+  const float *z = a.z[p].data(), *m = s.m.data(), *norm = s.norm.data();
+  float* gm = s.gm.data();
+  parallel_for_work(n * out, out, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; o++) {
+      double acc = 0;
+      for (int64_t i = 0; i < n; i++) acc += static_cast<double>(dy[i * out + o]) * z[i * out + o];
+      gm[o] += static_cast<float>(acc / norm[o]);
+    }
+  });
+  std::vector<float> dyg(static_cast<size_t>(n * out)), dyg1(dyg.size());
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t o = 0; o < out; o++) {
+      const float g = m[o] / norm[o];
+      dyg[static_cast<size_t>(i * out + o)] = dy[i * out + o] * g;
+      dyg1[static_cast<size_t>(i * out + o)] = dy[i * out + o] * (g - 1.0f);
+    }
+  const float* W = base_weight(layer, p);
+  float* g = g_.data();
+  pgemm(false, false, n, s.r, out, 1.0f, dyg.data(), out, s.b.data(), s.r, 0.0f, g, s.r);
+  if (dx) {
+    (void)x;
+    pgemm(false, false, n, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
+    std::vector<float> t(static_cast<size_t>(n * in));
+    pgemm(false, false, n, in, out, 1.0f, dyg1.data(), out, W, in, 0.0f, t.data(), in);
+    pgemm(false, false, n, in, s.r, s.scale, g, s.r, s.a.data(), in, 1.0f, t.data(), in);
+    const float* mask = a.mask[p].data();
+    for (size_t i = 0; i < t.size(); i++) dx[i] += t[i] * mask[i];
+  }
+  pgemm(true, false, out, s.r, n, s.scale, dyg.data(), out, h, s.r, 1.0f, s.gb.data(), s.r);
+  pgemm(true, false, s.r, in, n, s.scale, g, s.r, a.xd[p].data(), in, 1.0f, s.ga.data(), in);
+}
+
 // Causal (optionally sliding-window) softmax attention per (row, head), GQA: head h reads
 // kv head h / (heads / kv_heads). att keeps the probabilities (zeros where masked).
 void Engine::attention_forward(int64_t layer) {
   const ModelConfig& c = model_->cfg;
-  LayerActs& a = acts_[static_cast<size_t>(layer)];
+  LayerActs& a = act(layer);
   const int64_t T = seq_, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), nh = c.num_heads;
   const int64_t group = nh / c.num_kv_heads, window = c.window[static_cast<size_t>(layer)];
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -321,7 +427,7 @@ void Engine::attention_forward(int64_t layer) {
 // dP = dO Vᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dQ = s dS K; dK += s dSᵀ Q; dV += Pᵀ dO.
 void Engine::attention_backward(int64_t layer, const float* dao) {
   const ModelConfig& c = model_->cfg;
-  LayerActs& a = acts_[static_cast<size_t>(layer)];
+  LayerActs& a = act(layer);
   const int64_t T = seq_, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), nh = c.num_heads;
   const int64_t group = nh / c.num_kv_heads;
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -357,6 +463,44 @@ void Engine::attention_backward(int64_t layer, const float* dao) {
   });
 }
 
+// One decoder layer: out = mid + down(silu(gate(x2)) ⊙ up(x2)), mid = in + o(attn(x1)).
+void Engine::layer_forward(int64_t l, float* out) {
+  const ModelConfig& c = model_->cfg;
+  const int64_t n = rows_ * seq_, d = c.hidden_size;
+  const std::vector<int64_t>& pos = pos_;
+  LayerActs& a = act(l);
+  if (recompute_) std::memcpy(a.in.data(), layer_in_[static_cast<size_t>(l)].data(), sizeof(float) * static_cast<size_t>(n * d));
+  const Layer& w = model_->layers[static_cast<size_t>(l)];
+  rmsnorm_forward(a.in.data(), w.input_norm.data(), n, d, c.rms_norm_eps, a.x1.data(), a.rstd1.data());
+  linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data(), a.z[kQ].data(),
+                 a.xd[kQ].data(), a.mask[kQ].data());
+  linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data(), a.z[kK].data(),
+                 a.xd[kK].data(), a.mask[kK].data());
+  linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data(), a.z[kV].data(),
+                 a.xd[kV].data(), a.mask[kV].data());
+  rope_apply(a.q.data(), n, c.q_dim(), c.num_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
+  rope_apply(a.k.data(), n, c.kv_dim(), c.num_kv_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
+  attention_forward(l);
+  linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data(), a.z[kO].data(),
+                 a.xd[kO].data(), a.mask[kO].data());
+  for (int64_t i = 0; i < n * d; i++) a.mid[static_cast<size_t>(i)] = a.in[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
+  rmsnorm_forward(a.mid.data(), w.post_norm.data(), n, d, c.rms_norm_eps, a.x2.data(), a.rstd2.data());
+  linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data(), a.z[kGate].data(),
+                 a.xd[kGate].data(), a.mask[kGate].data());
+  linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data(), a.z[kUp].data(),
+                 a.xd[kUp].data(), a.mask[kUp].data());
+  const int64_t nf = n * c.intermediate_size;
+  const float* gate = a.gate.data();
+  const float* up = a.up.data();
+  float* silu_up = a.act.data();
+  parallel_for_work(nf, nf, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) silu_up[i] = gate[i] * sigmoid(gate[i]) * up[i];
+  });
+  linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data(),
+                 a.xd[kDown].data(), a.mask[kDown].data());
+  for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
+}
+
 LossSum Engine::forward(const Batch& batch, float* logits_out) {
   const ModelConfig& c = model_->cfg;
   if (batch.rows < 1 || batch.seq < 1) throw Error("invalid_argument", "a batch needs at least one row of one token");
@@ -383,13 +527,6 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
                                           " is neither -100 nor a token id below " + std::to_string(V));
     }
   }
-  if (dropout_active()) {
-    for (int64_t l = 0; l < c.num_layers; l++)
-      for (int p = 0; p < kNumProj; p++)
-        if (slot(l, p).dora) {
-          throw Error("invalid_argument", module_path(l, p) + ": DoRA with lora dropout is not supported yet (set dropout to 0)");
-        }
-  }
   ensure_buffers(batch.rows, batch.seq);
   BlasSingleThread blas_guard;
   pos_.assign(static_cast<size_t>(n), 0);
@@ -402,44 +539,16 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
       doc_start_[static_cast<size_t>(i)] = first ? t : doc_start_[static_cast<size_t>(i - 1)];
       pos_[static_cast<size_t>(i)] = t - doc_start_[static_cast<size_t>(i)];
     }
-  const std::vector<int64_t>& pos = pos_;
 
   // Embedding lookup.
-  float* h0 = acts_[0].in.data();
+  float* h0 = recompute_ ? layer_in_[0].data() : acts_[0].in.data();
   for (int64_t i = 0; i < n; i++) std::memcpy(h0 + i * d, model_->embed.data() + batch.tokens[i] * d, sizeof(float) * d);
 
   for (int64_t l = 0; l < c.num_layers; l++) {
-    const Layer& w = model_->layers[static_cast<size_t>(l)];
-    LayerActs& a = acts_[static_cast<size_t>(l)];
-    rmsnorm_forward(a.in.data(), w.input_norm.data(), n, d, c.rms_norm_eps, a.x1.data(), a.rstd1.data());
-    linear_forward(l, kQ, a.x1.data(), n, a.q.data(), a.h[kQ].data(), a.z[kQ].data(),
-                   a.xd[kQ].data(), a.mask[kQ].data());
-    linear_forward(l, kK, a.x1.data(), n, a.k.data(), a.h[kK].data(), a.z[kK].data(),
-                   a.xd[kK].data(), a.mask[kK].data());
-    linear_forward(l, kV, a.x1.data(), n, a.v.data(), a.h[kV].data(), a.z[kV].data(),
-                   a.xd[kV].data(), a.mask[kV].data());
-    rope_apply(a.q.data(), n, c.q_dim(), c.num_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
-    rope_apply(a.k.data(), n, c.kv_dim(), c.num_kv_heads, c.head_dim, pos.data(), cos_.data(), sin_.data(), false);
-    attention_forward(l);
-    linear_forward(l, kO, a.ao.data(), n, tmp_.data(), a.h[kO].data(), a.z[kO].data(),
-                   a.xd[kO].data(), a.mask[kO].data());
-    for (int64_t i = 0; i < n * d; i++) a.mid[static_cast<size_t>(i)] = a.in[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
-    rmsnorm_forward(a.mid.data(), w.post_norm.data(), n, d, c.rms_norm_eps, a.x2.data(), a.rstd2.data());
-    linear_forward(l, kGate, a.x2.data(), n, a.gate.data(), a.h[kGate].data(), a.z[kGate].data(),
-                   a.xd[kGate].data(), a.mask[kGate].data());
-    linear_forward(l, kUp, a.x2.data(), n, a.up.data(), a.h[kUp].data(), a.z[kUp].data(),
-                   a.xd[kUp].data(), a.mask[kUp].data());
-    const int64_t nf = n * c.intermediate_size;
-    const float* gate = a.gate.data();
-    const float* up = a.up.data();
-    float* act = a.act.data();
-    parallel_for(nf, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i++) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
-    });
-    linear_forward(l, kDown, a.act.data(), n, tmp_.data(), a.h[kDown].data(), a.z[kDown].data(),
-                   a.xd[kDown].data(), a.mask[kDown].data());
-    float* out = l + 1 < c.num_layers ? acts_[static_cast<size_t>(l + 1)].in.data() : fin_.data();
-    for (int64_t i = 0; i < n * d; i++) out[i] = a.mid[static_cast<size_t>(i)] + tmp_[static_cast<size_t>(i)];
+    float* out = l + 1 == c.num_layers ? fin_.data()
+                 : recompute_         ? layer_in_[static_cast<size_t>(l + 1)].data()
+                                      : acts_[static_cast<size_t>(l + 1)].in.data();
+    layer_forward(l, out);
   }
   rmsnorm_forward(fin_.data(), model_->norm.data(), n, d, c.rms_norm_eps, xf_.data(), rstdf_.data());
   pgemm(false, true, n, V, d, 1.0f, xf_.data(), d, model_->head(), d, 0.0f, logits_.data(), V);
@@ -456,7 +565,7 @@ LossSum Engine::forward(const Batch& batch, float* logits_out) {
   float* rl = row_loss_.data();
   const float* z = logits_.data();
   float* lse = row_lse_.data();
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * V, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       rl[i] = 0.0f;
       if (y[i] == kIgnore) continue;
@@ -483,7 +592,7 @@ void Engine::backward(float loss_scale) {
   float* z = logits_.data();
   const int32_t* y = labels_.data();
   const float* lse = row_lse_.data();
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * V, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       float* zi = z + i * V;
       if (y[i] == kIgnore) {
@@ -501,13 +610,14 @@ void Engine::backward(float loss_scale) {
 
   for (int64_t l = c.num_layers - 1; l >= 0; l--) {
     const Layer& w = model_->layers[static_cast<size_t>(l)];
-    LayerActs& a = acts_[static_cast<size_t>(l)];
+    if (recompute_) layer_forward(l, recompute_out_.data());  // the activations this layer's backward reads
+    LayerActs& a = act(l);
     const int64_t nf = n * c.intermediate_size;
     // MLP: out = mid + down(silu(gate) ⊙ up).
     linear_backward(l, kDown, a.act.data(), a.h[kDown].data(), dres_.data(), n, dact_.data(), false);
     const float *gate = a.gate.data(), *up = a.up.data(), *dact = dact_.data();
     float *dup = dup_.data(), *dgate = dgate_.data();
-    parallel_for(nf, [&](int64_t i0, int64_t i1) {
+    parallel_for_work(nf, nf, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) {
         const float g = gate[i], sg = sigmoid(g), da = dact[i];
         dup[i] = da * g * sg;

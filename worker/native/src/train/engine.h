@@ -79,6 +79,15 @@ class Engine {
   int64_t num_trainable() const;
 
   /**
+   * Replaces a projection's frozen weight W [out, in] for this engine only (PiSSA-style
+   * inits train on W_res = W − s·B0·A0); nullptr restores the model's. The model itself
+   * is shared and never changes.
+   */
+  void set_base_weight(int64_t layer, int proj, const float* w);
+  /** The weight the engine uses for (layer, proj): the override or the model's. */
+  const float* base_weight(int64_t layer, int proj) const;
+
+  /**
    * Forward pass; stores what backward needs. With labels, returns the summed causal-LM
    * loss (position t predicts labels[t + 1]). logits_out, when given, receives [rows·seq, vocab].
    */
@@ -87,7 +96,8 @@ class Engine {
   /**
    * LoRA dropout (PEFT's lora_dropout, on the adapter's input only): p in [0, 1), masks drawn
    * from Philox(seed, stream "dropout:<module>:<step>:<micro>") so a resumed run redraws
-   * them. Applies to forwards in training mode (set_training); refused with DoRA modules.
+   * them. Applies to forwards in training mode (set_training); on DoRA modules as PEFT does,
+   * with W·drop(x) recomputed.
    */
   void set_dropout(float p, uint64_t seed);
   /** Training mode for the next forwards: dropout masks of (step, micro-batch index). */
@@ -95,6 +105,14 @@ class Engine {
   /** The mask (0 or 1/(1-p)) the engine draws for a module's n × in input in training mode. */
   std::vector<float> dropout_mask(int64_t layer, int proj, int64_t step, int64_t micro, int64_t n) const;
   float dropout() const { return dropout_p_; }
+
+  /**
+   * Activation recomputation: keep only each layer's input and recompute the layer's
+   * forward during the backward (one layer's activations in memory instead of all).
+   * Results are bit-identical either way.
+   */
+  void set_recompute(bool on);
+  bool recompute() const { return recompute_; }
 
   /** Backward of loss_scale · (the last forward's loss sum); adds into the adapters' ga/gb. */
   void backward(float loss_scale);
@@ -122,15 +140,22 @@ class Engine {
   };
 
   void ensure_buffers(int64_t rows, int64_t seq);
+  /** Layer l's activations: its own, or the shared scratch when recomputing. */
+  LayerActs& act(int64_t l) { return acts_[recompute_ ? 0 : static_cast<size_t>(l)]; }
+  /** Forward of layer l from act(l).in (filled here from layer_in_ when recomputing) to `out`. */
+  void layer_forward(int64_t l, float* out);
   void linear_forward(int64_t layer, int p, const float* x, int64_t n, float* y, float* h, float* z = nullptr,
                       float* xd = nullptr, float* mask = nullptr) const;
   void linear_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
                        bool accumulate);
+  void dora_dropout_backward(int64_t layer, int p, const float* x, const float* h, const float* dy, int64_t n, float* dx,
+                             bool accumulate);
   void attention_forward(int64_t layer);
   void attention_backward(int64_t layer, const float* dao);
 
   std::shared_ptr<const Model> model_;
   std::vector<std::array<LoraSlot, kNumProj>> slots_;
+  std::vector<std::array<std::vector<float>, kNumProj>> base_override_;
 
   int64_t rows_ = 0, seq_ = 0;  // shape the buffers are sized for
   bool have_labels_ = false;
@@ -141,6 +166,9 @@ class Engine {
   bool dropout_active() const { return training_ && dropout_p_ > 0.0f; }
   std::vector<int32_t> labels_;  // shifted: target of position t, or -100
   std::vector<LayerActs> acts_;
+  bool recompute_ = false;
+  std::vector<std::vector<float>> layer_in_;  // recompute: each layer's input [N, hidden]
+  std::vector<float> recompute_out_;
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
   std::vector<int64_t> pos_;       // [N] position of each token within its document

@@ -17,7 +17,7 @@ namespace lowrank::train {
 namespace {
 
 void rmsnorm(const float* x, const float* w, int64_t n, int64_t d, double eps, float* y) {
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
+  parallel_for_work(n * d, n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const float* xi = x + i * d;
       double ss = 0;

@@ -1,7 +1,9 @@
 // Hugging Face model directory -> Model (see model.h).
 #include "model.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -45,6 +47,16 @@ std::string shape_text(const std::vector<uint64_t>& s) {
 }
 
 /** Every tensor of the directory by name, with the (shared) file it lives in. */
+// Drops the file pages of a converted tensor from this process (they are re-read from the
+// file if touched again), so loading peaks at the fp32 weights plus one tensor, not plus
+// the whole mapped file.
+void release(const uint8_t* p, uint64_t n) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
 class WeightIndex {
  public:
   explicit WeightIndex(const std::string& dir) : dir_(dir) {
@@ -90,6 +102,7 @@ class WeightIndex {
     }
     std::vector<float> out(static_cast<size_t>(*checked_numel(shape)));
     to_float32(info->dtype, f.data(*info), out.data(), out.size());
+    release(f.data(*info), info->end - info->begin);
     used_.insert(name);
     return out;
   }

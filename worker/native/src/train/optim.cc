@@ -75,17 +75,17 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
   engine.zero_grad();
   double loss_sum = 0;
   for (size_t k = 0; k < micro.size(); k++) {
-    engine.set_training(true, *step, static_cast<int64_t>(k));  // dropout masks of (step, micro-batch)
-    LossSum l;
+    // Dropout masks of (step, micro-batch), also for a backward that recomputes activations.
+    engine.set_training(true, *step, static_cast<int64_t>(k));
     try {
-      l = engine.forward(micro[k]);
+      LossSum l = engine.forward(micro[k]);
+      loss_sum += l.sum;
+      engine.backward(static_cast<float>(1.0 / static_cast<double>(total)));
     } catch (...) {
       engine.set_training(false);
       throw;
     }
     engine.set_training(false);
-    loss_sum += l.sum;
-    engine.backward(static_cast<float>(1.0 / static_cast<double>(total)));
   }
   res.loss = loss_sum / static_cast<double>(total);
 

@@ -108,6 +108,14 @@ Pool& pool() {
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) { pool().run(n, fn); }
 
+void parallel_for_work(int64_t work, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  if (work < (int64_t{1} << 20)) {
+    if (n > 0) fn(0, n);
+    return;
+  }
+  pool().run(n, fn);
+}
+
 void set_num_threads(int n) {
   if (n < 1) throw Error("invalid_argument", "threads must be >= 1");
   if (n != pool().size()) pool().resize(n);
@@ -124,8 +132,8 @@ namespace lowrank::train {
 void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const int threads = num_threads();
-  // Below ~1 MFLOP a split costs more than it saves.
-  if (threads == 1 || m * n * k < (int64_t{1} << 19) || (m < 2 && n < 2)) {
+  // Below ~4M multiply-adds a split costs more than it saves (LoRA's rank-r GEMMs stay whole).
+  if (threads == 1 || m * n * k < (int64_t{1} << 22) || (m < 2 && n < 2)) {
     gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
@@ -142,12 +150,25 @@ void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
   }
 }
 
-BlasSingleThread::BlasSingleThread() : previous_(blas_threads()) {
-  if (previous_ != 1) set_blas_threads(1);
+// Nested or concurrent guards (two sessions on two worker threads) share one count: the
+// first saves the thread count, the last restores it.
+namespace {
+std::mutex blas_mu;
+int blas_holders = 0;
+int blas_saved = 1;
+}  // namespace
+
+BlasSingleThread::BlasSingleThread() {
+  std::lock_guard<std::mutex> lock(blas_mu);
+  if (blas_holders++ == 0) {
+    blas_saved = blas_threads();
+    if (blas_saved != 1) set_blas_threads(1);
+  }
 }
 
 BlasSingleThread::~BlasSingleThread() {
-  if (previous_ != 1) set_blas_threads(previous_);
+  std::lock_guard<std::mutex> lock(blas_mu);
+  if (--blas_holders == 0 && blas_saved != 1) set_blas_threads(blas_saved);
 }
 
 }  // namespace lowrank::train

@@ -15,6 +15,13 @@ namespace lowrank::train {
 /** Runs fn(begin, end) over a partition of [0, n); returns when every chunk is done. */
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
+/**
+ * parallel_for for cheap element loops: `work` estimates the whole loop in elements, and
+ * below ~1M the loop runs inline. A barrier costs more than it saves there and, on shared
+ * cores, every barrier waits for the most-descheduled thread.
+ */
+void parallel_for_work(int64_t work, int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+
 /** Threads parallel_for uses (default: the machine's cores); n >= 1. */
 void set_num_threads(int n);
 int num_threads();
@@ -36,7 +43,7 @@ void pgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
  * While alive, OpenBLAS runs single-threaded: the engine parallelises with its own pool,
  * because OpenBLAS's yield-spinning thread server collapses when the cores are shared
  * (a 135M-parameter step went from 3 s single-threaded to 6-10 s on 2 busy cores).
- * Restores the previous thread count.
+ * Guards nest and overlap across threads: the last one out restores the previous count.
  */
 class BlasSingleThread {
  public:
@@ -44,9 +51,6 @@ class BlasSingleThread {
   ~BlasSingleThread();
   BlasSingleThread(const BlasSingleThread&) = delete;
   BlasSingleThread& operator=(const BlasSingleThread&) = delete;
-
- private:
-  int previous_;
 };
 
 }  // namespace lowrank::train

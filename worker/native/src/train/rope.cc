@@ -58,7 +58,7 @@ void rope_tables(const ModelConfig& cfg, int64_t first, int64_t count, std::vect
 void rope_apply(float* x, int64_t n, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* pos, const float* cos,
                 const float* sin, bool inverse) {
   const int64_t half = head_dim / 2;
-  parallel_for(n, [&](int64_t r0, int64_t r1) {
+  parallel_for_work(n * heads * head_dim, n, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       const float* c = cos + pos[r] * half;
       const float* s = sin + pos[r] * half;
