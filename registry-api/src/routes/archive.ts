@@ -29,18 +29,26 @@ export function downloadArchive(ctx: Context): RequestHandler {
     if (files.every((f) => Buffer.byteLength(f.path) <= 100))
       res.set('Content-Length', String(files.reduce((n, f) => n + BLOCK + padded(Number(f.size)), 0) + 2 * BLOCK));
     const tar = pack();
-    const piping = pipeline(tar, res);
+    // Settled here so a client that leaves mid-download is an expected end, never an unhandled rejection.
+    let clientGone = false;
+    const piping = pipeline(tar, res).then(
+      () => undefined,
+      () => {
+        clientGone = true;
+      },
+    );
     try {
       for (const f of files) {
+        if (clientGone) break;
         const entry = tar.entry({ name: f.path, size: Number(f.size), mode: 0o644, mtime: version.createdAt });
         await pipeline(await ctx.blobs.get(f.blobDigest), entry);
       }
-      tar.finalize();
-      await piping;
+      if (!clientGone) tar.finalize();
     } catch (err) {
-      ctx.log.error({ err, version: `${repo.namespace}/${repo.name}@${version.number}` }, 'archive aborted');
+      if (!clientGone) ctx.log.error({ err, version: `${repo.namespace}/${repo.name}@${version.number}` }, 'archive aborted');
       tar.destroy(err as Error);
       res.destroy(err as Error);
     }
+    await piping;
   };
 }
