@@ -151,6 +151,14 @@ describe('delta-space merges match mergekit', () => {
     const e = factorDense(svdM, { energy: 0.9 });
     assert.ok(e.retainedEnergy >= 0.9 - 1e-6 && e.module.r >= 1);
   });
+  it('ties: magnitude ties at the cut are kept lowest index first (exact)', () => {
+    const t: Matrix = { rows: 1, cols: 6, data: Float32Array.from([1, 3, -1, 1, 2, -1]) };
+    // k = max(1, int(0.5 · 6)) = 3: keep 3, 2 and the first |1| (index 0)
+    const r = mergeDeltas([t], { method: 'ties', weights: [1], density: 0.5 });
+    assert.deepEqual(Array.from(r.data), [1, 3, 0, 0, 2, 0]);
+    const one = mergeDeltas([t], { method: 'ties', weights: [1], density: 0.01 });
+    assert.deepEqual(Array.from(one.data), [0, 3, 0, 0, 0, 0]);
+  });
   it('refuses bad requests with a reason', () => {
     assert.throws(() => mergeDeltas(deltas, { method: 'ties', weights }), TypeError);
     assert.throws(

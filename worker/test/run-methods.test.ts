@@ -19,7 +19,7 @@ import { createToken } from '../../registry-api/src/auth/tokens.ts';
 import { RegistryClient } from '../../registry-api/src/cli/client.ts';
 import { pull, push } from '../../registry-api/src/cli/transfer.ts';
 import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
-import { eora, rtnQuantize } from '../src/native/compress-base.ts';
+import { curDecompose, eora, rtnQuantize } from '../src/native/compress-base.ts';
 import { factorDense, mergeDeltas } from '../src/native/delta.ts';
 import { gemm, type LoraModule, philox } from '../src/native/linalg.ts';
 import { readSafetensors, writeSafetensors } from '../src/native/safetensors.ts';
@@ -295,6 +295,42 @@ describe('lora-worker run: compression modes', () => {
       4,
     );
     assert.ok(rel(delta64(got.modules[Q] as LoraModule), delta64(want.module)) <= 1e-5);
+  });
+
+  it('base-cur: actual columns and rows, weighted by calibration column norms, compressed_from the base', async () => {
+    const baseDir = base();
+    const x = { [Q]: { shape: [40, 32], data: normal(40 * 32) }, [V]: { shape: [40, 32], data: normal(40 * 32) } };
+    const calib = join(tmp, 'calib-cur.safetensors');
+    writeSafetensors(calib, Object.fromEntries(Object.entries(x).map(([k, t]) => [k, { dtype: 'F32', ...t }])), { format: 'pt' });
+    const res = await worker({
+      kind: 'CompressionJob',
+      spec: {
+        target: 'base',
+        mode: 'base-cur',
+        source: { baseModel: { path: baseDir } },
+        cur: { rank: 8 },
+        calibration: { dataset: { path: calib } },
+        output: { repository: 'lab/cur' },
+      },
+    });
+    assert.equal(res.code, 0, JSON.stringify(res.result) + res.stderr);
+    const v = await version('lab/cur', '1');
+    assert.equal(v.methodMetadata.activationWeighted, true);
+    assert.deepEqual(
+      v.lineage.map((l: any) => [l.relation, l.parentRef]),
+      [['compressed_from', `file:${baseDir}`]],
+    );
+    const out = join(tmp, 'cur');
+    await pull(client, 'lab/cur', '1', out);
+    const model = readSafetensors(join(out, 'model.safetensors')).tensors;
+    const idx = JSON.parse(readFileSync(join(out, 'lowrank_cur_indices.json'), 'utf8'));
+    const cols: number[] = JSON.parse(idx[`${Q}.weight.cols`]);
+    const norms = new Float64Array(32);
+    for (let i = 0; i < 40; i++) for (let j = 0; j < 32; j++) norms[j] = (norms[j] as number) + (x[Q].data[i * 32 + j] as number) ** 2;
+    const want = curDecompose({ rows: 32, cols: 32, data: wq.data }, 8, Float32Array.from(norms, Math.sqrt));
+    assert.deepEqual(cols, want.cols);
+    const cur = gemm(gemm(want.c, want.u), want.r);
+    assert.ok(rel(model[`${Q}.weight`]?.data as Float32Array, cur.data) <= 1e-6);
   });
 
   it('refuses calibration text (no forward pass yet), with the reason', async () => {

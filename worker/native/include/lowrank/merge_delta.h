@@ -30,7 +30,7 @@ struct DeltaMergeOptions {
 };
 
 /** mix = λ · (Σ w_i δ'_i [⊙ keep_i]) [/ divisor] with mergekit's fp32 arithmetic. */
-Matrix merge_deltas(const std::vector<Matrix>& deltas, const DeltaMergeOptions& opts);
+Matrix merge_deltas(std::vector<Matrix> deltas, const DeltaMergeOptions& opts);
 
 /** How many singular triplets to keep: fixed k, or PEFT's energy rule, capped at max_rank. */
 struct RankChoice {

@@ -75,7 +75,7 @@ Napi::Value MergeDeltas(const Napi::CallbackInfo& info) {
         opts.masks.emplace_back(a.Data(), a.Data() + a.ElementLength());
       }
     }
-    return to_dense(env, merge_deltas(deltas, opts));
+    return to_dense(env, merge_deltas(std::move(deltas), opts));
   });
 }
 
