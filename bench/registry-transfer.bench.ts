@@ -5,22 +5,29 @@
  *
  * Starts a registry process (blobs in MinIO) on a fresh database and bucket, as deployed:
  * writes an adapter set of N random files totalling M MiB, then times:
- *   peer:  @aws-sdk/lib-storage Upload of each file to S3, and GetObject of each back;
- *   ours:  HTTP PUT of each blob to the registry + commit, and GET of each file back
- *          (the registry verifies sha256 on the way in and on the way out).
- * Prints MiB/s for both and the ratio ours/peer (goal: >= 0.9).
+ *   peer:     @aws-sdk/lib-storage Upload of each file to S3, and GetObject of each back
+ *             into a file;
+ *   ours:     `lora push` and `lora pull` (the CLI's functions): direct presigned
+ *             multipart uploads to S3, verified whole by the registry, then commit; pulls
+ *             redirected to presigned S3 URLs, each file's sha256 checked by the client;
+ *   proxied:  HTTP PUT of each blob through the registry + commit, and GET of each file
+ *             through it (the path of clients that do not use direct transfers).
+ * Prints MiB/s and the ratio to the peer (goal: >= 0.9 for ours).
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { CreateBucketCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { createToken } from '../registry-api/src/auth/tokens.ts';
+import { RegistryClient } from '../registry-api/src/cli/client.ts';
+import { pull, push } from '../registry-api/src/cli/transfer.ts';
 import { migrate } from '../registry-api/src/db/migrate.ts';
 import { PrismaClient } from '../registry-api/src/generated/prisma/client.ts';
 
@@ -85,18 +92,21 @@ const team = await prisma.team.create({ data: { name: 'bench', organizationId: o
 const user = await prisma.user.create({ data: { handle: 'bench', memberships: { create: { teamId: team.id, role: 'maintainer' } } } });
 const token = (await createToken(prisma, { userId: user.id, name: 'bench', scope: 'write' })).token;
 const auth = { authorization: `Bearer ${token}` };
-await fetch(`${base}/v1/repos`, {
-  method: 'POST',
-  headers: { ...auth, 'content-type': 'application/json' },
-  body: JSON.stringify({ namespace: 'bench', name: 'set', baseModel: 'm' }),
-});
+for (const name of ['set', 'proxied'])
+  await fetch(`${base}/v1/repos`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ namespace: 'bench', name, baseModel: 'm' }),
+  });
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-transfer-'));
+const setDir = join(dir, 'set');
+mkdirSync(setDir);
 const files: { path: string; size: number; digest: string }[] = [];
 const perFile = Math.floor((totalMiB << 20) / nFiles);
 for (let i = 0; i < nFiles; i++) {
   const data = randomBytes(perFile);
-  const path = join(dir, `adapter-${i}.safetensors`);
+  const path = join(setDir, `adapter-${i}.safetensors`);
   writeFileSync(path, data);
   files.push({ path, size: perFile, digest: `sha256:${createHash('sha256').update(data).digest('hex')}` });
 }
@@ -106,10 +116,6 @@ const time = async (fn: () => Promise<unknown>) => {
   const t = performance.now();
   await fn();
   return performance.now() - t;
-};
-const drain = async (body: Readable) => {
-  for await (const _ of body) {
-  }
 };
 
 const peerPush = await time(() =>
@@ -126,14 +132,23 @@ const peerPush = await time(() =>
 );
 const peerPull = await time(() =>
   Promise.all(
-    files.map(async (_f, i) => drain((await raw.send(new GetObjectCommand({ Bucket: bucket, Key: `peer/${i}` }))).Body as Readable)),
+    files.map(async (_f, i) =>
+      pipeline(
+        (await raw.send(new GetObjectCommand({ Bucket: bucket, Key: `peer/${i}` }))).Body as Readable,
+        createWriteStream(join(dir, `peer-${i}`)),
+      ),
+    ),
   ),
 );
 
-const oursPush = await time(async () => {
+const client = new RegistryClient({ registry: base, token });
+const oursPush = await time(() => push(client, setDir, 'bench/set'));
+const oursPull = await time(() => pull(client, 'bench/set', '1', join(dir, 'pulled')));
+
+const proxiedPush = await time(async () => {
   await Promise.all(
     files.map(async (f) => {
-      const r = await fetch(`${base}/v1/repos/bench/set/blobs/${f.digest}`, {
+      const r = await fetch(`${base}/v1/repos/bench/proxied/blobs/${f.digest}`, {
         method: 'PUT',
         headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(statSync(f.path).size) },
         body: Readable.toWeb(createReadStream(f.path)) as ReadableStream,
@@ -142,7 +157,7 @@ const oursPush = await time(async () => {
       if (!r.ok) throw new Error(`upload ${r.status}: ${await r.text()}`);
     }),
   );
-  const c = await fetch(`${base}/v1/repos/bench/set/versions`, {
+  const c = await fetch(`${base}/v1/repos/bench/proxied/versions`, {
     method: 'POST',
     headers: { ...auth, 'content-type': 'application/json' },
     body: JSON.stringify({
@@ -152,10 +167,10 @@ const oursPush = await time(async () => {
   });
   if (!c.ok) throw new Error(`commit ${c.status}: ${await c.text()}`);
 });
-const oursPull = await time(() =>
+const proxiedPull = await time(() =>
   Promise.all(
     files.map(async (_f, i) => {
-      const r = await fetch(`${base}/v1/repos/bench/set/versions/1/files/adapter-${i}.safetensors`, { headers: auth });
+      const r = await fetch(`${base}/v1/repos/bench/proxied/versions/1/files/adapter-${i}.safetensors`, { headers: auth });
       for await (const _ of r.body as unknown as AsyncIterable<Uint8Array>) {
       }
     }),
@@ -163,10 +178,12 @@ const oursPull = await time(() =>
 );
 
 const row = (what: string, ours: number, peer: number) =>
-  `${what.padEnd(6)} ours ${mibps(ours).toFixed(0).padStart(5)} MiB/s   raw S3 SDK ${mibps(peer).toFixed(0).padStart(5)} MiB/s   ratio ${(peer / ours).toFixed(2)}x`;
+  `${what.padEnd(13)} ${mibps(ours).toFixed(0).padStart(5)} MiB/s   raw S3 SDK ${mibps(peer).toFixed(0).padStart(5)} MiB/s   ratio ${(peer / ours).toFixed(2)}x`;
 console.log(`registry transfer: ${nFiles} files, ${(bytes / 2 ** 20).toFixed(0)} MiB, MinIO on loopback, node ${process.version}`);
 console.log(row('push', oursPush, peerPush));
 console.log(row('pull', oursPull, peerPull));
+console.log(row('push proxied', proxiedPush, peerPush));
+console.log(row('pull proxied', proxiedPull, peerPull));
 
 registry.kill('SIGTERM');
 await new Promise((r) => registry.once('exit', r));

@@ -164,6 +164,94 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/repos/{namespace}/{name}/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Starts (or resumes) a direct upload of one blob: on an S3 store the client sends parts straight to S3 through presigned URLs; state proxy means PUT the blob to location instead, exists that this repository already has it. */
+        post: operations["startUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/uploads/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** The session with the parts uploaded so far (to resume). */
+        get: operations["getUpload"];
+        put?: never;
+        post?: never;
+        /** Gives the upload up; its parts are deleted from S3. */
+        delete: operations["abortUpload"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/uploads/{id}/parts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Presigned PUT URLs for parts; each URL requires the header x-amz-checksum-sha256 with the part's SHA-256 (base64), which S3 checks. */
+        post: operations["presignUploadParts"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/uploads/{id}:complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Completes the upload once every part is in S3; the registry hashes the whole object and keeps it only if it has the session's digest and size. */
+        post: operations["completeUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/repos/{namespace}/{name}/versions": {
         parameters: {
             query?: never;
@@ -224,7 +312,7 @@ export type paths = {
             };
             cookie?: never;
         };
-        /** A file's bytes, verified against its digest; supports Range and If-None-Match. */
+        /** A file's bytes, verified against its digest; supports Range and If-None-Match. With direct=1 on an S3 store, a 307 to a presigned S3 URL. */
         get: operations["downloadFile"];
         put?: never;
         post?: never;
@@ -249,6 +337,29 @@ export type paths = {
         };
         /** The lineage graph around a version: ancestors, descendants or both, to a depth. Versions the caller cannot read appear as hidden nodes. */
         get: operations["getLineage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/repos/{namespace}/{name}/versions/{ref}/archive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        /** The whole version as one tar archive (a PEFT directory), each file verified against its digest as it streams; a corrupt blob aborts the download. */
+        get: operations["downloadArchive"];
         put?: never;
         post?: never;
         delete?: never;
@@ -629,7 +740,7 @@ export type components = {
             title: string;
             status: number;
             /** @enum {string} */
-            code: "invalid_spec" | "invalid_request" | "invalid_file" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unavailable" | "internal";
+            code: "invalid_spec" | "invalid_request" | "invalid_file" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "rate_limited" | "unavailable" | "internal";
             detail: string;
             errors?: components["schemas"]["FieldError"][];
         };
@@ -670,6 +781,25 @@ export type components = {
             digest: components["schemas"]["Digest"];
             size: number;
         };
+        /** @description How the version was made, checked against the schema of its kind (extra keys are kept). training: method, rank, alpha, targets, datasetDigest, lossCurve; merge / merge-into-base: method, inputs, weights (density when used); compression: mode, ranksBefore, ranksAfter, energyKept, relError; transfer: sourceBase, targetBase, syntheticGenerated, syntheticKept, discriminatorAccuracy, teacherScore, studentScore; generation: generatorVersion, taskDescription, embeddingDigest, seed; import: free-form. */
+        MethodMetadata: {
+            /** @enum {string} */
+            kind: "training" | "merge" | "merge-into-base" | "compression" | "transfer" | "generation" | "import";
+        } & (unknown & unknown & unknown & unknown & unknown);
+        UploadSession: {
+            id?: string;
+            /** @enum {string} */
+            state: "open" | "exists" | "proxy";
+            digest: string;
+            size: number;
+            partSize?: number;
+            partCount?: number;
+            uploadedParts?: {
+                number?: number;
+                size?: number;
+            }[];
+            location: string;
+        };
         Differences: {
             key: string;
             a: unknown;
@@ -693,7 +823,7 @@ export type components = {
             /** @description adapter_config.json. */
             config: Record<string, unknown>;
             method?: string;
-            methodMetadata?: Record<string, unknown>;
+            methodMetadata?: components["schemas"]["MethodMetadata"];
             metrics?: Record<string, unknown>;
             rank?: number;
             lineage?: components["schemas"]["LineageInput"][];
@@ -1097,6 +1227,184 @@ export interface operations {
             404: components["responses"]["Problem"];
         };
     };
+    startUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    digest: components["schemas"]["Digest"];
+                    size: number;
+                };
+            };
+        };
+        responses: {
+            /** @description The upload session (resumed, with the parts S3 already has), or where to send the blob instead. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadSession"];
+                };
+            };
+            /** @description The upload session (resumed, with the parts S3 already has), or where to send the blob instead. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadSession"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+        };
+    };
+    getUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The upload session (resumed, with the parts S3 already has), or where to send the blob instead. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadSession"];
+                };
+            };
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    abortUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Aborted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    presignUploadParts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    parts: {
+                        number: number;
+                        sha256: string;
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description One URL per part. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        expiresInSeconds: number;
+                        parts: {
+                            number: number;
+                            url: string;
+                            headers: Record<string, unknown>;
+                        }[];
+                    };
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    completeUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Stored. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        digest: string;
+                        size: number;
+                    };
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+        };
+    };
     listVersions: {
         parameters: {
             query?: never;
@@ -1189,7 +1497,10 @@ export interface operations {
     };
     downloadFile: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description 1 to download straight from S3 (307 to a presigned URL, X-Linked-Etag has the digest to verify); ignored on a filesystem store and for Range requests. */
+                direct?: "0" | "1";
+            };
             header?: never;
             path: {
                 /** @description The owning team. */
@@ -1222,6 +1533,13 @@ export interface operations {
             };
             /** @description Not modified. */
             304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description direct=1 on an S3 store; Location is a presigned URL valid for 15 minutes. */
+            307: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1261,6 +1579,34 @@ export interface operations {
                 };
             };
             400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    downloadArchive: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The owning team. */
+                namespace: components["schemas"]["Name"];
+                name: components["schemas"]["Name"];
+                /** @description A version number or a tag (e.g. `latest`, `prod`). */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description application/x-tar. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-tar": string;
+                };
+            };
             401: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
         };

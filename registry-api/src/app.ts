@@ -16,6 +16,8 @@ import { expressPath, operations } from './openapi/document.ts';
 import { requestValidator } from './openapi/request-validator.ts';
 import type { PostprocessQueue } from './postprocess/queue.ts';
 import { errorHandler, notFound } from './problem.ts';
+import { type RateLimitOptions, rateLimiter } from './rate-limit.ts';
+import { downloadArchive } from './routes/archive.ts';
 import { headBlob, uploadBlob } from './routes/blobs.ts';
 import type { Context } from './routes/context.ts';
 import { compareVersions, getDiagnostics } from './routes/diagnostics.ts';
@@ -27,7 +29,9 @@ import { createRepository, getRepository } from './routes/repositories.ts';
 import { searchRepositories } from './routes/search.ts';
 import { getHealth, getJobSchema, getOpenApi, getReadiness, listJobSchemas, validateJob } from './routes/system.ts';
 import { deleteTag, setTag, yankVersion } from './routes/tags.ts';
+import { abortUpload, completeUpload, getUpload, presignUploadParts, startUpload } from './routes/uploads.ts';
 import { commitVersion, getLineage, getVersion, listVersions } from './routes/versions.ts';
+import { webCatalog } from './routes/web.ts';
 
 export interface AppDeps {
   db: Pool;
@@ -41,6 +45,12 @@ export interface AppDeps {
   postprocess?: PostprocessQueue;
   /** Largest accepted blob upload (default 20 GiB). */
   maxBlobBytes?: number;
+  /** Per-caller request limits (none when unset). */
+  rateLimit?: RateLimitOptions;
+  /** Express 'trust proxy' (e.g. 1 behind one ingress), so limits see client addresses. */
+  trustProxy?: number;
+  /** The built web catalog (web/dist), served at / after the API routes; unset or unbuilt: no catalog. */
+  webDist?: string;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -72,10 +82,16 @@ export function createApp(deps: AppDeps): Express {
     searchRepositories: searchRepositories(ctx),
     headBlob: headBlob(ctx),
     uploadBlob: uploadBlob(ctx),
+    startUpload: startUpload(ctx),
+    getUpload: getUpload(ctx),
+    abortUpload: abortUpload(ctx),
+    presignUploadParts: presignUploadParts(ctx),
+    completeUpload: completeUpload(ctx),
     listVersions: listVersions(ctx),
     commitVersion: commitVersion(ctx),
     getVersion: getVersion(ctx),
     downloadFile: downloadFile(ctx),
+    downloadArchive: downloadArchive(ctx),
     getLineage: getLineage(ctx),
     getDiagnostics: getDiagnostics(ctx),
     compareVersions: compareVersions(ctx),
@@ -93,6 +109,7 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  if (deps.trustProxy !== undefined) app.set('trust proxy', deps.trustProxy);
   app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
   app.use((req, res, next) => {
     const started = process.hrtime.bigint();
@@ -109,11 +126,14 @@ export function createApp(deps: AppDeps): Express {
     res.locals.principal = await authenticate(deps.prisma, req.get('authorization'));
     next();
   });
+  if (deps.rateLimit) app.use(rateLimiter(deps.redis, deps.rateLimit));
   for (const op of operations()) {
     const handler = handlers[op.operationId];
     if (!handler) throw new Error(`openapi.yaml names operation ${op.operationId}, which has no handler`);
     app[op.method](expressPath(op.path), requestValidator(op), handler);
   }
+  const web = deps.webDist ? webCatalog(deps.webDist) : null;
+  if (web) app.use(web);
   app.use(notFound);
   app.use(errorHandler(deps.log));
   return app;

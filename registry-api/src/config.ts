@@ -23,6 +23,10 @@ export interface Config {
   /** GC runs every gcEveryMs and deletes blobs unreferenced for longer than gcGraceMs. */
   gcEveryMs: number;
   gcGraceMs: number;
+  /** Requests per minute per token and per anonymous address; 0 turns limiting off. */
+  rateLimitPerToken: number;
+  rateLimitAnonymous: number;
+  trustProxy: number | undefined;
   blobs: () => Promise<BlobStore>;
 }
 
@@ -53,6 +57,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : async () => {
           const store = new S3BlobStore({
             bucket: env.S3_BUCKET ?? 'lowrank',
+            ...(env.LOWRANK_S3_PUBLIC_ENDPOINT ? { publicEndpoint: env.LOWRANK_S3_PUBLIC_ENDPOINT } : {}),
             client: {
               endpoint: required(env, 'S3_ENDPOINT'),
               region: env.S3_REGION ?? 'us-east-1',
@@ -73,6 +78,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     gcEveryMs: integer(env, 'LOWRANK_GC_EVERY_MS', 60 * 60 * 1000, 1000, 7 * 24 * 60 * 60 * 1000),
     // A day: longer than any upload session, so a blob uploaded for a commit in flight is never taken.
     gcGraceMs: integer(env, 'LOWRANK_GC_GRACE_MS', 24 * 60 * 60 * 1000, 0, 365 * 24 * 60 * 60 * 1000),
+    rateLimitPerToken: integer(env, 'LOWRANK_RATE_LIMIT', 1200, 0, 1_000_000),
+    rateLimitAnonymous: integer(env, 'LOWRANK_RATE_LIMIT_ANONYMOUS', 120, 0, 1_000_000),
+    trustProxy: env.LOWRANK_TRUST_PROXY ? integer(env, 'LOWRANK_TRUST_PROXY', 0, 0, 10) : undefined,
     blobs,
   };
 }

@@ -4,6 +4,7 @@
  * connects to PostgreSQL, Redis and the blob store, listens, and shuts down gracefully
  * on SIGTERM/SIGINT.
  */
+import { join } from 'node:path';
 import { createLogger } from '@lowrank/crds/log';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { Redis } from 'ioredis';
@@ -24,6 +25,8 @@ async function main(): Promise<void> {
   const migrations = await migrate(config.databaseUrl);
   log.info({ applied: migrations.applied, alreadyApplied: migrations.alreadyApplied.length }, 'database migrated');
   const db = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
+  // An idle client dropped by the server (restart, failover) is replaced on next use; without a listener it would crash the process.
+  db.on('error', (err) => log.warn({ err }, 'idle PostgreSQL connection lost'));
   const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: config.databaseUrl }) });
   const redis = new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
   await redis.connect();
@@ -43,7 +46,22 @@ async function main(): Promise<void> {
       'post-processing on: diagnostics for new versions, scheduled GC',
     );
   }
-  const app = createApp({ db, redis, prisma, blobs, jobs, postprocess, log, maxBlobBytes: config.maxBlobBytes });
+  const webDist = process.env.LOWRANK_WEB_DIST ?? join(import.meta.dirname, '..', '..', 'web', 'dist');
+  const app = createApp({
+    db,
+    redis,
+    prisma,
+    blobs,
+    jobs,
+    postprocess,
+    log,
+    maxBlobBytes: config.maxBlobBytes,
+    webDist,
+    ...(config.rateLimitPerToken > 0
+      ? { rateLimit: { windowMs: 60_000, perToken: config.rateLimitPerToken, anonymous: config.rateLimitAnonymous || 1 } }
+      : {}),
+    ...(config.trustProxy === undefined ? {} : { trustProxy: config.trustProxy }),
+  });
   const server = app.listen(config.port, config.host);
   await new Promise<void>((res, rej) => {
     server.once('listening', res);

@@ -4,10 +4,13 @@
  * no token, a read token, another team's token and an admin token.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { serviceEnv } from '@lowrank/e2e/env';
 import { parse } from 'yaml';
 import { createToken } from '../src/auth/tokens.ts';
 import { operations } from '../src/openapi/document.ts';
@@ -127,6 +130,77 @@ describe('push and pull', () => {
     assert.equal((await call('adaRead', 'GET', '/v1/repos/nlp/support-bot/versions/1/files/nope.bin')).status, 404);
   });
 
+  it('sends a direct download straight from S3 with a presigned URL, the digest to check in X-Linked-Etag', async () => {
+    const path = '/v1/repos/nlp/support-bot/versions/latest/files/adapter_model.safetensors?direct=1';
+    const r = await fetch(`${reg.base}${path}`, { headers: { authorization: `Bearer ${tokens.adaRead}` }, redirect: 'manual' });
+    assert.equal(r.status, 307);
+    assert.equal(r.headers.get('x-linked-etag'), digestOf(model));
+    const location = r.headers.get('location') as string;
+    assert.ok(location.startsWith(serviceEnv('S3_ENDPOINT')), location);
+    assert.match(location, /X-Amz-Signature=/);
+    // The URL works without registry credentials, and fetch follows it (dropping the token).
+    assert.ok(Buffer.from(await (await fetch(location)).arrayBuffer()).equals(model));
+    assert.ok(Buffer.from(await (await call('adaRead', 'GET', path)).arrayBuffer()).equals(model));
+    // Authorization still comes first; ranges stay on the registry.
+    assert.equal((await call('bob', 'GET', path)).status, 404);
+    assert.equal((await call('adaRead', 'GET', path, undefined, { range: 'bytes=0-9' })).status, 206);
+  });
+
+  it('serves a version as one tar archive that tar extracts to the same files', async () => {
+    const r = await call('adaRead', 'GET', '/v1/repos/nlp/support-bot/versions/1/archive');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('content-type'), 'application/x-tar');
+    assert.match(r.headers.get('content-disposition') ?? '', /nlp-support-bot-v1\.tar/);
+    const tarball = Buffer.from(await r.arrayBuffer());
+    assert.equal(Number(r.headers.get('content-length')), tarball.length);
+    const dir = mkdtempSync(join(tmpdir(), 'archive-'));
+    execFileSync('tar', ['-xf', '-', '-C', dir], { input: tarball });
+    assert.ok(readFileSync(join(dir, 'adapter_model.safetensors')).equals(model));
+    assert.deepEqual(readdirSync(dir).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
+    assert.equal((await call('bob', 'GET', '/v1/repos/nlp/support-bot/versions/1/archive')).status, 404);
+  });
+
+  it('checks method metadata against the schema of its kind', async () => {
+    const data = randomBytes(16);
+    assert.equal((await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'meta', baseModel: 'm' })).status, 201);
+    const bad = async (methodMetadata: unknown) => {
+      const r = await push('ada', 'nlp/meta', { 'x.bin': data }, { methodMetadata });
+      assert.equal(r.status, 400, JSON.stringify(methodMetadata));
+      return (await json(r)).errors.map((e: { path: string }) => e.path);
+    };
+    assert.ok(
+      (await bad({ kind: 'training', method: 'lora', rank: 8, alpha: 16, targets: ['q_proj'], datasetDigest: digestOf(data) })).includes(
+        'body.methodMetadata.lossCurve',
+      ),
+    );
+    assert.ok(
+      (
+        await bad({
+          kind: 'transfer',
+          sourceBase: 'a',
+          targetBase: 'b',
+          syntheticGenerated: 10,
+          syntheticKept: 4,
+          discriminatorAccuracy: 1.5,
+          teacherScore: 1,
+          studentScore: 1,
+        })
+      ).includes('body.methodMetadata.discriminatorAccuracy'),
+    );
+    assert.ok((await bad({ kind: 'alchemy' })).includes('body.methodMetadata.kind'));
+    assert.ok((await bad({ method: 'lora' })).includes('body.methodMetadata.kind'));
+    const ok = await push(
+      'ada',
+      'nlp/meta',
+      { 'x.bin': data },
+      {
+        methodMetadata: { kind: 'merge', method: 'ties', inputs: ['nlp/a@1', 'nlp/b@2'], weights: [0.5, 0.5], density: 0.4, note: 'kept' },
+      },
+    );
+    assert.equal(ok.status, 201, await ok.clone().text());
+    assert.equal((await json(ok)).methodMetadata.note, 'kept');
+  });
+
   it('skips uploads of blobs the repository already has', async () => {
     assert.equal((await call('ada', 'HEAD', `/v1/repos/nlp/support-bot/blobs/${digestOf(model)}`)).status, 200);
     assert.equal((await call('ada', 'HEAD', `/v1/repos/nlp/support-bot/blobs/${digestOf(randomBytes(5))}`)).status, 404);
@@ -150,7 +224,7 @@ describe('push and pull', () => {
       push('ada', 'nlp/support-bot', { 'adapter_model.safetensors': randomBytes(1000) }, { number: 2 }),
       push('ada', 'nlp/support-bot', { 'adapter_model.safetensors': randomBytes(1000) }, { number: 2 }),
     ]);
-    assert.deepEqual([a.status, b.status].sort(), [201, 409]);
+    assert.deepEqual([a.status, b.status].sort(), [201, 409], `${await a.clone().text()} ${await b.clone().text()}`);
   });
 
   it('warns when a pushed rank is above common serving limits, with a valid CompressionJob to fix it', async () => {
@@ -327,11 +401,18 @@ describe('every route checks authorization', () => {
   };
 
   const jobIds: Record<'read' | 'cancel' | 'progress', string> = { read: '', cancel: '', progress: '' };
+  const uploads: Record<'get' | 'abort' | 'parts' | 'complete', string> = { get: '', abort: '', parts: '', complete: '' };
   const job = () => ({ ...example, spec: { ...example.spec, output: { repository: 'nlp/walk' } } });
 
   before(async () => {
     await call('ada', 'POST', '/v1/repos', { namespace: 'nlp', name: 'walk', baseModel: 'm' });
     assert.equal((await push('ada', 'nlp/walk', { 'adapter_config.json': file })).status, 201);
+    for (const k of Object.keys(uploads) as (keyof typeof uploads)[]) {
+      const data = randomBytes(32);
+      const r = await call('ada', 'POST', '/v1/repos/nlp/walk/uploads', { digest: digestOf(data), size: 32 });
+      assert.equal(r.status, 201, await r.clone().text());
+      uploads[k] = (await json(r)).location;
+    }
     for (const k of Object.keys(jobIds) as (keyof typeof jobIds)[]) {
       const r = await call('ada', 'POST', '/v1/jobs', job());
       assert.equal(r.status, 201, await r.clone().text());
@@ -355,6 +436,15 @@ describe('every route checks authorization', () => {
       jobEvents: { path: `/v1/jobs/${jobIds.read}/events` },
       cancelJob: { path: `/v1/jobs/${jobIds.cancel}:cancel` },
       reportJobProgress: { path: `/v1/jobs/${jobIds.progress}/progress`, body: { status: 'running', progress: { step: 1, total: 10 } } },
+      startUpload: { path: '/v1/repos/nlp/walk/uploads', body: { digest: digestOf(randomBytes(32)), size: 32 } },
+      getUpload: { path: uploads.get },
+      abortUpload: { path: uploads.abort },
+      presignUploadParts: {
+        path: `${uploads.parts}/parts`,
+        body: { parts: [{ number: 1, sha256: createHash('sha256').update('x').digest('base64') }] },
+      },
+      completeUpload: { path: `${uploads.complete}:complete` },
+      downloadArchive: { path: '/v1/repos/nlp/walk/versions/1/archive' },
       getDiagnostics: { path: '/v1/repos/nlp/walk/versions/1/diagnostics' },
       compareVersions: { path: '/v1/repos/nlp/walk/versions/1/compare?with=nlp/walk@1' },
       getJobLogs: { path: `/v1/jobs/${jobIds.read}/logs?since=0` },

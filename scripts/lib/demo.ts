@@ -235,5 +235,9 @@ const graph = await client.json<Graph>(
   `/v1/repos/${compressed.repository}/versions/${compressed.version}/lineage?direction=ancestors`,
 );
 say(`lineage of ${compressed.ref}:\n${renderTree(graph, 'ancestors')}`);
+say(
+  `lineage in the web catalog: ${base}/repos/${compressed.repository}/versions/${compressed.version}/lineage (sign in with the token in ${tokenFile})`,
+);
+say(`compare merge and compression: ${base}/compare?a=${merged.ref}&b=${compressed.ref}`);
 say(`lineage over the API: ${base}/v1/repos/${compressed.repository}/versions/${compressed.version}/lineage`);
 say(`try: LOWRANK_REGISTRY=${base} LOWRANK_TOKEN=$(cat ${tokenFile}) npm run lora -- search demo`);

@@ -21,8 +21,10 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LowrankError } from '@lowrank/crds/errors';
 import { blobKey, HashingStream } from './digest.ts';
+import { DirectUploads } from './direct-upload.ts';
 import { spool } from './spool.ts';
 import type { BlobStore, PutOptions, PutResult } from './store.ts';
 
@@ -35,6 +37,8 @@ export interface S3BlobStoreOptions {
   /** Multipart part size (default 16 MiB) and parallel parts (default 4). */
   partSize?: number;
   queueSize?: number;
+  /** The S3 endpoint as clients reach it, when it differs from the registry's (presigned URLs are signed for it). */
+  publicEndpoint?: string;
 }
 
 const status = (err: unknown) => (err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined);
@@ -42,13 +46,24 @@ const status = (err: unknown) => (err instanceof S3ServiceException ? err.$metad
 export class S3BlobStore implements BlobStore {
   readonly kind = 's3' as const;
   private readonly s3: S3Client;
+  private readonly presigner: S3Client;
   private readonly options: S3BlobStoreOptions;
+  readonly direct: DirectUploads;
 
   constructor(options: S3BlobStoreOptions) {
     this.options = options;
     // WHEN_REQUIRED: checksums only where we ask for them (some S3-compatible servers
     // mishandle the SDK's default aws-chunked framing; see shared/notes/feasibility.md §7).
     this.s3 = new S3Client({ requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED', ...options.client });
+    this.presigner = options.publicEndpoint
+      ? new S3Client({
+          requestChecksumCalculation: 'WHEN_REQUIRED',
+          responseChecksumValidation: 'WHEN_REQUIRED',
+          ...options.client,
+          endpoint: options.publicEndpoint,
+        })
+      : this.s3;
+    this.direct = new DirectUploads(this.s3, this.presigner, options.bucket, options.prefix ?? '', (d) => this.key(d));
   }
 
   private key(digest: string): string {
@@ -142,7 +157,14 @@ export class S3BlobStore implements BlobStore {
     await this.s3.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: this.key(digest) }));
   }
 
+  async presignGet(digest: string, expiresInSeconds: number): Promise<string> {
+    return getSignedUrl(this.presigner, new GetObjectCommand({ Bucket: this.options.bucket, Key: this.key(digest) }), {
+      expiresIn: expiresInSeconds,
+    });
+  }
+
   destroy(): void {
     this.s3.destroy();
+    if (this.presigner !== this.s3) this.presigner.destroy();
   }
 }

@@ -6,6 +6,7 @@
  * (the embedded default) and S3.
  */
 import type { Readable } from 'node:stream';
+import type { DirectUploads } from './direct-upload.ts';
 
 export interface PutResult {
   digest: string;
@@ -35,4 +36,11 @@ export interface BlobStore {
   getRange(digest: string, start: number, end: number): Promise<Readable>;
   stat(digest: string): Promise<{ size: number } | undefined>;
   delete(digest: string): Promise<void>;
+  /**
+   * A time-limited URL from which a client downloads the blob straight from storage (S3
+   * only), so the registry is not in the data path; the client checks the digest itself.
+   */
+  presignGet?(digest: string, expiresInSeconds: number): Promise<string>;
+  /** Multipart uploads the client sends straight to storage (S3 only). */
+  readonly direct?: DirectUploads;
 }

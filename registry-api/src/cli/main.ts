@@ -315,6 +315,7 @@ const EXIT: Partial<Record<string, number>> = {
   unauthorized: 69,
   conflict: 65,
   unavailable: 75,
+  rate_limited: 75,
 };
 
 try {

@@ -16,6 +16,22 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RegistryClient } from './client.ts';
+import { uploadDirect } from './direct-upload.ts';
+
+/** Files at least this large go straight to S3 when the registry offers it. */
+const DIRECT_MIN_BYTES = 16 * 2 ** 20;
+/** Files transferred at once (a direct upload also sends 4 parts at once). */
+const FILES_AT_ONCE = 4;
+
+/** Runs fn over items, at most `limit` at a time; the first failure rejects (the others finish). */
+async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+}
+
 import { progress } from './progress.ts';
 
 interface LocalFile {
@@ -100,7 +116,11 @@ export async function push(
     todo.reduce((n, f) => n + f.size, 0),
   );
   try {
-    for (const f of todo) {
+    await eachLimit(todo, FILES_AT_ONCE, async (f) => {
+      if (f.size >= DIRECT_MIN_BYTES && (await uploadDirect(client, repo, f, (n) => bar.add(n)))) {
+        bar.fileDone(f.path, { size: f.size, digest: f.digest, direct: true });
+        return;
+      }
       const body = Readable.toWeb(createReadStream(f.abs).pipe(counting((n) => bar.add(n)))) as ReadableStream;
       await client.request('PUT', `/v1/repos/${repo}/blobs/${f.digest}`, {
         raw: body,
@@ -108,7 +128,7 @@ export async function push(
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(f.size) },
       });
       bar.fileDone(f.path, { size: f.size, digest: f.digest });
-    }
+    });
   } finally {
     bar.stop();
   }
@@ -153,13 +173,14 @@ export async function pull(
     todo.reduce((n, f) => n + f.size, 0),
   );
   try {
-    for (const f of todo) {
+    await eachLimit(todo, FILES_AT_ONCE, async (f) => {
       const target = join(dir, ...f.path.split('/'));
       mkdirSync(dirname(target), { recursive: true });
       const tmp = `${target}.lowrank-partial`;
       const res = await client.request(
         'GET',
-        `/v1/repos/${repo}/versions/${version.number}/files/${f.path.split('/').map(encodeURIComponent).join('/')}`,
+        // direct=1: straight from S3 when the registry can (the digest is checked below either way).
+        `/v1/repos/${repo}/versions/${version.number}/files/${f.path.split('/').map(encodeURIComponent).join('/')}?direct=1`,
       );
       const hash = createHash('sha256');
       try {
@@ -188,7 +209,7 @@ export async function pull(
       }
       renameSync(tmp, target);
       bar.fileDone(f.path, { size: f.size, digest: f.digest });
-    }
+    });
   } finally {
     bar.stop();
   }

@@ -8,7 +8,7 @@ import { type Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BlobStore } from '../blobs/store.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
-import { collectGarbage } from '../versions/blobs.ts';
+import { abortStaleUploads, collectGarbage } from '../versions/blobs.ts';
 import { computeDiagnostics } from './diagnostics.ts';
 import { POSTPROCESS_QUEUE } from './queue.ts';
 
@@ -30,8 +30,12 @@ export function startPostprocessWorker(deps: { redis: Redis; prisma: PrismaClien
       }
       if (job.name === 'gc') {
         const { graceMs } = job.data as { graceMs: number };
+        const aborted = await abortStaleUploads(deps.prisma, deps.blobs, graceMs);
         const result = await collectGarbage(deps.prisma, deps.blobs, graceMs);
-        deps.log.info({ event: 'gc', deleted: result.deleted.length, bytes: Number(result.bytes) }, 'garbage collected');
+        deps.log.info(
+          { event: 'gc', deleted: result.deleted.length, bytes: Number(result.bytes), abortedUploads: aborted },
+          'garbage collected',
+        );
         return;
       }
       throw new Error(`unknown post-processing task ${job.name}`);

@@ -1,9 +1,17 @@
-/** downloadFile: a version's file, with ETag (its digest), If-None-Match and single Range requests. */
+/**
+ * downloadFile: a version's file, with ETag (its digest), If-None-Match and single Range
+ * requests. With ?direct=1 and an S3 store the answer is a 307 to a presigned URL, so the
+ * bytes come straight from S3 (the client, e.g. `lora pull`, verifies the digest given in
+ * X-Linked-Etag); otherwise the registry streams and verifies them.
+ */
 import { pipeline } from 'node:stream/promises';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RequestHandler } from 'express';
 import { type Context, paramsOf, repositoryFor } from './context.ts';
 import { resolveVersion } from './versions.ts';
+
+/** Long enough for a slow multi-GiB download to start; the URL is per request. */
+const DIRECT_URL_SECONDS = 900;
 
 export function downloadFile(ctx: Context): RequestHandler {
   return async (req, res) => {
@@ -22,6 +30,11 @@ export function downloadFile(ctx: Context): RequestHandler {
     });
     if (req.get('if-none-match') === etag) {
       res.status(304).end();
+      return;
+    }
+    if (req.query.direct === '1' && ctx.blobs.presignGet && req.method === 'GET' && !req.get('range')) {
+      res.set({ 'X-Linked-Etag': file.blobDigest, 'X-Linked-Size': String(size), 'Cache-Control': 'no-store' });
+      res.redirect(307, await ctx.blobs.presignGet(file.blobDigest, DIRECT_URL_SECONDS));
       return;
     }
     const range = req.get('range');

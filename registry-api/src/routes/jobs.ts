@@ -181,7 +181,11 @@ export function jobEvents(ctx: Context, redis: Redis): RequestHandler {
     res.flushHeaders();
     const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     const sub = redis.duplicate();
+    // After the client leaves nothing more is read: no query may outlive the request.
+    let closed = false;
     const close = () => {
+      if (closed) return;
+      closed = true;
       clearInterval(heartbeat);
       sub.disconnect();
       res.end();
@@ -190,13 +194,17 @@ export function jobEvents(ctx: Context, redis: Redis): RequestHandler {
     req.on('close', close);
     await sub.subscribe(jobChannel(job.id));
     sub.on('message', async () => {
+      if (closed) return;
       // The row is the truth: send it, not the message, so events are never out of order.
       const now = await ctx.prisma.job.findUnique({ where: { id: job.id } });
+      if (closed) return;
       if (!now) return close();
       send('job', jobView(now));
       if (TERMINAL.includes(now.status)) close();
     });
+    if (closed) return;
     const current = await ctx.prisma.job.findUniqueOrThrow({ where: { id: job.id } });
+    if (closed) return;
     send('job', jobView(current));
     if (TERMINAL.includes(current.status)) close();
   };

@@ -12,7 +12,8 @@ import { LowrankError } from '@lowrank/crds/errors';
 import type { BlobStore, PutOptions, PutResult } from '../blobs/store.ts';
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts';
 
-const lockDigest = (tx: Prisma.TransactionClient, digest: string) => tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${digest}))`;
+export const lockDigest = (tx: Prisma.TransactionClient, digest: string) =>
+  tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${digest}))`;
 
 export async function uploadBlob(
   db: PrismaClient,
@@ -21,17 +22,38 @@ export async function uploadBlob(
   options: PutOptions = {},
 ): Promise<PutResult> {
   const put = await store.put(body, options);
-  await db.$transaction(async (tx) => {
-    await lockDigest(tx, put.digest);
-    if (!(await store.stat(put.digest))) {
-      throw new LowrankError('unavailable', `blob ${put.digest} was garbage-collected while it was uploaded; retry the upload`);
-    }
-    const existing = await tx.blob.findUnique({ where: { digest: put.digest } });
-    if (!existing) await tx.blob.create({ data: { digest: put.digest, size: BigInt(put.size), unreferencedAt: new Date() } });
-    // Uploaded again while waiting for collection: a fresh grace period.
-    else if (existing.refCount === 0) await tx.blob.update({ where: { digest: put.digest }, data: { unreferencedAt: new Date() } });
-  });
+  await recordBlob(db, store, put.digest, put.size);
   return put;
+}
+
+/** The row for bytes just stored (by upload or direct upload), unreferenced until a commit takes it. */
+export async function recordBlob(db: PrismaClient, store: BlobStore, digest: string, size: number): Promise<void> {
+  await db.$transaction(async (tx) => {
+    await lockDigest(tx, digest);
+    await recordLocked(tx, store, digest, size);
+  });
+}
+
+/** recordBlob inside a transaction that already holds the digest's lock. */
+export async function recordLocked(tx: Prisma.TransactionClient, store: BlobStore, digest: string, size: number): Promise<void> {
+  if (!(await store.stat(digest))) {
+    throw new LowrankError('unavailable', `blob ${digest} was garbage-collected or refused while it was uploaded; retry the upload`);
+  }
+  const existing = await tx.blob.findUnique({ where: { digest } });
+  if (!existing) await tx.blob.create({ data: { digest, size: BigInt(size), unreferencedAt: new Date() } });
+  // Uploaded again while waiting for collection: a fresh grace period.
+  else if (existing.refCount === 0) await tx.blob.update({ where: { digest }, data: { unreferencedAt: new Date() } });
+}
+
+/** Direct uploads left open longer than the grace period (a client that gave up) are aborted. */
+export async function abortStaleUploads(db: PrismaClient, store: BlobStore, graceMs: number, now = new Date()): Promise<number> {
+  if (!store.direct) return 0;
+  const stale = await db.uploadSession.findMany({ where: { createdAt: { lte: new Date(now.getTime() - graceMs) } }, take: 1000 });
+  for (const s of stale) {
+    await store.direct.abort(s.key, s.uploadId);
+    await db.uploadSession.delete({ where: { id: s.id } }).catch(() => {});
+  }
+  return stale.length;
 }
 
 export interface GcResult {

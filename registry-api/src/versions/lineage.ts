@@ -59,8 +59,10 @@ export async function lineageGraph(
     canRead: (repo: { teamId: string; visibility: 'private' | 'internal' | 'public' }) => boolean;
   },
 ): Promise<{ nodes: LineageNode[]; edges: LineageEdgeView[]; truncated: boolean }> {
-  const up = options.direction !== 'descendants' ? await walk(db, rootId, 'ancestors', options.depth) : [];
-  const down = options.direction !== 'ancestors' ? await walk(db, rootId, 'descendants', options.depth) : [];
+  const [up, down] = await Promise.all([
+    options.direction !== 'descendants' ? walk(db, rootId, 'ancestors', options.depth) : [],
+    options.direction !== 'ancestors' ? walk(db, rootId, 'descendants', options.depth) : [],
+  ]);
   const rows = [...up, ...down];
   // Distance from the root: an ancestor row reaches its parent, a descendant row its child.
   const depthOf = new Map<string, number>([[rootId, 0]]);

@@ -11,6 +11,7 @@ import type { PrismaClient } from '../../src/generated/prisma/client.ts';
 import { jobQueue } from '../../src/jobs/queue.ts';
 import { type PostprocessQueue, postprocessQueue } from '../../src/postprocess/queue.ts';
 import { startPostprocessWorker } from '../../src/postprocess/worker.ts';
+import type { RateLimitOptions } from '../../src/rate-limit.ts';
 import { closeBeforeDrop, migratedPrisma } from './database.ts';
 import { freshBucket } from './s3.ts';
 
@@ -21,14 +22,20 @@ export interface TestRegistry {
   redis: Redis;
   db: pg.Pool;
   postprocess?: PostprocessQueue;
+  /** The test bucket behind an S3 store, and a raw client to look behind the store's back. */
+  bucket: string;
+  raw: import('@aws-sdk/client-s3').S3Client;
 }
 
 const quiet = createLogger('registry-test', { write: () => {} } as never);
 
 /** postprocess: queue diagnostics on commit and run the post-processing worker (give it its own Redis database). */
-export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean } = {}): Promise<TestRegistry> {
+export async function startRegistry(
+  options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean; blobs?: BlobStore; rateLimit?: RateLimitOptions } = {},
+): Promise<TestRegistry> {
   const { url, prisma } = await migratedPrisma();
-  const { store, raw } = await freshBucket();
+  const { store: s3, raw, bucket } = await freshBucket();
+  const store = options.blobs ?? s3;
   const db = new pg.Pool({ connectionString: url });
   const redis = options.redis ?? new Redis(serviceEnv('REDIS_URL'));
   const jobs = jobQueue(redis);
@@ -41,6 +48,7 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
     blobs: store,
     jobs,
     ...(postprocess ? { postprocess } : {}),
+    ...(options.rateLimit ? { rateLimit: options.rateLimit } : {}),
     log: quiet,
     ...(options.maxBlobBytes ? { maxBlobBytes: options.maxBlobBytes } : {}),
   }).listen(0, '127.0.0.1');
@@ -51,7 +59,7 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
     await postWorker?.close();
     await Promise.allSettled([jobs.close(), postprocess?.close(), db.end(), prisma.$disconnect()]);
     redis.disconnect();
-    store.destroy();
+    s3.destroy();
     raw.destroy();
   });
   return {
@@ -60,6 +68,8 @@ export async function startRegistry(options: { redis?: Redis; maxBlobBytes?: num
     blobs: store,
     redis,
     db,
+    bucket,
+    raw,
     ...(postprocess ? { postprocess } : {}),
   };
 }

@@ -69,6 +69,8 @@ export async function runCompress(spec: CompressionJobSpecDefaulted, ctx: RunCon
       refactor: spec.refactor,
       ranksBefore: Math.max(...rows.map((r) => r.rankBefore)),
       ranksAfter: Math.max(...rows.map((r) => r.rankAfter)),
+      energyKept: Math.min(...rows.map((r) => r.energyKept)),
+      relError: Math.max(...rows.map((r) => r.relError)),
       modules: perModule,
     },
     metrics: {

@@ -51,7 +51,7 @@ async function execute(resource: JobResource, ctx: RunContext): Promise<JobOutco
     default:
       throw new LowrankError(
         'invalid_spec',
-        `spec.mode: ${(resource.spec as { mode?: string }).mode} AdapterJobs are not run by this worker yet (training lands with the native training engine); AdapterMerge and CompressionJob rank-reduction are`,
+        `spec.mode: ${(resource.spec as { mode?: string }).mode} AdapterJobs are not run by this worker yet (training lands with the native training engine); AdapterMerge and CompressionJob (rank-reduction, extract, base-svd, base-cur, quantize, eora) are`,
       );
   }
 }
@@ -81,7 +81,11 @@ export async function runJob(resource: JobResource, options: RunOptions): Promis
     result = { status: 'succeeded', output, exitCode: EXIT.ok };
   } catch (err) {
     const e = asLowrankError(err);
-    const exitCode = BAD_INPUT.has(e.code) ? EXIT.badInput : e.code === 'unavailable' ? EXIT.retryable : EXIT.internal;
+    const exitCode = BAD_INPUT.has(e.code)
+      ? EXIT.badInput
+      : e.code === 'unavailable' || e.code === 'rate_limited'
+        ? EXIT.retryable
+        : EXIT.internal;
     const message = e.toText();
     if (exitCode === EXIT.badInput) await reporter.failed(message);
     else reporter.log.error({ event: 'attempt-failed', code: e.code, retryable: true }, message);

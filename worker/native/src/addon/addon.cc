@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lowrank::addon::InitSafetensors(env, exports);
   lowrank::addon::InitLinalg(env, exports);
   lowrank::addon::InitDelta(env, exports);
+  lowrank::addon::InitTrain(env, exports);
   return exports;
 }
 
