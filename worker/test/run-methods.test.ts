@@ -197,6 +197,8 @@ describe('lora-worker run: compression modes', () => {
       [['extracted_from', `file:${ftDir}`]],
     );
     assert.equal(v.metrics.unchangedModules, 1);
+    assert.deepEqual([v.methodMetadata.ranksBefore, v.methodMetadata.ranksAfter], [32, 2]);
+    assert.ok(v.methodMetadata.energyKept > 0.999999 && v.methodMetadata.relError < 1e-3); // the delta has rank 2
     const out = join(tmp, 'extracted');
     await pull(client, 'lab/extracted', '1', out);
     const a = readPeftAdapter(out);

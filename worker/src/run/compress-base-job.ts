@@ -31,6 +31,14 @@ const bad = (msg: string) => new LowrankError('invalid_spec', msg);
 const modulePath = (key: string) => key.replace(/\.weight$/, '');
 const asMatrix = (w: Weight): Matrix => ({ rows: w.shape[0] as number, cols: w.shape[1] as number, data: w.data });
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
+const fullRank = (w: Record<string, Weight>, keys: string[]) => Math.max(...keys.map((k) => Math.min(...(w[k] as Weight).shape)));
+
+/** The registry's compression summary: ranks before/after, worst energy kept and relative error. */
+function summary(ranksBefore: number, ranksAfter: number, relErrors: number[], energies?: number[]) {
+  const relError = Math.max(0, ...relErrors);
+  const energyKept = energies ? Math.min(1, ...energies) : 1 - relError ** 2;
+  return { ranksBefore, ranksAfter, energyKept: Math.min(1, Math.max(0, energyKept)), relError };
+}
 
 /** Rank choice for dense inputs: fixed or energy, capped by serve / servingMaxRank. */
 function denseRank(spec: Spec): Pick<FactorOptions, 'rank' | 'energy' | 'maxRank'> {
@@ -135,6 +143,12 @@ async function runExtract(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
     methodMetadata: {
       kind: 'compression',
       mode: 'extract',
+      ...summary(
+        fullRank(wf, keys),
+        Math.max(...rows.map((r) => r.rank)),
+        rows.map((r) => r.relError),
+        rows.map((r) => r.energyKept),
+      ),
       base: base.parent ?? base.parentRef,
       fineTuned: ft.parent ?? ft.parentRef,
       ...rank,
@@ -197,6 +211,12 @@ async function runBaseSvd(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
     methodMetadata: {
       kind: 'compression',
       mode: 'base-svd',
+      ...summary(
+        fullRank(w, keys),
+        Math.max(...rows.map((r) => r.rank)),
+        rows.map((r) => r.relError),
+        rows.map((r) => r.energyKept),
+      ),
       activationAware: !!aware,
       format: 'lowrank-factored',
       factorsFile: 'lowrank_factors.safetensors',
@@ -252,6 +272,11 @@ async function runBaseCur(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
     methodMetadata: {
       kind: 'compression',
       mode: 'base-cur',
+      ...summary(
+        fullRank(w, keys),
+        Math.max(...Object.values(report).map((r) => r.rank)),
+        Object.values(report).map((r) => r.relError),
+      ),
       activationWeighted: !!calib,
       format: 'lowrank-cur',
       source: base.parent ?? base.parentRef,
@@ -284,6 +309,11 @@ async function runQuantize(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
     methodMetadata: {
       kind: 'compression',
       mode: 'quantize',
+      ...summary(
+        Math.max(...Object.values(input.adapter.modules).map((m) => m.r)),
+        Math.max(...Object.values(input.adapter.modules).map((m) => m.r)),
+        Object.values(report).map((r) => r.relError),
+      ),
       source: input.parent ?? input.parentRef,
       bits: 8,
       scheme: 'int',
@@ -362,6 +392,12 @@ async function runEora(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
     methodMetadata: {
       kind: 'compression',
       mode: 'eora',
+      ...summary(
+        0,
+        e.rank,
+        rows.map((r) => r.relErrorAfter),
+        rows.map((r) => (r.relErrorBefore > 0 ? 1 - (r.relErrorAfter / r.relErrorBefore) ** 2 : 1)),
+      ),
       activationAware: !!calib,
       // with calibration inputs: ‖(ΔW − BA)Xᵀ‖/‖ΔW Xᵀ‖; without: ‖ΔW − BA‖/‖W‖ (LoRC baseline)
       errorMeasure: calib ? 'calibration-output' : 'weight',
