@@ -17,4 +17,12 @@ lowrank_ensure_pyenv() {
       touch "$dir/.complete" || { echo "error: installing $req into $dir failed" >&2; return 1; }
   fi
   export LOWRANK_PYTHON="$dir/bin/python"
+  # mergekit, the reference for the delta-space merges: its own modules only (--no-deps: the
+  # venv already has what they import), beside the venv so its pins stay untouched.
+  local mk="$dir/mergekit-0.1.5"
+  if [ ! -f "$mk/.complete" ]; then
+    "$dir/bin/pip" install --quiet --disable-pip-version-check --no-deps --target "$mk" mergekit==0.1.5 &&
+      touch "$mk/.complete" || { echo "error: installing mergekit==0.1.5 into $mk failed" >&2; return 1; }
+  fi
+  export LOWRANK_MERGEKIT_PATH="$mk"
 }

@@ -243,9 +243,9 @@ describe('lora-worker run', () => {
       [
         {
           kind: 'AdapterMerge',
-          spec: { inputs: [{ repository: 'nlp/bot' }], method: 'lego', targetRank: 4, output: { repository: 'nlp/x' } },
+          spec: { inputs: [{ repository: 'nlp/bot' }], method: 'model_stock', output: { repository: 'nlp/x' } },
         },
-        /lego is not implemented/,
+        /model_stock needs at least 2 inputs/,
       ],
     ];
     for (const [spec, message] of cases) {

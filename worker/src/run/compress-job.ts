@@ -9,6 +9,7 @@ import { LowrankError } from '@lowrank/crds/errors';
 import type { CompressionJobSpecDefaulted } from '@lowrank/crds/types';
 import { type RankPolicy, reduceRank } from '../native/compress.ts';
 import { writePeftAdapter } from '../peft/adapter-dir.ts';
+import { runCompressMode } from './compress-base-job.ts';
 import { fetchAdapter } from './inputs.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
@@ -26,8 +27,7 @@ function policyOf(spec: CompressionJobSpecDefaulted): { policy?: RankPolicy; ser
 }
 
 export async function runCompress(spec: CompressionJobSpecDefaulted, ctx: RunContext): Promise<JobOutcome> {
-  if (spec.mode !== 'rank-reduction')
-    throw new LowrankError('invalid_spec', `spec.mode: ${spec.mode} is not implemented by this worker yet; rank-reduction is`);
+  if (spec.mode !== 'rank-reduction') return runCompressMode(spec, ctx);
   if (!spec.source.adapter) throw new LowrankError('invalid_spec', 'spec.source.adapter: rank-reduction needs the adapter to compress');
   await ctx.reporter.progress({ stage: 'fetching input', step: 0, total: 1 });
   const input = await fetchAdapter(spec.source.adapter, 'spec.source.adapter', ctx.client, ctx.workDir);

@@ -8,20 +8,40 @@
 import { join } from 'node:path';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { AdapterMergeSpecDefaulted } from '@lowrank/crds/types';
-import { refactor } from '../native/linalg.ts';
+import { type LoraModule, refactor } from '../native/linalg.ts';
 import { COMBINATION_TYPES, type CombinationType, mergeAdapters } from '../native/merge.ts';
 import { writePeftAdapter } from '../peft/adapter-dir.ts';
 import { mergeIntoBase } from '../peft/merge-into-base.ts';
+import { DELTA_SPACE_METHODS, type DeltaSpaceMethod, mergeDeltaSpace } from './delta-merge.ts';
 import { type FetchedAdapter, fetchAdapter } from './inputs.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
 const isCombination = (m: string): m is CombinationType => (COMBINATION_TYPES as readonly string[]).includes(m);
+const isDeltaSpace = (m: string): m is DeltaSpaceMethod => (DELTA_SPACE_METHODS as readonly string[]).includes(m);
+
+interface Merged {
+  combination: string;
+  r: number;
+  rankPattern: Record<string, number>;
+  modules: Record<string, LoraModule>;
+  info: Record<string, { inputs: number[]; retainedEnergy: number | null }>;
+}
+
+/** DoRA, lora_bias and mixed base-mutating inputs do not combine linearly (METHODS §2.1). */
+function refuseUndefined(inputs: FetchedAdapter[], method: string): void {
+  inputs.forEach((f, i) => {
+    if (f.adapter.config.use_dora)
+      throw new LowrankError('invalid_spec', `spec.inputs[${i}] is a DoRA adapter: ${method} would drop its magnitude vector`);
+    if (f.adapter.config.lora_bias)
+      throw new LowrankError('invalid_spec', `spec.inputs[${i}] has lora_bias: ${method} cannot merge the bias terms`);
+  });
+}
 
 export async function runMerge(spec: AdapterMergeSpecDefaulted, ctx: RunContext): Promise<JobOutcome> {
-  if (!isCombination(spec.method))
+  if (!isCombination(spec.method) && !isDeltaSpace(spec.method))
     throw new LowrankError(
       'invalid_spec',
-      `spec.method: ${spec.method} is not implemented by this worker yet; the PEFT methods (${COMBINATION_TYPES.join(', ')}) are`,
+      `spec.method: ${spec.method} is not implemented by this worker; use one of ${[...COMBINATION_TYPES, ...DELTA_SPACE_METHODS].join(', ')}`,
     );
   const inputs: FetchedAdapter[] = [];
   for (const [i, ref] of spec.inputs.entries()) {
@@ -33,25 +53,40 @@ export async function runMerge(spec: AdapterMergeSpecDefaulted, ctx: RunContext)
     throw new LowrankError('invalid_spec', `spec.weights has ${weights.length} entries for ${inputs.length} inputs; give one per input`);
   await ctx.reporter.progress({ stage: 'merging', step: 0, total: 1 }, true);
   const started = performance.now();
-  const merged = await mergeAdapters(
-    inputs.map((f) => ({
-      modules: f.adapter.modules,
-      useRslora: !!f.adapter.config.use_rslora,
-      dora: !!f.adapter.config.use_dora,
-      loraBias: !!f.adapter.config.lora_bias,
-    })),
-    {
-      combination: spec.method,
-      weights,
-      ...(spec.density === undefined ? {} : { density: spec.density }),
-      majoritySignMethod: spec.majoritySign,
-      ...(spec.targetRank === undefined ? {} : { svdRank: spec.targetRank }),
-      ...(spec.svdClamp === undefined ? {} : { svdClamp: spec.svdClamp }),
-      seed: spec.seed,
-      parityMode: spec.parityMode,
-      svdMethod: spec.svd.algorithm === 'randomized' ? 'randomized' : 'exact',
-    },
-  );
+  let merged: Merged;
+  if (isCombination(spec.method)) {
+    merged = await mergeAdapters(
+      inputs.map((f) => ({
+        modules: f.adapter.modules,
+        useRslora: !!f.adapter.config.use_rslora,
+        dora: !!f.adapter.config.use_dora,
+        loraBias: !!f.adapter.config.lora_bias,
+      })),
+      {
+        combination: spec.method,
+        weights,
+        ...(spec.density === undefined ? {} : { density: spec.density }),
+        majoritySignMethod: spec.majoritySign,
+        ...(spec.targetRank === undefined ? {} : { svdRank: spec.targetRank }),
+        ...(spec.svdClamp === undefined ? {} : { svdClamp: spec.svdClamp }),
+        seed: spec.seed,
+        parityMode: spec.parityMode,
+        svdMethod: spec.svd.algorithm === 'randomized' ? 'randomized' : 'exact',
+      },
+    );
+  } else {
+    refuseUndefined(inputs, spec.method);
+    if (spec.method.startsWith('mergekit_') && spec.density === undefined)
+      throw new LowrankError('invalid_spec', `spec.density: ${spec.method} needs the kept fraction (e.g. 0.5)`);
+    const res = mergeDeltaSpace(inputs, weights, spec);
+    const r = Math.max(...Object.values(res.modules).map((m) => m.r));
+    const rankPattern = Object.fromEntries(
+      Object.entries(res.modules)
+        .filter(([, m]) => m.r !== r)
+        .map(([n, m]) => [n, m.r]),
+    );
+    merged = { combination: spec.method, r, rankPattern, modules: res.modules, info: res.info };
+  }
   const seconds = (performance.now() - started) / 1000;
   let modules = merged.modules;
   if (spec.refactor === 'b-heavy' && spec.parityMode === 'intended')
@@ -79,6 +114,15 @@ export async function runMerge(spec: AdapterMergeSpecDefaulted, ctx: RunContext)
     seed: spec.seed,
     rank: merged.r,
     rankPattern: merged.rankPattern,
+    ...(isDeltaSpace(spec.method)
+      ? {
+          ...(spec.deltaScale === undefined ? {} : { deltaScale: spec.deltaScale }),
+          ...(spec.normalize === undefined ? {} : { normalize: spec.normalize }),
+          ...(spec.method === 'lego' ? { lego: spec.lego ?? {} } : {}),
+          ...(spec.method === 'model_stock' ? { modelStock: spec.modelStock ?? {} } : {}),
+          modules: Object.fromEntries(Object.entries(merged.info).map(([n, { inputs: _, ...rest }]) => [n, rest])),
+        }
+      : {}),
   };
   const metrics = {
     modules: Object.keys(modules).length,

@@ -51,7 +51,7 @@ async function execute(resource: JobResource, ctx: RunContext): Promise<JobOutco
     default:
       throw new LowrankError(
         'invalid_spec',
-        `spec.mode: ${(resource.spec as { mode?: string }).mode} AdapterJobs are not run by this worker yet (training lands with the native training engine); AdapterMerge and CompressionJob rank-reduction are`,
+        `spec.mode: ${(resource.spec as { mode?: string }).mode} AdapterJobs are not run by this worker yet (training lands with the native training engine); AdapterMerge and CompressionJob (rank-reduction, extract, base-svd, base-cur, quantize, eora) are`,
       );
   }
 }

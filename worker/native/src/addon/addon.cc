@@ -11,6 +11,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("blas", Napi::String::New(env, lowrank::blas_info()));
   lowrank::addon::InitSafetensors(env, exports);
   lowrank::addon::InitLinalg(env, exports);
+  lowrank::addon::InitDelta(env, exports);
   lowrank::addon::InitTrain(env, exports);
   return exports;
 }

@@ -8,6 +8,7 @@ namespace lowrank::addon {
 
 void InitSafetensors(Napi::Env env, Napi::Object exports);
 void InitLinalg(Napi::Env env, Napi::Object exports);
+void InitDelta(Napi::Env env, Napi::Object exports);  // delta_binding.cc
 void InitTrain(Napi::Env env, Napi::Object exports);
 
 /** Runs fn, turning lowrank::Error into a JS Error carrying `.code`. */
