@@ -17,8 +17,13 @@ export interface TinyLlamaShape {
   heads: number;
   kvHeads: number;
   maxPositions: number;
-  /** transformers' initializer_range (default 0.02). */
+  /** std of the projections' init (transformers' initializer_range; default 0.02). */
   initStd?: number;
+  /**
+   * std of embed_tokens and lm_head (default 1/sqrt(hidden)·2). The engine trains adapters on
+   * projections only: a frozen head at 0.02 could not reach confident logits at all.
+   */
+  ioStd?: number;
   seed: number;
 }
 
@@ -50,18 +55,19 @@ export function llamaConfig(s: TinyLlamaShape): Record<string, unknown> {
 export function writeTinyLlama(dir: string, s: TinyLlamaShape): void {
   const std = s.initStd ?? 0.02;
   let stream = 1;
-  const rand = (shape: number[]): WritableTensor => {
+  const ioStd = s.ioStd ?? 2 / Math.sqrt(s.hiddenSize);
+  const rand = (shape: number[], sd = std): WritableTensor => {
     const n = shape.reduce((a, b) => a * b, 1);
-    return { dtype: 'F32', shape, data: Float32Array.from(philox(s.seed, stream++, n, 'normal'), (x) => x * std) };
+    return { dtype: 'F32', shape, data: Float32Array.from(philox(s.seed, stream++, n, 'normal'), (x) => x * sd) };
   };
   const ones = (n: number): WritableTensor => ({ dtype: 'F32', shape: [n], data: new Float32Array(n).fill(1) });
   const H = s.hiddenSize;
   const hd = H / s.heads;
   const kv = s.kvHeads * hd;
   const t: Record<string, WritableTensor> = {
-    'model.embed_tokens.weight': rand([s.vocabSize, H]),
+    'model.embed_tokens.weight': rand([s.vocabSize, H], ioStd),
     'model.norm.weight': ones(H),
-    'lm_head.weight': rand([s.vocabSize, H]),
+    'lm_head.weight': rand([s.vocabSize, H], ioStd),
   };
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}.`;

@@ -244,6 +244,12 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
   };
   const evaluate = async () => (evalBatches.length ? model.evaluate(evalBatches) : undefined);
 
+  // The base's own eval loss (adapter B = 0 is the identity): the before of before/after.
+  let baseEval: number | undefined;
+  if (resumedFrom === undefined) {
+    baseEval = (await evaluate())?.loss;
+    if (baseEval !== undefined) curve.push({ step: 0, loss: baseEval, evalLoss: baseEval });
+  } else baseEval = curve.find((p) => p.step === 0)?.evalLoss;
   let step = resumedFrom ?? 0;
   let windowTokens = 0;
   let windowStart = performance.now();
@@ -327,6 +333,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
   const metrics = {
     trainLoss: lastLoss,
     ...(final ? { evalLoss: final.loss, evalPerplexity: final.perplexity, evalTokens: final.tokens } : {}),
+    ...(baseEval === undefined ? {} : { baseEvalLoss: baseEval, baseEvalPerplexity: Math.exp(baseEval) }),
     trainTokensPerEpoch: data.trainTokens,
     lossCurve: curve,
   };
