@@ -1,8 +1,8 @@
 /**
  * Seeded synthetic data for the models this project makes itself (tests, the demo): a
  * small-grammar English corpus with number lists (tokenizer training and pretraining),
- * and a downstream task with checkable answers: "next: 3 7 1 =" -> " 4 8 2" (each digit
- * plus one, mod 10), which needs both copying by position and a per-token mapping.
+ * and downstream tasks with checkable answers: "next: 3 7 1 =" -> " 4 8 2" (each digit
+ * plus one, mod 10; "prev" minus one), which need copying by position and a per-token mapping.
  */
 import { philox, type Seed, streamId } from '../native/linalg.ts';
 
@@ -38,11 +38,25 @@ export interface TaskRecord {
   completion: string;
 }
 
-/** The downstream task: each of `len` digits plus one (mod 10). */
-export function nextDigitTask(n: number, seed: Seed, len = 3): TaskRecord[] {
-  const u = draws(seed, 'synthetic:next-digit', n * len);
+/** A digit task: each of `len` digits plus one ("next") or minus one ("prev"), mod 10. */
+export function digitTask(op: 'next' | 'prev', n: number, seed: Seed, len = 3): TaskRecord[] {
+  const u = draws(seed, `synthetic:${op}-digit`, n * len);
+  const f = op === 'next' ? (d: number) => (d + 1) % 10 : (d: number) => (d + 9) % 10;
   return Array.from({ length: n }, (_, i) => {
     const digits = Array.from({ length: len }, (_, k) => Math.floor((u[i * len + k] as number) * 10) % 10);
-    return { prompt: `next: ${digits.join(' ')} =`, completion: ` ${digits.map((d) => (d + 1) % 10).join(' ')}` };
+    return { prompt: `${op}: ${digits.join(' ')} =`, completion: ` ${digits.map(f).join(' ')}` };
   });
 }
+
+/** A language task: the object of a corpus-style sentence ("object: the cat sees a tree today. =" -> " a tree"). */
+export function objectTask(n: number, seed: Seed): TaskRecord[] {
+  const u = draws(seed, 'synthetic:object', n * 4);
+  return Array.from({ length: n }, (_, i) => {
+    const r = (k: number) => u[i * 4 + k] as number;
+    const object = pick(OBJECTS, r(2));
+    return { prompt: `object: ${pick(SUBJECTS, r(0))} ${pick(VERBS, r(1))} ${object} ${pick(ENDINGS, r(3))}. =`, completion: ` ${object}` };
+  });
+}
+
+/** The downstream task of the tests: each of `len` digits plus one (mod 10). */
+export const nextDigitTask = (n: number, seed: Seed, len = 3): TaskRecord[] => digitTask('next', n, seed, len);

@@ -78,6 +78,7 @@ export class TextTokenizer {
   }
 
   decode(ids: ArrayLike<number>, skipSpecial = true): string {
+    if (ids.length === 0) return ''; // the library refuses an empty list
     return this.#tok.decode(Array.from(ids), { skip_special_tokens: skipSpecial });
   }
 
