@@ -135,9 +135,12 @@ function writeJsonl(path: string, records: TaskRecord[]): void {
 }
 
 export async function trainingDemo(client: RegistryClient, work: string, runJob: RunJob, say: Say): Promise<TrainingDemo> {
-  const { dir, key, info } = await pretrainedBase(join(work, '..', 'cache'), say);
-  const baseVersion = await registeredBase(client, dir, key, info);
+  const made = await pretrainedBase(join(work, '..', 'cache'), say);
+  const baseVersion = await registeredBase(client, made.dir, made.key, made.info);
   const baseRef = `${BASE_REPO}@${baseVersion}`;
+  // Measure on the registered base, the one the jobs train on (a re-made cache could differ).
+  const dir = join(work, 'base', String(baseVersion));
+  await pull(client, BASE_REPO, String(baseVersion), dir);
   const tok = TextTokenizer.load(dir);
   const model = await TrainModel.load(dir);
   const tasks: TrainedTask[] = [];
