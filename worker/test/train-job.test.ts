@@ -397,7 +397,12 @@ describe('local executor: a REST-submitted AdapterJob', () => {
     assert.equal(job.progress.output.ref, 'nlp/via-rest@1');
     const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/via-rest/versions/1');
     assert.equal(v.job, body.id);
-    const { body: logs } = await api('ada', 'GET', `/v1/jobs/${body.id}/logs`);
+    // The job can end before the executor has shipped the worker's last lines: wait for its end line.
+    let logs: any;
+    for (const stop = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 100))) {
+      logs = (await api('ada', 'GET', `/v1/jobs/${body.id}/logs`)).body;
+      if (logs.lines.some((l: any) => /worker ended/.test(l.text)) || Date.now() > stop) break;
+    }
     assert.ok(
       logs.lines.some((l: any) => /"stage":"training".*"tokensPerSecond"/.test(l.text)),
       'training progress is in the job logs',
