@@ -259,6 +259,11 @@ describe('lora-worker run: AdapterJob train', () => {
         /chat-bad\.jsonl:1: messages has no assistant turn/,
       ],
       ['empty', trainSpec({ dataset: { path: file('empty.jsonl', '\n\n') } }), /empty\.jsonl has no records/],
+      [
+        'parquet',
+        trainSpec({ dataset: { path: file('data.parquet', 'PAR1') } }),
+        /data\.parquet: Parquet and Arrow are not read by this worker yet; give JSONL/,
+      ],
       ['no file', trainSpec({ dataset: { path: join(tmp, 'nowhere.jsonl') } }), /spec\.dataset\.path: .*nowhere\.jsonl does not exist/],
       // model directory
       ['no dir', trainSpec({ baseModel: { path: join(tmp, 'no-model') } }), /no-model is not a directory/],

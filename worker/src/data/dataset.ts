@@ -52,7 +52,11 @@ function bad(where: string, what: string): never {
 /** The JSONL files of a dataset path: the file, or a directory's *.jsonl in name order. */
 function files(path: string): string[] {
   if (!existsSync(path)) throw new LowrankError('invalid_file', `spec.dataset.path: ${path} does not exist`);
-  if (!statSync(path).isDirectory()) return [path];
+  if (!statSync(path).isDirectory()) {
+    if (/\.(parquet|arrow)$/i.test(path))
+      throw new LowrankError('invalid_file', `spec.dataset.path: ${path}: Parquet and Arrow are not read by this worker yet; give JSONL`);
+    return [path];
+  }
   const found = readdirSync(path)
     .filter((f) => f.endsWith('.jsonl'))
     .sort()

@@ -251,6 +251,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     if (baseEval !== undefined) curve.push({ step: 0, loss: baseEval, evalLoss: baseEval });
   } else baseEval = curve.find((p) => p.step === 0)?.evalLoss;
   let step = resumedFrom ?? 0;
+  const loopStart = { step, at: performance.now() };
   let windowTokens = 0;
   let windowStart = performance.now();
   let lastLoss = Number.NaN;
@@ -278,6 +279,8 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
         lr: r.lr,
         gradNorm: r.gradNorm,
         tokensPerSecond: Math.round(windowTokens / Math.max(seconds, 1e-6)),
+        // From this process's own rate: a resumed run's earlier steps took no time here.
+        etaSeconds: Math.round((((performance.now() - loopStart.at) / 1000) * (total - step)) / Math.max(1, step - loopStart.step)),
         ...(point.evalLoss === undefined ? {} : { evalLoss: point.evalLoss, evalPerplexity: Math.exp(point.evalLoss) }),
       });
       windowTokens = 0;
