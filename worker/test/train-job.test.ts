@@ -140,7 +140,7 @@ describe('lora-worker run: AdapterJob train', () => {
     for (const m of Object.values(adapter.modules)) assert.equal(m.scale, 2);
   });
 
-  it('trains DoRA and rsLoRA from a base version stored in the registry, with packing and chat data', async () => {
+  it('trains DoRA and rsLoRA (gaussian init) from a base version stored in the registry, with packing and chat data', async () => {
     const client = new RegistryClient({ registry: reg.base, token: tok.ada });
     await client.json('POST', '/v1/repos', { namespace: 'nlp', name: 'tiny-base', baseModel: 'tiny/llama' });
     const pushed = await push(client, baseDir, 'nlp/tiny-base', { lineage: [{ relation: 'trained_from', parentRef: 'hf:tiny/llama' }] });
@@ -168,7 +168,13 @@ describe('lora-worker run: AdapterJob train', () => {
         trainSpec({
           baseModel: { repository: 'nlp/tiny-base', version: pushed.number },
           dataset,
-          method: { type, rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'] },
+          method: {
+            type,
+            rank: 4,
+            alpha: 8,
+            targetModules: ['q_proj', 'v_proj', 'down_proj'],
+            ...(type === 'rslora' ? { init: 'gaussian' } : {}),
+          },
           training: { maxSteps: 30, microBatchSize: 4, logEvery: 10 },
           output: { repository: `nlp/${type}` },
         }),
@@ -186,6 +192,7 @@ describe('lora-worker run: AdapterJob train', () => {
       const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
       assert.equal(config.use_dora, type === 'dora');
       assert.equal(config.use_rslora, type === 'rslora');
+      assert.equal(config.init_lora_weights, type === 'rslora' ? 'gaussian' : true);
       assert.equal(v.methodMetadata.datasetFormat, type === 'rslora' ? 'chat' : 'prompt-completion');
     }
   });

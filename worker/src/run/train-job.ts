@@ -12,7 +12,7 @@ import { LowrankError } from '@lowrank/crds/errors';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { chunk, type Row, toBatch, toRows } from '../data/batches.ts';
 import { permutation, prepareDataset } from '../data/dataset.ts';
-import type { LoraModule } from '../native/linalg.ts';
+import { type LoraModule, philox, streamId } from '../native/linalg.ts';
 import { readSafetensors, tensorToFloat32 } from '../native/safetensors.ts';
 import { initLora, type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, TrainModel } from '../native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../native/train-checkpoint.ts';
@@ -46,7 +46,6 @@ function checkSpec(spec: Spec) {
   if (method.modulesToSave?.length) refuse('spec.method.modulesToSave', 'training embed_tokens or lm_head in full is not supported yet');
   if (method.bias !== 'none') refuse('spec.method.bias', `${method.bias}: only "none" is supported (no bias terms are trained)`);
   if (method.loraBias) refuse('spec.method.loraBias', 'lora_B biases are not supported by the engine');
-  if (method.init !== 'kaiming-uniform') refuse('spec.method.init', `${method.init}: only kaiming-uniform (PEFT's default) is implemented`);
   if (method.type === 'dora' && method.dropout > 0)
     refuse('spec.method.dropout', 'the engine applies no dropout to DoRA modules yet; set 0');
   if (!dataset.path) {
@@ -198,6 +197,10 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     if (err instanceof TypeError) refuse('spec.method', err.message);
     throw err;
   }
+  // PEFT's init_lora_weights="gaussian": A ~ N(0, 1/r²), from its own Philox stream.
+  if (method.init === 'gaussian')
+    for (const [path, m] of Object.entries(modules))
+      m.A = Float32Array.from(philox(spec.seed, streamId(`lora_init:${path}:A:gaussian`), m.A.length, 'normal'), (x) => x / m.r);
   model.setAdapter(modules, method.type === 'dora' ? doraMagnitudes(base.dir, modules) : {});
   if (method.dropout > 0) model.setDropout(method.dropout, spec.seed);
 
@@ -306,6 +309,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     rankPattern: method.rankPattern as Record<string, number> | undefined,
     alphaPattern: method.alphaPattern as Record<string, number> | undefined,
     layers: method.layersToTransform,
+    init: method.init,
   });
   const methodMetadata = {
     kind: 'training',
@@ -314,6 +318,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     alpha,
     useRslora,
     dropout: method.dropout,
+    init: method.init,
     targets,
     datasetDigest: data.digest,
     datasetFormat: data.format,

@@ -20,6 +20,7 @@ export interface TrainedAdapterInfo {
   rankPattern?: Record<string, number> | undefined;
   alphaPattern?: Record<string, number> | undefined;
   layers?: number[] | undefined;
+  init?: 'kaiming-uniform' | 'gaussian';
 }
 
 export function writeTrainedAdapter(
@@ -50,6 +51,7 @@ export function writeTrainedAdapter(
     rank_pattern: info.rankPattern ?? {},
     alpha_pattern: info.alphaPattern ?? {},
     layers_to_transform: info.layers ?? null,
+    init_lora_weights: info.init === 'gaussian' ? 'gaussian' : true,
   });
   writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);
 }
