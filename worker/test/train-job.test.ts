@@ -382,6 +382,8 @@ describe('lora-worker run: AdapterJob train', () => {
 
 describe('local executor: a REST-submitted AdapterJob', () => {
   let executor: Executor;
+  const workRoot = join(tmp, 'executor-work');
+  const job = async (id: string) => (await api('ada', 'GET', `/v1/jobs/${id}`)).body;
   before(async () => {
     executor = await startExecutor({
       redisUrl,
@@ -389,11 +391,51 @@ describe('local executor: a REST-submitted AdapterJob', () => {
       token: tok.admin,
       concurrency: 1,
       logsDir: join(tmp, 'logs'),
-      workRoot: join(tmp, 'executor-work'),
+      workRoot,
     });
     await executor.ready();
   });
   after(() => executor?.close());
+
+  it('retries a worker killed mid-run (SIGKILL), and the retry resumes from the checkpoint in the kept work dir', async () => {
+    const spec = trainSpec({
+      training: { maxSteps: 3000, microBatchSize: 8, checkpointEvery: 50, logEvery: 100 },
+      retry: { backoffLimit: 2 },
+      output: { repository: 'nlp/executor-resumed' },
+    });
+    const { body } = await api('ada', 'POST', '/v1/jobs', spec);
+    const checkpoints = join(workRoot, body.id, 'checkpoints');
+    let step = 0;
+    for (const stop = Date.now() + 120_000; step < 150; await new Promise((r) => setTimeout(r, 20))) {
+      assert.ok(Date.now() < stop, 'no checkpoint at step >= 150 in time');
+      const { readdirSync, existsSync } = await import('node:fs');
+      const done = existsSync(checkpoints)
+        ? readdirSync(checkpoints).filter((d) => existsSync(join(checkpoints, d, 'checkpoint.json')))
+        : [];
+      step = Math.max(0, ...done.map((d) => Number(d.slice('step-'.length))));
+    }
+    // The executor's worker is this process's only `lora-worker run` child.
+    const ps = await run('ps', ['-o', 'pid=,args=', '--ppid', String(process.pid)]);
+    const worker = ps.stdout.split('\n').find((l) => /cli\.ts run --spec/.test(l));
+    assert.ok(worker, ps.stdout);
+    process.kill(Number(worker.trim().split(/\s+/)[0]), 'SIGKILL');
+    let j: any;
+    for (const stop = Date.now() + 120_000; ; await new Promise((r) => setTimeout(r, 200))) {
+      j = await job(body.id);
+      if (j.status === 'succeeded' || j.status === 'failed' || Date.now() > stop) break;
+    }
+    assert.equal(j.status, 'succeeded', JSON.stringify(j));
+    assert.equal(j.attempts, 2);
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/executor-resumed/versions/1');
+    assert.ok(v.methodMetadata.resumedFromStep >= step, `resumed from ${v.methodMetadata.resumedFromStep}, checkpoint seen at ${step}`);
+    const steps = v.methodMetadata.lossCurve.map((p: any) => p.step);
+    assert.deepEqual(
+      steps,
+      [...steps].sort((a: number, b: number) => a - b),
+      'the curve continues in order',
+    );
+    assert.equal(new Set(steps).size, steps.length, 'no step twice');
+  });
 
   it('runs it to a version linked to the job, with training progress on the job record', async () => {
     const { status, body } = await api('ada', 'POST', '/v1/jobs', trainSpec({ output: { repository: 'nlp/via-rest' } }));
