@@ -6,10 +6,13 @@
  *   3. writes two small PEFT LoRA adapters (adapter_config.json + adapter_model.safetensors,
  *      by the native core's safetensors writer), pushes them with lineage and tags, pulls
  *      one back verified;
- *   4. submits an AdapterMerge (svd of the two) and a CompressionJob (rank reduction to
- *      an energy threshold) over REST, follows them over Server-Sent Events while the
- *      local executor runs them through lora-worker, and prints the versions they made,
- *      their measured metrics and the merged version's lineage.
+ *   4. makes (first run; cached after) and registers a small pretrained base, trains two
+ *      task adapters on it by AdapterJobs submitted over REST (demo-train.ts) and prints
+ *      the measured before/after eval loss and task accuracy;
+ *   5. submits an AdapterMerge (svd of the two trained adapters) and a CompressionJob
+ *      (rank reduction to an energy threshold) over REST, follows them over Server-Sent
+ *      Events while the local executor runs them through lora-worker, and prints the
+ *      versions they made, their measured metrics and accuracies, and the lineage.
  * Usage: node scripts/lib/demo.ts <registry-url> <job.yaml> <token-file> <work-dir>
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -20,6 +23,7 @@ import { type Graph, renderTree } from '../../registry-api/src/cli/lineage-tree.
 import { pull, push } from '../../registry-api/src/cli/transfer.ts';
 import { philox } from '../../worker/src/native/linalg.ts';
 import { writeSafetensors } from '../../worker/src/native/safetensors.ts';
+import { accuracyOf, trainingDemo } from './demo-train.ts';
 
 const [base, jobFile, tokenFile, work] = process.argv.slice(2);
 if (!base || !jobFile || !tokenFile || !work) throw new Error('usage: demo.ts <registry-url> <job.yaml> <token-file> <work-dir>');
@@ -171,22 +175,27 @@ async function runJob(spec: unknown): Promise<{ repository: string; version: num
   return done.progress.output;
 }
 
+// 4. A pretrained base and two task adapters trained on it, measured before and after.
+const training = await trainingDemo(client, work, runJob, say);
+const [nextTask, prevTask] = training.tasks.map((t) => t.out) as [(typeof training.tasks)[0]['out'], (typeof training.tasks)[0]['out']];
+
+// 5. Merge the two trained adapters, then compress the merge.
 const merged = await runJob({
   kind: 'AdapterMerge',
   metadata: { name: 'demo-svd-merge' },
   spec: {
     inputs: [
-      { repository: 'demo/example-adapter', version: pushedVersions['example-adapter'] },
-      { repository: 'demo/second-adapter', version: pushedVersions['second-adapter'] },
+      { repository: nextTask.repository, version: nextTask.version },
+      { repository: prevTask.repository, version: prevTask.version },
     ],
-    weights: [0.6, 0.4],
+    weights: [1, 1],
     method: 'svd',
-    targetRank: 8,
+    targetRank: 16,
     output: {
       repository: 'demo/merged-adapter',
-      tags: ['svd-r8'],
+      tags: ['svd-r16'],
       visibility: 'internal',
-      description: 'SVD merge of the two demo adapters',
+      description: 'SVD merge of the two trained task adapters',
     },
   },
 });
@@ -195,7 +204,8 @@ const mergedVersion = await client.json<{ metrics: Record<string, number> }>(
   `/v1/repos/${merged.repository}/versions/${merged.version}`,
 );
 say(
-  `merged: ${merged.ref} (svd, rank 8 from 8 + 8; retained energy: min ${mergedVersion.metrics.retainedEnergyMin?.toFixed(4)}, mean ${mergedVersion.metrics.retainedEnergyMean?.toFixed(4)})`,
+  `merged: ${merged.ref} (svd, rank 16 from 8 + 8; retained energy: min ${mergedVersion.metrics.retainedEnergyMin?.toFixed(4)}, mean ${mergedVersion.metrics.retainedEnergyMean?.toFixed(4)}); ` +
+    `task accuracy: ${await accuracyOf(client, training, merged, work)}`,
 );
 const compressed = await runJob({
   kind: 'CompressionJob',
@@ -214,9 +224,29 @@ const compressedVersion = await client.json<{ metrics: Record<string, number>; m
 const m = compressedVersion.metrics;
 say(
   `compressed: ${compressed.ref} (rank ${compressedVersion.methodMetadata.ranksBefore} -> ${compressedVersion.methodMetadata.ranksAfter} at 90% energy; ` +
-    `parameters ${m.paramsBefore} -> ${m.paramsAfter}; energy kept >= ${m.energyKeptMin?.toFixed(4)}, relative error <= ${m.relErrorMax?.toFixed(4)})`,
+    `parameters ${m.paramsBefore} -> ${m.paramsAfter}; energy kept >= ${m.energyKeptMin?.toFixed(4)}, relative error <= ${m.relErrorMax?.toFixed(4)}); ` +
+    `task accuracy: ${await accuracyOf(client, training, compressed, work)}`,
 );
-// 4. Post-processing: the registry computed each new version's spectra.
+// The trained "next" adapter alone at 90% energy: what compression costs a single task.
+const compressedTask = await runJob({
+  kind: 'CompressionJob',
+  metadata: { name: 'demo-next-energy-90' },
+  spec: {
+    mode: 'rank-reduction',
+    source: { adapter: { repository: nextTask.repository, version: nextTask.version } },
+    rankPolicy: { energy: { threshold: 0.9 } },
+    output: { repository: nextTask.repository, tags: ['energy90'] },
+  },
+});
+const taskVersion = await client.json<{ metrics: Record<string, number>; methodMetadata: Record<string, number> }>(
+  'GET',
+  `/v1/repos/${compressedTask.repository}/versions/${compressedTask.version}`,
+);
+say(
+  `compressed: ${compressedTask.ref} (rank ${taskVersion.methodMetadata.ranksBefore} -> ${taskVersion.methodMetadata.ranksAfter} at 90% energy; ` +
+    `parameters ${taskVersion.metrics.paramsBefore} -> ${taskVersion.metrics.paramsAfter}); task accuracy: ${await accuracyOf(client, training, compressedTask, work)}`,
+);
+// 6. Post-processing: the registry computed each new version's spectra.
 for (let i = 0; i < 100; i++) {
   const d = await client.json<{ state: string; summary?: { modules: number; meanEffectiveRank: number; maxRank: number } }>(
     'GET',

@@ -317,7 +317,12 @@ describe('local executor', () => {
     const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/cat/versions/1');
     assert.equal(v.job, id);
     assert.equal(v.rank, 16);
-    const { body: logs } = await api('ada', 'GET', `/v1/jobs/${id}/logs`);
+    // The job can end before the executor has shipped the worker's last lines: wait for its end line.
+    let logs: any;
+    for (const end = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 100))) {
+      logs = (await api('ada', 'GET', `/v1/jobs/${id}/logs`)).body;
+      if (logs.lines.some((l: any) => /worker ended/.test(l.text)) || Date.now() > end) break;
+    }
     const texts = logs.lines.map((l: any) => l.text).join('\n');
     assert.match(texts, /attempt 1 of 4/); // retry.backoffLimit defaults to 3
     assert.match(texts, /"event":"succeeded"/);

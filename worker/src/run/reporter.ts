@@ -59,7 +59,8 @@ export class Reporter {
   /** Logged always; posted at most once a second unless `force`. */
   async progress(p: Progress, force = false): Promise<void> {
     const elapsed = (Date.now() - this.#started) / 1000;
-    const eta = p.step !== undefined && p.total && p.step > 0 ? (elapsed / p.step) * (p.total - p.step) : undefined;
+    // The caller's own estimate wins (a resumed run knows its rate better than elapsed/step).
+    const eta = p.etaSeconds ?? (p.step !== undefined && p.total && p.step > 0 ? (elapsed / p.step) * (p.total - p.step) : undefined);
     const full = { ...p, elapsedSeconds: Math.round(elapsed * 10) / 10, ...(eta === undefined ? {} : { etaSeconds: Math.round(eta) }) };
     this.log.info({ event: 'progress', ...full }, p.stage);
     if (force || Date.now() - this.#lastPost >= MIN_POST_INTERVAL_MS) {

@@ -10,13 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JobResource } from '@lowrank/crds';
 import { asLowrankError, LowrankError } from '@lowrank/crds/errors';
-import type { AdapterMergeSpecDefaulted, CompressionJobSpecDefaulted } from '@lowrank/crds/types';
+import type { AdapterJobSpecDefaulted, AdapterMergeSpecDefaulted, CompressionJobSpecDefaulted } from '@lowrank/crds/types';
 import { RegistryClient } from '@lowrank/registry-api/cli/client';
 import { EXIT } from '../exit-codes.ts';
 import { runCompress } from './compress-job.ts';
 import { runMerge } from './merge-job.ts';
 import { publish, type VersionRef } from './output.ts';
 import { Reporter } from './reporter.ts';
+import { runTrain } from './train-job.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
 export interface RunOptions {
@@ -48,11 +49,10 @@ async function execute(resource: JobResource, ctx: RunContext): Promise<JobOutco
       return runMerge(resource.spec as unknown as AdapterMergeSpecDefaulted, ctx);
     case 'CompressionJob':
       return runCompress(resource.spec as unknown as CompressionJobSpecDefaulted, ctx);
+    case 'AdapterJob':
+      return runTrain(resource.spec as unknown as AdapterJobSpecDefaulted, ctx);
     default:
-      throw new LowrankError(
-        'invalid_spec',
-        `spec.mode: ${(resource.spec as { mode?: string }).mode} AdapterJobs are not run by this worker yet (training lands with the native training engine); AdapterMerge and CompressionJob (rank-reduction, extract, base-svd, base-cur, quantize, eora) are`,
-      );
+      throw new LowrankError('invalid_spec', `kind ${(resource as { kind: string }).kind} is not run by this worker`);
   }
 }
 

@@ -1,0 +1,356 @@
+/**
+ * AdapterJob mode train: base model + tokenizer + JSONL dataset -> a LoRA-family adapter
+ * trained by the native engine, published as a PEFT directory with trained_from lineage
+ * and its loss curve. Data order is a pure function of (seed, step), so a checkpoint
+ * needs only the engine state, the step and the curve: a retry (the local executor keeps
+ * the work dir) resumes from the newest complete checkpoint and the curve continues.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { LowrankError } from '@lowrank/crds/errors';
+import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
+import { chunk, type Row, toBatch, toRows } from '../data/batches.ts';
+import { permutation, prepareDataset } from '../data/dataset.ts';
+import { type LoraModule, philox, streamId } from '../native/linalg.ts';
+import { readSafetensors, tensorToFloat32 } from '../native/safetensors.ts';
+import { initLora, type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, TrainModel } from '../native/train.ts';
+import { loadCheckpoint, saveCheckpoint } from '../native/train-checkpoint.ts';
+import { TextTokenizer } from '../tokenizer/tokenizer.ts';
+import { resolveBase } from './base-model.ts';
+import { writeTrainedAdapter } from './trained-adapter.ts';
+import type { JobOutcome, RunContext } from './types.ts';
+
+/** Methods the native engine trains today; the others are refused by name. */
+const SUPPORTED = ['lora', 'rslora', 'dora'] as const;
+
+export interface CurvePoint {
+  step: number;
+  loss: number;
+  evalLoss?: number;
+}
+
+type Spec = AdapterJobSpecDefaulted;
+
+function refuse(field: string, what: string): never {
+  throw new LowrankError('invalid_spec', `${field}: ${what}`);
+}
+
+/** Spec checks the schema cannot make (what this worker and engine support). */
+function checkSpec(spec: Spec) {
+  if (spec.mode !== 'train') refuse('spec.mode', `${spec.mode} AdapterJobs are not run by this worker yet; mode train is`);
+  const method = spec.method ?? refuse('spec.method', 'is required in mode train');
+  const dataset = spec.dataset ?? refuse('spec.dataset', 'is required in mode train');
+  if (!(SUPPORTED as readonly string[]).includes(method.type))
+    refuse('spec.method.type', `${method.type} is not supported by the native training engine yet; ${SUPPORTED.join(', ')} are`);
+  if (method.modulesToSave?.length) refuse('spec.method.modulesToSave', 'training embed_tokens or lm_head in full is not supported yet');
+  if (method.bias !== 'none') refuse('spec.method.bias', `${method.bias}: only "none" is supported (no bias terms are trained)`);
+  if (method.loraBias) refuse('spec.method.loraBias', 'lora_B biases are not supported by the engine');
+  if (method.type === 'dora' && method.dropout > 0)
+    refuse('spec.method.dropout', 'the engine applies no dropout to DoRA modules yet; set 0');
+  if (!dataset.path) {
+    if (dataset.uri?.startsWith('file://')) dataset.path = new URL(dataset.uri).pathname;
+    else refuse('spec.dataset', `give path (a local JSONL file or directory); ${dataset.uri ?? 'the uri'} is not fetched by this worker`);
+  }
+  if (spec.schedule && spec.schedule.minLrRatio !== 0)
+    refuse('spec.schedule.minLrRatio', 'the engine decays to 0 (transformers semantics); set 0');
+  if (spec.schedule?.warmupSteps !== undefined && spec.schedule.warmupRatio !== undefined)
+    refuse('spec.schedule', 'set warmupSteps or warmupRatio, not both');
+  if (spec.training?.transferable) refuse('spec.training.transferable', 'Trans-LoRA stage 0 is not implemented by this worker yet');
+  return { method, dataset: dataset as typeof dataset & { path: string } };
+}
+
+/** Runs of the same job (same inputs and settings) share checkpoints; another job's are ignored. */
+function fingerprint(spec: Spec, datasetDigest: string): string {
+  const { method, optimizer, schedule, training, seed, baseModel } = spec;
+  const data = { ...spec.dataset, path: undefined, uri: undefined };
+  return createHash('sha256')
+    .update(JSON.stringify({ method, optimizer, schedule, training, seed, base: baseModel, data, datasetDigest }))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+function latestCheckpoint(root: string): string | undefined {
+  if (!existsSync(root)) return undefined;
+  const steps = readdirSync(root)
+    .filter((d) => /^step-\d+$/.test(d) && existsSync(join(root, d, 'checkpoint.json')))
+    .sort();
+  return steps.length ? join(root, steps.at(-1) as string) : undefined;
+}
+
+/** PEFT's DoRA init: the magnitude is the row norm of the base weight (B = 0 at start). */
+function doraMagnitudes(baseDir: string, modules: Record<string, LoraModule>): Record<string, Float32Array> {
+  const wanted = new Set(Object.keys(modules).map((p) => `${p}.weight`));
+  const out: Record<string, Float32Array> = {};
+  for (const f of readdirSync(baseDir).filter((n) => n.endsWith('.safetensors'))) {
+    for (const [key, t] of Object.entries(readSafetensors(join(baseDir, f)).tensors)) {
+      if (!wanted.has(key)) continue;
+      const w = tensorToFloat32(t);
+      const [rows, cols] = t.shape as [number, number];
+      const mag = new Float32Array(rows);
+      for (let r = 0; r < rows; r++) {
+        let s = 0;
+        for (let c = 0; c < cols; c++) s += (w[r * cols + c] as number) ** 2;
+        mag[r] = Math.sqrt(s);
+      }
+      out[key.slice(0, -'.weight'.length)] = mag;
+    }
+  }
+  for (const p of Object.keys(modules)) if (!out[p]) throw new LowrankError('invalid_file', `${baseDir}: no weight ${p}.weight for DoRA`);
+  return out;
+}
+
+export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
+  const { method, dataset } = checkSpec(spec);
+  const opt = {
+    lr: 2e-4,
+    betas: [0.9, 0.999],
+    eps: 1e-8,
+    weightDecay: 0,
+    maxGradNorm: 1,
+    ...spec.optimizer,
+  };
+  const schedule = { type: 'linear' as const, minLrRatio: 0, ...spec.schedule };
+  const training = {
+    epochs: 1,
+    microBatchSize: 4,
+    gradientAccumulation: 1,
+    evalEvery: 0,
+    checkpointEvery: 0,
+    logEvery: 10,
+    ...spec.training,
+  };
+
+  await ctx.reporter.progress({ stage: 'loading base model' }, true);
+  const base = await resolveBase(spec.baseModel, ctx.client, ctx.workDir);
+  const tok = TextTokenizer.load(base.dir);
+  let model: TrainModel;
+  try {
+    model = await TrainModel.load(base.dir);
+  } catch (err) {
+    if (err instanceof LowrankError)
+      throw new LowrankError(err.code === 'not_found' ? 'invalid_file' : err.code, `spec.baseModel: ${err.message}`);
+    throw err;
+  }
+  if (tok.vocabSize > model.config.vocabSize)
+    throw new LowrankError(
+      'invalid_file',
+      `spec.baseModel: tokenizer.json has ${tok.vocabSize} tokens but the model's vocab_size is ${model.config.vocabSize}`,
+    );
+  if (dataset.maxSeqLength > model.config.maxPositionEmbeddings)
+    refuse(
+      'spec.dataset.maxSeqLength',
+      `${dataset.maxSeqLength} exceeds the model's max_position_embeddings (${model.config.maxPositionEmbeddings})`,
+    );
+
+  await ctx.reporter.progress({ stage: 'reading dataset' }, true);
+  const data = prepareDataset(dataset.path, tok, {
+    format: dataset.format,
+    evalFraction: dataset.evalFraction,
+    maxSeqLength: dataset.maxSeqLength,
+    maxSamples: dataset.maxSamples,
+    chatTemplate: dataset.chatTemplate,
+    seed: spec.seed,
+  });
+  const mb = training.microBatchSize;
+  const accum = training.gradientAccumulation;
+  const trainRows = toRows(data.train, dataset.packing, dataset.maxSeqLength);
+  const evalBatches = chunk(toRows(data.eval, dataset.packing, dataset.maxSeqLength), mb).map((rows) => toBatch(rows, tok.padId));
+  const microPerEpoch = Math.ceil(trainRows.length / mb);
+  const stepsPerEpoch = Math.max(1, Math.floor(microPerEpoch / accum));
+  const total = training.maxSteps ?? Math.max(1, Math.round(training.epochs * stepsPerEpoch));
+  const orders = new Map<number, number[]>();
+  /** The idx-th micro-batch of the run: epoch-wise Philox permutations of the rows. */
+  const microBatch = (idx: number): TokenBatch => {
+    const epoch = Math.floor(idx / microPerEpoch);
+    let order = orders.get(epoch);
+    if (!order) {
+      order = permutation(trainRows.length, spec.seed, `train:epoch:${epoch}`);
+      orders.clear();
+      orders.set(epoch, order);
+    }
+    const k = idx % microPerEpoch;
+    return toBatch(
+      order.slice(k * mb, (k + 1) * mb).map((i) => trainRows[i] as Row),
+      tok.padId,
+    );
+  };
+
+  const targets: Projection[] = method.targetModules.includes('all-linear')
+    ? [...PROJECTIONS]
+    : (method.targetModules.filter((t) => t !== 'all-linear') as Projection[]);
+  const alpha = method.alpha ?? method.rank;
+  const useRslora = method.useRslora ?? (method.type === 'rslora' || method.rank >= 64);
+  let modules: Record<string, LoraModule>;
+  try {
+    modules = initLora(model.config, {
+      r: method.rank,
+      alpha,
+      targets,
+      useRslora,
+      seed: spec.seed,
+      ...(method.layersToTransform ? { layers: method.layersToTransform } : {}),
+      ...(method.rankPattern ? { rankPattern: method.rankPattern as Record<string, number> } : {}),
+      ...(method.alphaPattern ? { alphaPattern: method.alphaPattern as Record<string, number> } : {}),
+    });
+  } catch (err) {
+    if (err instanceof TypeError) refuse('spec.method', err.message);
+    throw err;
+  }
+  // PEFT's init_lora_weights="gaussian": A ~ N(0, 1/r²), from its own Philox stream.
+  if (method.init === 'gaussian')
+    for (const [path, m] of Object.entries(modules))
+      m.A = Float32Array.from(philox(spec.seed, streamId(`lora_init:${path}:A:gaussian`), m.A.length, 'normal'), (x) => x / m.r);
+  model.setAdapter(modules, method.type === 'dora' ? doraMagnitudes(base.dir, modules) : {});
+  if (method.dropout > 0) model.setDropout(method.dropout, spec.seed);
+
+  const warmupSteps = schedule.warmupSteps ?? Math.ceil((schedule.warmupRatio ?? 0) * total);
+  const optimizer: OptimizerOptions = {
+    lr: opt.lr,
+    beta1: opt.betas[0] as number,
+    beta2: opt.betas[1] as number,
+    eps: opt.eps,
+    weightDecay: opt.weightDecay,
+    maxGradNorm: opt.maxGradNorm,
+    schedule: schedule.type,
+    warmupSteps,
+    totalSteps: total,
+  };
+
+  // Resume from the newest complete checkpoint of this same job.
+  const ckptRoot = join(ctx.workDir, 'checkpoints');
+  const print = fingerprint(spec, data.digest);
+  let curve: CurvePoint[] = [];
+  let resumedFrom: number | undefined;
+  const latest = spec.retry?.resumeFromCheckpoint === false ? undefined : latestCheckpoint(ckptRoot);
+  if (latest) {
+    const { state, meta } = loadCheckpoint(latest);
+    if (meta.fingerprint === print) {
+      model.restore(state);
+      curve = (meta.lossCurve as CurvePoint[]) ?? [];
+      resumedFrom = state.step;
+      ctx.reporter.log.info({ event: 'resumed', step: state.step, checkpoint: latest }, `resuming from step ${state.step}`);
+    } else {
+      ctx.reporter.log.warn(
+        { event: 'checkpoint-ignored', checkpoint: latest },
+        'a checkpoint of other settings is in the work dir; starting afresh',
+      );
+      rmSync(ckptRoot, { recursive: true, force: true });
+    }
+  }
+  const checkpoint = async (step: number) => {
+    const dir = join(ckptRoot, `step-${String(step).padStart(8, '0')}`);
+    saveCheckpoint(dir, model.state(), { fingerprint: print, lossCurve: curve, datasetDigest: data.digest });
+    // Older ones go only once the new one is complete.
+    for (const d of readdirSync(ckptRoot)) if (join(ckptRoot, d) !== dir) rmSync(join(ckptRoot, d), { recursive: true, force: true });
+    await ctx.reporter.progress({ stage: 'checkpointed', step, total, checkpoint: dir }, true);
+  };
+  const evaluate = async () => (evalBatches.length ? model.evaluate(evalBatches) : undefined);
+
+  // The base's own eval loss (adapter B = 0 is the identity): the before of before/after.
+  let baseEval: number | undefined;
+  if (resumedFrom === undefined) {
+    baseEval = (await evaluate())?.loss;
+    if (baseEval !== undefined) curve.push({ step: 0, loss: baseEval, evalLoss: baseEval });
+  } else baseEval = curve.find((p) => p.step === 0)?.evalLoss;
+  let step = resumedFrom ?? 0;
+  const loopStart = { step, at: performance.now() };
+  let windowTokens = 0;
+  let windowStart = performance.now();
+  let lastLoss = Number.NaN;
+  while (step < total) {
+    const micro = Array.from({ length: accum }, (_, j) => microBatch(step * accum + j));
+    const r = await model.trainStep(micro, optimizer);
+    step = r.step;
+    lastLoss = r.loss;
+    windowTokens += r.tokens;
+    const evalNow = training.evalEvery > 0 && step % training.evalEvery === 0 && step < total;
+    const logNow = step % training.logEvery === 0 || step === total || step === 1;
+    if (logNow || evalNow) {
+      const point: CurvePoint = { step, loss: r.loss };
+      if (evalNow) {
+        const e = await evaluate();
+        if (e) point.evalLoss = e.loss;
+      }
+      curve.push(point);
+      const seconds = (performance.now() - windowStart) / 1000;
+      await ctx.reporter.progress({
+        stage: 'training',
+        step,
+        total,
+        loss: r.loss,
+        lr: r.lr,
+        gradNorm: r.gradNorm,
+        tokensPerSecond: Math.round(windowTokens / Math.max(seconds, 1e-6)),
+        // From this process's own rate: a resumed run's earlier steps took no time here.
+        etaSeconds: Math.round((((performance.now() - loopStart.at) / 1000) * (total - step)) / Math.max(1, step - loopStart.step)),
+        ...(point.evalLoss === undefined ? {} : { evalLoss: point.evalLoss, evalPerplexity: Math.exp(point.evalLoss) }),
+      });
+      windowTokens = 0;
+      windowStart = performance.now();
+    }
+    if (training.checkpointEvery > 0 && step % training.checkpointEvery === 0 && step < total) await checkpoint(step);
+  }
+  await ctx.reporter.progress({ stage: 'evaluating', step, total }, true);
+  const final = await evaluate();
+  const last = curve.at(-1);
+  if (final && last && last.step === step) last.evalLoss = final.loss;
+  else if (final) curve.push({ step, loss: lastLoss, evalLoss: final.loss });
+
+  const dir = join(ctx.workDir, 'output', 'adapter');
+  rmSync(dir, { recursive: true, force: true });
+  writeTrainedAdapter(dir, model.adapter(), model.magnitudes(), {
+    baseModel: base.name,
+    rank: method.rank,
+    alpha,
+    useRslora,
+    dropout: method.dropout,
+    targets,
+    rankPattern: method.rankPattern as Record<string, number> | undefined,
+    alphaPattern: method.alphaPattern as Record<string, number> | undefined,
+    layers: method.layersToTransform,
+    init: method.init,
+  });
+  const methodMetadata = {
+    kind: 'training',
+    method: method.type,
+    rank: method.rank,
+    alpha,
+    useRslora,
+    dropout: method.dropout,
+    init: method.init,
+    targets,
+    datasetDigest: data.digest,
+    datasetFormat: data.format,
+    records: data.records,
+    trainRecords: data.train.length,
+    evalRecords: data.eval.length,
+    packing: dataset.packing,
+    maxSeqLength: dataset.maxSeqLength,
+    steps: total,
+    microBatchSize: mb,
+    gradientAccumulation: accum,
+    optimizer: { type: 'adamw', ...opt },
+    schedule: { ...schedule, warmupSteps },
+    // The engine computes in f32 on every device it runs on today.
+    computePrecision: 'f32',
+    seed: spec.seed,
+    lossCurve: curve,
+    ...(resumedFrom === undefined ? {} : { resumedFromStep: resumedFrom }),
+  };
+  const metrics = {
+    trainLoss: lastLoss,
+    ...(final ? { evalLoss: final.loss, evalPerplexity: final.perplexity, evalTokens: final.tokens } : {}),
+    ...(baseEval === undefined ? {} : { baseEvalLoss: baseEval, baseEvalPerplexity: Math.exp(baseEval) }),
+    trainTokensPerEpoch: data.trainTokens,
+    lossCurve: curve,
+  };
+  return {
+    dir,
+    baseModel: base.name,
+    method: method.type,
+    methodMetadata,
+    metrics,
+    lineage: [{ relation: 'trained_from', ...base.lineage, parameters: { method: method.type, rank: method.rank } }],
+  };
+}
