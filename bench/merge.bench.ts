@@ -2,7 +2,10 @@
  * Merging N LoRA adapters of a Llama-2-7B shape (q/k/v/o 4096², gate/up 11008x4096,
  * down 4096x11008), ours vs PEFT's add_weighted_adapter on the same factors in the same
  * run, then per-module spectra: ours (factored SVD, no ΔW) vs the dense baseline
- * (torch.linalg.svdvals of s·BA), and ours over all 32 layers. Prints seconds and peak RSS.
+ * (torch.linalg.svdvals of s·BA), and ours over all 32 layers; then rank reduction of the
+ * same modules to r/2 (ours: factored SVD + balanced re-factoring, METHODS §3.1; the peer:
+ * torch.svd_lowrank of the dense s·BA with q = r/2 + 10, niter = 4, re-factored as U√S, √S Vᵀ).
+ * Prints seconds and peak RSS.
  *
  *   node bench/merge.bench.ts [--layers 1] [--n 3] [--rank 16] [--combinations cat,linear,svd,ties]
  *                             [--density 0.5] [--spectra-layers 1] [--all-layers 32] [--svd-method exact|randomized]
@@ -15,6 +18,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { reduceRank } from '../worker/src/native/compress.ts';
 import { blasThreads, type LoraModule, philox, spectra } from '../worker/src/native/linalg.ts';
 import { COMBINATION_TYPES, type CombinationType, type MergeInput, mergeAdapters } from '../worker/src/native/merge.ts';
 
@@ -96,7 +100,16 @@ try {
   }));
   writeFileSync(
     join(dir, 'bench.json'),
-    JSON.stringify({ layers, shapes: SHAPES, adapters, weights, combinations, density, spectra_layers: spectraLayers }),
+    JSON.stringify({
+      layers,
+      shapes: SHAPES,
+      adapters,
+      weights,
+      combinations,
+      density,
+      spectra_layers: spectraLayers,
+      reduce_rank: Math.max(1, rank >> 1),
+    }),
   );
 
   const ours: Record<string, number> = {};
@@ -119,6 +132,10 @@ try {
     if (m) spectra(m);
   }
   const oursSpectra = (performance.now() - t0) / 1000;
+  const reduced = Object.fromEntries(spectraNames.map((k) => [k, first[k] as LoraModule]));
+  t0 = performance.now();
+  reduceRank(reduced, { policy: { fixed: Math.max(1, rank >> 1) } });
+  const oursReduce = (performance.now() - t0) / 1000;
   const all = adapterSet(0, allLayers);
   t0 = performance.now();
   for (const m of Object.values(all)) spectra(m);
@@ -127,7 +144,13 @@ try {
 
   const r = spawnSync(py, [join(import.meta.dirname, 'python', 'peft_merge_bench.py'), dir], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`peft_merge_bench.py failed:\n${r.stderr}`);
-  const peft = JSON.parse(r.stdout) as { merge_s: Record<string, number>; spectra_s: number; peak_rss_mb: number; threads: number };
+  const peft = JSON.parse(r.stdout) as {
+    merge_s: Record<string, number>;
+    spectra_s: number;
+    reduce_s: number;
+    peak_rss_mb: number;
+    threads: number;
+  };
 
   const fmt = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(3).padStart(9));
   console.log(`machine: ${cpus()[0]?.model ?? '?'} x ${cpus().length}; OpenBLAS threads ${blasThreads()}; torch threads ${peft.threads}`);
@@ -144,6 +167,9 @@ try {
     `spectra, ${spectraNames.length} modules: ours ${oursSpectra.toFixed(3)} s (factored), dense svdvals ${peft.spectra_s.toFixed(3)} s`,
   );
   console.log(`spectra, all ${Object.keys(all).length} modules of ${allLayers} layers: ours ${oursAll.toFixed(3)} s`);
+  console.log(
+    `rank reduction r=${rank} -> ${Math.max(1, rank >> 1)}, ${spectraNames.length} modules: ours ${oursReduce.toFixed(3)} s (factored), torch.svd_lowrank of the dense delta ${peft.reduce_s.toFixed(3)} s, ratio ${(peft.reduce_s / oursReduce).toFixed(1)}x`,
+  );
   console.log(
     `peak RSS: ours ${oursPeak.toFixed(0)} MB (this process, inputs included); PEFT ${peft.peak_rss_mb.toFixed(0)} MB (python process)`,
   );

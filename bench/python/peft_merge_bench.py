@@ -6,7 +6,8 @@
                             pages are never touched, so a 7B-shaped base costs no memory),
                             attaches the adapters with PEFT, loads the same factors and times
                             add_weighted_adapter per combination, then the dense spectra
-                            baseline (torch.linalg.svdvals of get_delta_weight per module).
+                            baseline (torch.linalg.svdvals of get_delta_weight per module) and
+                            the rank-reduction baseline (torch.svd_lowrank of the same deltas).
                             Prints one JSON object: seconds per step and peak RSS.
 """
 
@@ -81,6 +82,15 @@ def main(d):
             torch.linalg.svdvals(layers[n].get_delta_weight(names[0]))
     out["spectra_s"] = time.perf_counter() - t0
     out["spectra_modules"] = len(spectra_names)
+    # Rank reduction of the same modules: randomized SVD of the dense delta, re-factored balanced.
+    k = spec["reduce_rank"]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for n in spectra_names:
+            u, sv, v = torch.svd_lowrank(layers[n].get_delta_weight(names[0]), q=k + 10, niter=4)
+            root = sv[:k].sqrt()
+            _b, _a = u[:, :k] * root, (v[:, :k] * root).T.contiguous()
+    out["reduce_s"] = time.perf_counter() - t0
     out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
 
