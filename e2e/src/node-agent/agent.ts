@@ -317,7 +317,11 @@ export class NodeAgent {
     try {
       volumes = await materializeVolumes(pod, dir, this.sources());
       for (const c of pod.spec?.containers ?? []) {
-        const map = pathMapper(c, volumes, join(dir, `${c.name}.termination-log`));
+        const mapped = pathMapper(c, volumes, join(dir, `${c.name}.termination-log`));
+        // The "image" is this machine's file system, rooted where the agent runs (the repository):
+        // its paths are never volume paths, even when a mount (e.g. /tmp) is a prefix of them.
+        const image = process.cwd();
+        const map = (v: string) => (v === image || v.startsWith(`${image}/`) ? v : mapped(v));
         prepared.push({ c, map, env: await this.resolveEnv(pod, c, map) });
       }
     } catch (err) {
