@@ -46,8 +46,9 @@ export function downloadArchive(ctx: Context): RequestHandler {
       if (!clientGone) tar.finalize();
     } catch (err) {
       if (!clientGone) ctx.log.error({ err, version: `${repo.namespace}/${repo.name}@${version.number}` }, 'archive aborted');
-      tar.destroy(err as Error);
-      res.destroy(err as Error);
+      // Destroyed without an error object: nobody listens any more, and the cut connection is the signal.
+      tar.destroy();
+      if (!res.destroyed) res.destroy();
     }
     await piping;
   };
