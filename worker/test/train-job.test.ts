@@ -173,9 +173,10 @@ describe('lora-worker run: AdapterJob train', () => {
             rank: 4,
             alpha: 8,
             targetModules: ['q_proj', 'v_proj', 'down_proj'],
-            ...(type === 'rslora' ? { init: 'gaussian' } : {}),
+            // DoRA with dropout (PEFT's separate DoRA dropout path), under activation recomputation.
+            ...(type === 'rslora' ? { init: 'gaussian' } : { dropout: 0.05 }),
           },
-          training: { maxSteps: 30, microBatchSize: 4, logEvery: 10 },
+          training: { maxSteps: 30, microBatchSize: 4, logEvery: 10, ...(type === 'dora' ? { recompute: true } : {}) },
           output: { repository: `nlp/${type}` },
         }),
       );
@@ -192,6 +193,7 @@ describe('lora-worker run: AdapterJob train', () => {
       const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
       assert.equal(config.use_dora, type === 'dora');
       assert.equal(config.use_rslora, type === 'rslora');
+      assert.equal(config.lora_dropout, type === 'dora' ? 0.05 : 0);
       assert.equal(config.init_lora_weights, type === 'rslora' ? 'gaussian' : true);
       assert.equal(v.methodMetadata.datasetFormat, type === 'rslora' ? 'chat' : 'prompt-completion');
     }

@@ -46,8 +46,6 @@ function checkSpec(spec: Spec) {
   if (method.modulesToSave?.length) refuse('spec.method.modulesToSave', 'training embed_tokens or lm_head in full is not supported yet');
   if (method.bias !== 'none') refuse('spec.method.bias', `${method.bias}: only "none" is supported (no bias terms are trained)`);
   if (method.loraBias) refuse('spec.method.loraBias', 'lora_B biases are not supported by the engine');
-  if (method.type === 'dora' && method.dropout > 0)
-    refuse('spec.method.dropout', 'the engine applies no dropout to DoRA modules yet; set 0');
   if (!dataset.path) {
     if (dataset.uri?.startsWith('file://')) dataset.path = new URL(dataset.uri).pathname;
     else refuse('spec.dataset', `give path (a local JSONL file or directory); ${dataset.uri ?? 'the uri'} is not fetched by this worker`);
@@ -202,7 +200,9 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     for (const [path, m] of Object.entries(modules))
       m.A = Float32Array.from(philox(spec.seed, streamId(`lora_init:${path}:A:gaussian`), m.A.length, 'normal'), (x) => x / m.r);
   model.setAdapter(modules, method.type === 'dora' ? doraMagnitudes(base.dir, modules) : {});
-  if (method.dropout > 0) model.setDropout(method.dropout, spec.seed);
+  if (method.dropout > 0) model.setDropout(method.dropout, spec.seed); // DoRA too: PEFT's dropout path
+  // One layer of activations kept at a time: less memory, about a third more compute.
+  if (spec.training?.recompute) model.setRecompute(true);
 
   const warmupSteps = schedule.warmupSteps ?? Math.ceil((schedule.warmupRatio ?? 0) * total);
   const optimizer: OptimizerOptions = {
