@@ -20,6 +20,7 @@ import { push } from '../../registry-api/src/cli/transfer.ts';
 import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
 import type { LoraModule } from '../../worker/src/native/linalg.ts';
 import { writePeftAdapter } from '../../worker/src/peft/adapter-dir.ts';
+import { lcg, randomModule } from '../../worker/test/support/random-adapter.ts';
 import { apis, kubeConfig, kubectl, type Proc, runId, startAgent, startOperator, waitFor } from '../src/cluster.ts';
 
 const id = runId();
@@ -40,20 +41,11 @@ after(async () => {
 });
 
 function adapter(seed: number): Record<string, LoraModule> {
-  let s = seed;
-  const rnd = () => {
-    s = (s * 1103515245 + 12345) % 2 ** 31;
-    return (s / 2 ** 31) * 2 - 1;
+  const rnd = lcg(seed);
+  return {
+    'model.layers.0.self_attn.q_proj': randomModule(rnd, 32, 32, 8),
+    'model.layers.0.self_attn.v_proj': randomModule(rnd, 16, 32, 8),
   };
-  const mod = (out: number, inn: number, r: number): LoraModule => ({
-    r,
-    in: inn,
-    out,
-    A: Float32Array.from({ length: r * inn }, rnd),
-    B: Float32Array.from({ length: out * r }, rnd),
-    scale: 1,
-  });
-  return { 'model.layers.0.self_attn.q_proj': mod(32, 32, 8), 'model.layers.0.self_attn.v_proj': mod(16, 32, 8) };
 }
 
 before(async () => {

@@ -13,9 +13,9 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { serviceEnv } from '@lowrank/e2e/env';
 import { Redis } from 'ioredis';
-import type { LoraModule } from '../../worker/src/native/linalg.ts';
 import { spectra } from '../../worker/src/native/linalg.ts';
 import { readPeftAdapter, writePeftAdapter } from '../../worker/src/peft/adapter-dir.ts';
+import { lcg, randomModule } from '../../worker/test/support/random-adapter.ts';
 import { createToken } from '../src/auth/tokens.ts';
 import { RegistryClient } from '../src/cli/client.ts';
 import { push } from '../src/cli/transfer.ts';
@@ -27,20 +27,11 @@ let client: RegistryClient;
 let other: RegistryClient;
 
 function adapter(dir: string, seed: number, r: number): void {
-  let s = seed;
-  const rnd = () => {
-    s = (s * 1103515245 + 12345) % 2 ** 31;
-    return (s / 2 ** 31) * 2 - 1;
-  };
-  const mod = (out: number, inn: number): LoraModule => ({
-    r,
-    in: inn,
-    out,
-    A: Float32Array.from({ length: r * inn }, rnd),
-    B: Float32Array.from({ length: out * r }, rnd),
-    scale: 1,
+  const rnd = lcg(seed);
+  writePeftAdapter(dir, {
+    'model.layers.0.self_attn.q_proj': randomModule(rnd, 24, 16, r),
+    'model.layers.1.mlp.down_proj': randomModule(rnd, 16, 40, r),
   });
-  writePeftAdapter(dir, { 'model.layers.0.self_attn.q_proj': mod(24, 16), 'model.layers.1.mlp.down_proj': mod(16, 40) });
 }
 
 async function ready(ref: string): Promise<any> {

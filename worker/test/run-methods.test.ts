@@ -7,12 +7,10 @@
  * pulled files hold what the native core computes (rel ≤ 1e-5).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { serviceEnv } from '@lowrank/e2e/env';
 import { Redis } from 'ioredis';
 import { createToken } from '../../registry-api/src/auth/tokens.ts';
@@ -26,9 +24,8 @@ import { readSafetensors, writeSafetensors } from '../src/native/safetensors.ts'
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
 import { readQuantizedAdapter } from '../src/peft/quantized-adapter.ts';
 import { delta64, rel } from './support/numeric.ts';
+import { runWorker } from './support/worker-cli.ts';
 
-const run = promisify(execFile);
-const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
 const tmp = mkdtempSync(join(tmpdir(), 'lowrank-run-methods-'));
 let reg: TestRegistry;
 let token = '';
@@ -43,22 +40,7 @@ const randomAdapter = (r: number): Record<string, LoraModule> => ({
   [V]: { r, in: 32, out: 16, A: normal(r * 32, 0.3), B: normal(16 * r, 0.3), scale: 2 },
 });
 
-async function worker(spec: unknown): Promise<{ code: number; stdout: string; stderr: string; result: any }> {
-  const dir = mkdtempSync(join(tmp, 'job-'));
-  const resultFile = join(dir, 'result.json');
-  writeFileSync(join(dir, 'spec.json'), JSON.stringify(spec));
-  const res = await run(process.execPath, [CLI, 'run', '--spec', join(dir, 'spec.json'), '--work-dir', join(dir, 'work')], {
-    env: { ...process.env, LOWRANK_REGISTRY_URL: reg.base, LOWRANK_TOKEN: token, LOWRANK_RESULT_FILE: resultFile },
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-  let result: unknown;
-  try {
-    result = JSON.parse(readFileSync(resultFile, 'utf8'));
-  } catch {}
-  return { ...res, result };
-}
+const worker = (spec: unknown) => runWorker(spec, { registry: reg.base, token, tmp });
 
 const version = async (repo: string, ref: string): Promise<any> =>
   (await fetch(`${reg.base}/v1/repos/${repo}/versions/${ref}`, { headers: { authorization: `Bearer ${token}` } })).json();

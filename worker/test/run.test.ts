@@ -23,50 +23,24 @@ import type { LoraModule } from '../src/native/linalg.ts';
 import { readSafetensors, tensorToFloat32, writeSafetensors } from '../src/native/safetensors.ts';
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
 import { mergeIntoBase } from '../src/peft/merge-into-base.ts';
+import { lcg, randomModule } from './support/random-adapter.ts';
+import { runWorker } from './support/worker-cli.ts';
 
 const run = promisify(execFile);
-const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
+const _CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
 const tmp = mkdtempSync(join(tmpdir(), 'lowrank-run-test-'));
 let reg: TestRegistry;
 const tok = { admin: '', ada: '' };
 
 function randomAdapter(seed: number, r: number): Record<string, LoraModule> {
-  let s = seed;
-  const rnd = () => {
-    s = (s * 1103515245 + 12345) % 2 ** 31;
-    return (s / 2 ** 31) * 2 - 1;
+  const rnd = lcg(seed);
+  return {
+    'model.layers.0.self_attn.q_proj': randomModule(rnd, 32, 32, r, 2),
+    'model.layers.0.self_attn.v_proj': randomModule(rnd, 16, 32, r, 2),
   };
-  const mod = (out: number, inn: number): LoraModule => ({
-    r,
-    in: inn,
-    out,
-    A: Float32Array.from({ length: r * inn }, rnd),
-    B: Float32Array.from({ length: out * r }, rnd),
-    scale: 2,
-  });
-  return { 'model.layers.0.self_attn.q_proj': mod(32, 32), 'model.layers.0.self_attn.v_proj': mod(16, 32) };
 }
 
-async function worker(
-  spec: unknown,
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string; result: any }> {
-  const dir = mkdtempSync(join(tmp, 'job-'));
-  const specFile = join(dir, 'spec.json');
-  const resultFile = join(dir, 'result.json');
-  writeFileSync(specFile, JSON.stringify(spec));
-  const res = await run(process.execPath, [CLI, 'run', '--spec', specFile, '--work-dir', join(dir, 'work')], {
-    env: { ...process.env, LOWRANK_REGISTRY_URL: reg.base, LOWRANK_TOKEN: tok.ada, LOWRANK_RESULT_FILE: resultFile, ...env },
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-  let result: unknown;
-  try {
-    result = JSON.parse(readFileSync(resultFile, 'utf8'));
-  } catch {}
-  return { ...res, result };
-}
+const worker = (spec: unknown, env: Record<string, string> = {}) => runWorker(spec, { registry: reg.base, token: tok.ada, tmp, env });
 
 const api = (who: keyof typeof tok, method: string, path: string, body?: unknown): Promise<any> =>
   fetch(`${reg.base}${path}`, {

@@ -24,6 +24,7 @@ import { startRegistry, type TestRegistry } from '../../registry-api/test/suppor
 import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
 import { writeTaskJsonl, writeTinyBase } from './support/tiny-base.ts';
+import { runWorker } from './support/worker-cli.ts';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', 'src', 'cli.ts');
@@ -63,24 +64,8 @@ function trainSpec(over: { [k: string]: any } = {}): any {
   };
 }
 
-async function worker(spec: unknown, workDir = mkdtempSync(join(tmp, 'work-'))) {
-  const dir = mkdtempSync(join(tmp, 'job-'));
-  const specFile = join(dir, 'spec.json');
-  const resultFile = join(dir, 'result.json');
-  writeFileSync(specFile, JSON.stringify(spec));
-  const res = await run(process.execPath, [CLI, 'run', '--spec', specFile, '--work-dir', workDir], {
-    env: { ...process.env, LOWRANK_REGISTRY_URL: reg.base, LOWRANK_TOKEN: tok.ada, LOWRANK_RESULT_FILE: resultFile },
-    maxBuffer: 1 << 26,
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-  let result: any;
-  try {
-    result = JSON.parse(readFileSync(resultFile, 'utf8'));
-  } catch {}
-  return { ...res, result };
-}
+const worker = (spec: unknown, workDir = mkdtempSync(join(tmp, 'work-'))) =>
+  runWorker(spec, { registry: reg.base, token: tok.ada, tmp, workDir });
 
 before(async () => {
   writeTinyBase(baseDir);
