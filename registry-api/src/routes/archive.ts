@@ -40,8 +40,12 @@ export function downloadArchive(ctx: Context): RequestHandler {
     try {
       for (const f of files) {
         if (clientGone) break;
+        const blob = await ctx.blobs.get(f.blobDigest);
         const entry = tar.entry({ name: f.path, size: Number(f.size), mode: 0o644, mtime: version.createdAt });
-        await pipeline(await ctx.blobs.get(f.blobDigest), entry);
+        // A client leaving destroys the pack and with it this entry, possibly before pipeline() listens:
+        // the cut is handled through `piping`, so the entry's own error needs no second report.
+        entry.on('error', () => {});
+        await pipeline(blob, entry);
       }
       if (!clientGone) tar.finalize();
     } catch (err) {
