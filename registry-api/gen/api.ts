@@ -684,6 +684,67 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{id}/checkpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** The job's checkpoints, newest first (a retry resumes from the first), kept until the job ends. */
+        get: operations["listJobCheckpoints"];
+        put?: never;
+        /** The worker records a checkpoint whose files it uploaded (PUT .../checkpoints/blobs/{digest}); only the newest `keep` are kept. */
+        post: operations["saveJobCheckpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/checkpoints/blobs/{digest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                digest: components["schemas"]["Digest"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        /** Uploads one checkpoint file's bytes for a running job; they must hash to the digest in the path. */
+        put: operations["uploadCheckpointBlob"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/checkpoints/{step}/files/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                step: string;
+                path: components["schemas"]["CheckpointPath"];
+            };
+            cookie?: never;
+        };
+        /** One file of a checkpoint (verified against its digest while it streams; ETag is the digest). */
+        get: operations["downloadCheckpointFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{id}/events": {
         parameters: {
             query?: never;
@@ -707,6 +768,20 @@ export type paths = {
 export type webhooks = Record<string, never>;
 export type components = {
     schemas: {
+        /** @description A checkpoint file name (no directories). */
+        CheckpointPath: string;
+        JobCheckpoint: {
+            step: number;
+            /** Format: date-time */
+            createdAt: string;
+            attempt: number;
+            metadata: Record<string, unknown>;
+            files: {
+                path: string;
+                digest: string;
+                size: number;
+            }[];
+        };
         Health: {
             /** @enum {string} */
             status: "ok";
@@ -2215,6 +2290,146 @@ export interface operations {
                 content?: never;
             };
             400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    listJobCheckpoints: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Checkpoints, newest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: components["schemas"]["JobCheckpoint"][];
+                    };
+                };
+            };
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+        };
+    };
+    saveJobCheckpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    step: number;
+                    attempt?: number;
+                    /** @description How many of the newest checkpoints to keep, this one included (default 2). */
+                    keep?: number;
+                    /** @description Small facts the worker checks before resuming (settings fingerprint, data digest). */
+                    metadata?: Record<string, unknown>;
+                    files: {
+                        path: components["schemas"]["CheckpointPath"];
+                        digest: components["schemas"]["Digest"];
+                        size: number;
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description Recorded. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobCheckpoint"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+        };
+    };
+    uploadCheckpointBlob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                digest: components["schemas"]["Digest"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Already stored (deduplicated). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BlobUploaded"];
+                };
+            };
+            /** @description Stored. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BlobUploaded"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+        };
+    };
+    downloadCheckpointFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                step: string;
+                path: components["schemas"]["CheckpointPath"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The bytes. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];

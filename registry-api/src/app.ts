@@ -19,6 +19,7 @@ import { errorHandler, notFound } from './problem.ts';
 import { type RateLimitOptions, rateLimiter } from './rate-limit.ts';
 import { downloadArchive } from './routes/archive.ts';
 import { headBlob, uploadBlob } from './routes/blobs.ts';
+import { downloadCheckpointFile, listJobCheckpoints, saveJobCheckpoint, uploadCheckpointBlob } from './routes/checkpoints.ts';
 import type { Context } from './routes/context.ts';
 import { compareVersions, getDiagnostics } from './routes/diagnostics.ts';
 import { downloadFile } from './routes/files.ts';
@@ -77,6 +78,10 @@ export function createApp(deps: AppDeps): Express {
     jobEvents: jobEvents(ctx, deps.redis),
     getJobLogs: getJobLogs(ctx),
     appendJobLogs: appendJobLogs(ctx),
+    listJobCheckpoints: listJobCheckpoints(ctx),
+    saveJobCheckpoint: saveJobCheckpoint(ctx),
+    uploadCheckpointBlob: uploadCheckpointBlob(ctx),
+    downloadCheckpointFile: downloadCheckpointFile(ctx),
     createRepository: createRepository(ctx),
     getRepository: getRepository(ctx),
     searchRepositories: searchRepositories(ctx),

@@ -416,7 +416,7 @@ describe('every route checks authorization', () => {
     write: { anonymous: 401, adaRead: 403, bob: 404, admin: 'ok', ada: 'ok' },
   };
 
-  const jobIds: Record<'read' | 'cancel' | 'progress', string> = { read: '', cancel: '', progress: '' };
+  const jobIds: Record<'read' | 'cancel' | 'progress' | 'ckpt', string> = { read: '', cancel: '', progress: '', ckpt: '' };
   const uploads: Record<'get' | 'abort' | 'parts' | 'complete', string> = { get: '', abort: '', parts: '', complete: '' };
   const job = () => ({ ...example, spec: { ...example.spec, output: { repository: 'nlp/walk' } } });
 
@@ -434,6 +434,13 @@ describe('every route checks authorization', () => {
       assert.equal(r.status, 201, await r.clone().text());
       jobIds[k] = (await json(r)).id;
     }
+    const up = await call('ada', 'PUT', `/v1/jobs/${jobIds.ckpt}/checkpoints/blobs/${digestOf(file)}`, file);
+    assert.ok(up.status === 201 || up.status === 200, `checkpoint blob: ${up.status}`);
+    const saved = await call('ada', 'POST', `/v1/jobs/${jobIds.ckpt}/checkpoints`, {
+      step: 5,
+      files: [{ path: 'state.bin', digest: digestOf(file), size: file.length }],
+    });
+    assert.equal(saved.status, 201, await saved.clone().text());
   });
 
   function request(operationId: string): { path: string; body?: unknown } {
@@ -465,6 +472,13 @@ describe('every route checks authorization', () => {
       compareVersions: { path: '/v1/repos/nlp/walk/versions/1/compare?with=nlp/walk@1' },
       getJobLogs: { path: `/v1/jobs/${jobIds.read}/logs?since=0` },
       appendJobLogs: { path: `/v1/jobs/${jobIds.progress}/logs`, body: { lines: [{ stream: 'stdout', text: 'hello' }] } },
+      listJobCheckpoints: { path: `/v1/jobs/${jobIds.ckpt}/checkpoints` },
+      saveJobCheckpoint: {
+        path: `/v1/jobs/${jobIds.ckpt}/checkpoints`,
+        body: { step: 7, files: [{ path: 'state.bin', digest: d, size: file.length }] },
+      },
+      uploadCheckpointBlob: { path: `/v1/jobs/${jobIds.ckpt}/checkpoints/blobs/${d}`, body: file },
+      downloadCheckpointFile: { path: `/v1/jobs/${jobIds.ckpt}/checkpoints/5/files/state.bin` },
       createRepository: { path: '/v1/repos', body: { namespace: 'nlp', name: `walk-${randomBytes(3).toString('hex')}`, baseModel: 'm' } },
       getRepository: { path: '/v1/repos/nlp/walk' },
       searchRepositories: { path: '/v1/repos?q=walk' },

@@ -10,10 +10,11 @@ import { LowrankError } from '@lowrank/crds/errors';
 import type { RequestHandler, Response } from 'express';
 import type { Redis } from 'ioredis';
 import type { Job, JobStatus, Prisma } from '../generated/prisma/client.ts';
+import { releaseCheckpoints } from '../jobs/checkpoints.ts';
 import { type JobQueue, jobChannel } from '../jobs/queue.ts';
 import { authorize, type Context, paramsOf, principalOf } from './context.ts';
 
-const TERMINAL: JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+export const TERMINAL: JobStatus[] = ['succeeded', 'failed', 'cancelled'];
 
 export const jobView = (j: Job) => ({
   id: j.id,
@@ -107,7 +108,10 @@ export function cancelJob(ctx: Context, queue: JobQueue): RequestHandler {
     if (TERMINAL.includes(job.status)) throw new LowrankError('conflict', `job ${job.id} already ${job.status}`);
     // A queued job leaves the queue now; a running one is told to stop through its channel.
     await queue.removeWaiting(job.id);
-    const done = await ctx.prisma.job.update({ where: { id: job.id }, data: { status: 'cancelled', finishedAt: new Date() } });
+    const done = await ctx.prisma.$transaction(async (tx) => {
+      await releaseCheckpoints(tx, job.id);
+      return tx.job.update({ where: { id: job.id }, data: { status: 'cancelled', finishedAt: new Date() } });
+    });
     await queue.publish(job.id, { type: 'status', status: 'cancelled' });
     res.json(jobView(done));
   };
@@ -121,15 +125,20 @@ export function reportJobProgress(ctx: Context, queue: JobQueue): RequestHandler
     const now = new Date();
     // Every move into running is an attempt; queued means "waiting to retry".
     const starts = body.status === 'running' && job.status !== 'running';
-    const updated = await ctx.prisma.job.update({
-      where: { id: job.id },
-      data: {
-        ...(body.progress ? { progress: body.progress as Prisma.InputJsonValue } : {}),
-        ...(body.status ? { status: body.status } : {}),
-        ...(starts ? { attempts: { increment: 1 }, ...(job.startedAt ? {} : { startedAt: now }) } : {}),
-        ...(body.status && TERMINAL.includes(body.status) ? { finishedAt: now } : {}),
-        ...(body.error ? { error: body.error } : {}),
-      },
+    const ends = body.status !== undefined && TERMINAL.includes(body.status);
+    const updated = await ctx.prisma.$transaction(async (tx) => {
+      // An ended job is never resumed: its checkpoints go back to garbage collection.
+      if (ends) await releaseCheckpoints(tx, job.id);
+      return tx.job.update({
+        where: { id: job.id },
+        data: {
+          ...(body.progress ? { progress: body.progress as Prisma.InputJsonValue } : {}),
+          ...(body.status ? { status: body.status } : {}),
+          ...(starts ? { attempts: { increment: 1 }, ...(job.startedAt ? {} : { startedAt: now }) } : {}),
+          ...(body.status && TERMINAL.includes(body.status) ? { finishedAt: now } : {}),
+          ...(body.error ? { error: body.error } : {}),
+        },
+      });
     });
     await queue.publish(job.id, { type: 'update', status: updated.status, progress: updated.progress, error: updated.error });
     res.json(jobView(updated));
