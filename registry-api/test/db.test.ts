@@ -172,6 +172,21 @@ describe('schema.prisma agrees with the migrated database', () => {
     await assert.rejects(prisma.version.create({ data: { repositoryId: repo.id, number: 2, config: {} } }), /Unique constraint/);
     await assert.rejects(prisma.blob.delete({ where: { digest: blob.digest } }), /Foreign key constraint|violates/);
 
+    const ckpt = await prisma.jobCheckpoint.create({
+      data: {
+        jobId: job.id,
+        step: 4,
+        metadata: { fingerprint: 'f' },
+        files: { create: { path: 'c.bin', blobDigest: blob.digest, size: 1n } },
+      },
+      include: { files: true },
+    });
+    assert.equal(ckpt.files[0]?.blobDigest, blob.digest);
+    await assert.rejects(prisma.jobCheckpoint.create({ data: { jobId: job.id, step: 4 } }), /Unique constraint/);
+    // Deleting the checkpoint deletes its file rows (the registry releases their counts first).
+    await prisma.jobCheckpoint.delete({ where: { jobId_step: { jobId: job.id, step: 4 } } });
+    assert.equal(await prisma.jobCheckpointFile.count(), 0);
+
     await prisma.version.update({ where: { id: v1.id }, data: { yankedAt: new Date(), yankReason: 'leaked eval data' } });
     await prisma.apiToken.update({ where: { id: token.id }, data: { revokedAt: new Date() } });
     await prisma.job.update({ where: { id: job.id }, data: { status: 'succeeded', progress: { step: 10, total: 10 } } });

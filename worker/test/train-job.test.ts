@@ -67,6 +67,32 @@ function trainSpec(over: { [k: string]: any } = {}): any {
 const worker = (spec: unknown, workDir = mkdtempSync(join(tmp, 'work-'))) =>
   runWorker(spec, { registry: reg.base, token: tok.ada, tmp, workDir });
 
+/** Runs the worker until it reports a checkpoint at or after `minStep`, then SIGKILLs it; the step. */
+async function killAfterCheckpoint(spec: unknown, workDir: string, minStep: number, env: Record<string, string> = {}): Promise<number> {
+  const specFile = join(mkdtempSync(join(tmp, 'kill-')), 'spec.json');
+  writeFileSync(specFile, JSON.stringify(spec));
+  const child = spawn(process.execPath, [CLI, 'run', '--spec', specFile, '--work-dir', workDir], {
+    env: { ...process.env, LOWRANK_REGISTRY_URL: reg.base, LOWRANK_TOKEN: tok.ada, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let killedAfter = 0;
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+  let buf = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    buf += chunk.toString();
+    for (const line of buf.split('\n').slice(0, -1)) {
+      const e = JSON.parse(line);
+      if (e.stage === 'checkpointed' && e.step >= minStep && !killedAfter) {
+        killedAfter = e.step;
+        child.kill('SIGKILL');
+      }
+    }
+    buf = buf.slice(buf.lastIndexOf('\n') + 1);
+  });
+  assert.equal(await exited, 'SIGKILL', 'the worker was killed mid-run');
+  return killedAfter;
+}
+
 before(async () => {
   writeTinyBase(baseDir);
   writeTaskJsonl(dataPath, 400, 5);
@@ -319,27 +345,7 @@ describe('lora-worker run: AdapterJob train', () => {
     });
     const workDir = join(tmp, 'kill-work');
     mkdirSync(workDir);
-    const specFile = join(tmp, 'kill-spec.json');
-    writeFileSync(specFile, JSON.stringify(spec));
-    const child = spawn(process.execPath, [CLI, 'run', '--spec', specFile, '--work-dir', workDir], {
-      env: { ...process.env, LOWRANK_REGISTRY_URL: reg.base, LOWRANK_TOKEN: tok.ada },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let killedAfter = 0;
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
-    let buf = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      buf += chunk.toString();
-      for (const line of buf.split('\n').slice(0, -1)) {
-        const e = JSON.parse(line);
-        if (e.stage === 'checkpointed' && e.step >= 150 && !killedAfter) {
-          killedAfter = e.step;
-          child.kill('SIGKILL');
-        }
-      }
-      buf = buf.slice(buf.lastIndexOf('\n') + 1);
-    });
-    assert.equal(await exited, 'SIGKILL', 'the worker was killed mid-run');
+    const killedAfter = await killAfterCheckpoint(spec, workDir, 150);
     assert.ok(killedAfter >= 150 && killedAfter < 1500, `killed after step ${killedAfter}`);
     assert.equal(await reg.prisma.repository.count({ where: { name: 'resumed' } }), 0);
 
@@ -364,6 +370,43 @@ describe('lora-worker run: AdapterJob train', () => {
     // Same seed, same data order, same thread count: the resumed curve is the uninterrupted one.
     assert.deepEqual(v.methodMetadata.lossCurve, s.methodMetadata.lossCurve);
     assert.equal(v.metrics.evalLoss, s.metrics.evalLoss);
+  });
+
+  it('a retry on another machine (empty work dir) resumes from the checkpoint kept in the registry', async () => {
+    const spec = trainSpec({
+      training: { maxSteps: 1500, microBatchSize: 8, evalEvery: 250, checkpointEvery: 50, logEvery: 50 },
+      output: { repository: 'nlp/moved' },
+    });
+    const submitted = await api('ada', 'POST', '/v1/jobs?executor=external', spec);
+    assert.equal(submitted.status, 201, JSON.stringify(submitted.body));
+    const env = { LOWRANK_JOB_ID: submitted.body.id as string };
+    const firstNode = mkdtempSync(join(tmp, 'node-a-'));
+    const killedAfter = await killAfterCheckpoint(spec, firstNode, 150, env);
+    const kept = await api('ada', 'GET', `/v1/jobs/${env.LOWRANK_JOB_ID}/checkpoints`);
+    assert.deepEqual(
+      kept.body.items.map((c: { step: number }) => c.step),
+      [killedAfter, killedAfter - 50],
+      'the registry keeps the newest two checkpoints',
+    );
+    rmSync(firstNode, { recursive: true, force: true }); // that node is gone
+
+    const moved = await runWorker(spec, { registry: reg.base, token: tok.ada, tmp, env });
+    assert.equal(moved.code, 0, moved.stderr + moved.stdout);
+    const events = moved.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.equal(events.find((e) => e.event === 'checkpoint-downloaded')?.step, killedAfter);
+    assert.equal(events.find((e) => e.event === 'resumed')?.step, killedAfter);
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/moved/versions/1');
+    assert.equal(v.methodMetadata.resumedFromStep, killedAfter);
+    // The uninterrupted run of the same settings (previous test): the same curve.
+    const { status, body: s } = await api('ada', 'GET', '/v1/repos/nlp/straight/versions/1');
+    assert.equal(status, 200, 'the uninterrupted run of the previous test is the reference');
+    assert.deepEqual(v.methodMetadata.lossCurve, s.methodMetadata.lossCurve);
+    // The job ended: its checkpoints were released.
+    assert.deepEqual((await api('ada', 'GET', `/v1/jobs/${env.LOWRANK_JOB_ID}/checkpoints`)).body.items, []);
+    assert.equal((await api('ada', 'GET', `/v1/jobs/${env.LOWRANK_JOB_ID}`)).body.status, 'succeeded');
   });
 });
 

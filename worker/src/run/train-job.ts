@@ -18,6 +18,7 @@ import { initLora, type OptimizerOptions, PROJECTIONS, type Projection, type Tok
 import { loadCheckpoint, saveCheckpoint } from '../native/train-checkpoint.ts';
 import { TextTokenizer } from '../tokenizer/tokenizer.ts';
 import { resolveBase } from './base-model.ts';
+import { pullLatestCheckpoint, pushCheckpoint } from './remote-checkpoints.ts';
 import { writeTrainedAdapter } from './trained-adapter.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
@@ -67,6 +68,8 @@ function fingerprint(spec: Spec, datasetDigest: string): string {
     .digest('hex')
     .slice(0, 16);
 }
+
+const stepDir = (step: number) => `step-${String(step).padStart(8, '0')}`;
 
 function latestCheckpoint(root: string): string | undefined {
   if (!existsSync(root)) return undefined;
@@ -222,7 +225,19 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
   const print = fingerprint(spec, data.digest);
   let curve: CurvePoint[] = [];
   let resumedFrom: number | undefined;
-  const latest = spec.retry?.resumeFromCheckpoint === false ? undefined : latestCheckpoint(ckptRoot);
+  const resume = spec.retry?.resumeFromCheckpoint !== false;
+  let latest = resume ? latestCheckpoint(ckptRoot) : undefined;
+  // A retry on another machine starts with an empty work dir: the registry has the job's checkpoints.
+  if (!latest && resume && ctx.client && ctx.jobId) {
+    const remote = await pullLatestCheckpoint(ctx.client, ctx.jobId, ckptRoot, stepDir);
+    if (remote) {
+      latest = remote.dir;
+      ctx.reporter.log.info(
+        { event: 'checkpoint-downloaded', step: remote.step },
+        `downloaded the job's checkpoint of step ${remote.step}`,
+      );
+    }
+  }
   if (latest) {
     const { state, meta } = loadCheckpoint(latest);
     if (meta.fingerprint === print) {
@@ -239,8 +254,17 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     }
   }
   const checkpoint = async (step: number) => {
-    const dir = join(ckptRoot, `step-${String(step).padStart(8, '0')}`);
+    const dir = join(ckptRoot, stepDir(step));
     saveCheckpoint(dir, model.state(), { fingerprint: print, lossCurve: curve, datasetDigest: data.digest });
+    if (ctx.client && ctx.jobId) {
+      try {
+        await pushCheckpoint(ctx.client, ctx.jobId, dir, step, { fingerprint: print, datasetDigest: data.digest });
+      } catch (err) {
+        // The job was ended (cancelled): stop. Otherwise the local copy still serves a retry here.
+        if (err instanceof LowrankError && err.code === 'conflict') throw err;
+        ctx.reporter.log.warn({ event: 'checkpoint-upload-failed', step, err: (err as Error).message }, 'checkpoint kept locally only');
+      }
+    }
     // Older ones go only once the new one is complete.
     for (const d of readdirSync(ckptRoot)) if (join(ckptRoot, d) !== dir) rmSync(join(ckptRoot, d), { recursive: true, force: true });
     await ctx.reporter.progress({ stage: 'checkpointed', step, total, checkpoint: dir }, true);
