@@ -25,4 +25,12 @@ lowrank_ensure_pyenv() {
       touch "$mk/.complete" || { echo "error: installing mergekit==0.1.5 into $mk failed" >&2; return 1; }
   fi
   export LOWRANK_MERGEKIT_PATH="$mk"
+  # pyarrow, the reference writer of the Parquet and Arrow datasets the worker reads; beside
+  # the venv like mergekit (it needs only numpy), so adding it rebuilt nothing.
+  local pa="$dir/pyarrow-26.0.1"
+  if [ ! -f "$pa/.complete" ]; then
+    "$dir/bin/pip" install --quiet --disable-pip-version-check --no-deps --target "$pa" pyarrow==26.0.1 &&
+      touch "$pa/.complete" || { echo "error: installing pyarrow==26.0.1 into $pa failed" >&2; return 1; }
+  fi
+  export LOWRANK_PYARROW_PATH="$pa"
 }

@@ -9,20 +9,24 @@
  * uninterrupted run's.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { serviceEnv } from '@lowrank/e2e/env';
 import { Redis } from 'ioredis';
 import { createToken } from '../../registry-api/src/auth/tokens.ts';
 import { RegistryClient } from '../../registry-api/src/cli/client.ts';
 import { pull, push } from '../../registry-api/src/cli/transfer.ts';
 import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
+import { s3Config } from '../../registry-api/test/support/s3.ts';
 import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
+import { pythonDir, referencePython } from './support/python-ref.ts';
 import { writeTaskJsonl, writeTinyBase } from './support/tiny-base.ts';
 import { runWorker } from './support/worker-cli.ts';
 
@@ -122,7 +126,6 @@ describe('lora-worker run: AdapterJob train', () => {
     assert.equal(md.rank, 8);
     assert.equal(md.alpha, 16);
     assert.equal(md.targets.length, 7);
-    const { createHash } = await import('node:crypto');
     assert.equal(md.datasetDigest, `sha256:${createHash('sha256').update(readFileSync(dataPath)).digest('hex')}`);
     assert.deepEqual(
       md.lossCurve.map((p: any) => p.step),
@@ -149,6 +152,48 @@ describe('lora-worker run: AdapterJob train', () => {
     assert.equal(adapter.config.lora_alpha, 16);
     assert.equal(adapter.config.base_model_name_or_path, 'tiny/llama');
     for (const m of Object.values(adapter.modules)) assert.equal(m.scale, 2);
+  });
+
+  it('reads its dataset from s3:// (Parquet as pyarrow writes it), with the digest of those bytes', async () => {
+    const records = join(tmp, 's3-records.json');
+    const rows = readFileSync(dataPath, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    writeFileSync(records, JSON.stringify({ train: rows, test: rows.slice(0, 4) }));
+    const written = join(tmp, 's3-written');
+    const py = spawnSync(referencePython(), [join(pythonDir, 'write_datasets.py'), records, written], {
+      encoding: 'utf8',
+      env: { ...process.env, PYTHONPATH: process.env.LOWRANK_PYARROW_PATH ?? '' },
+    });
+    assert.equal(py.status, 0, py.stderr);
+    const parquet = readFileSync(join(written, 'train.snappy.parquet'));
+    const bucket = `train-data-${Date.now().toString(36)}`;
+    const s3 = new S3Client(s3Config());
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'task/train.parquet', Body: parquet }));
+    s3.destroy();
+    const spec = trainSpec({
+      dataset: { uri: `s3://${bucket}/task/train.parquet`, evalFraction: 0.1 },
+      training: { maxSteps: 20, microBatchSize: 8, logEvery: 10, precision: 'f32' },
+      output: { repository: 'nlp/from-s3' },
+    });
+    const r = await runWorker(spec, {
+      registry: reg.base,
+      token: tok.ada,
+      tmp,
+      env: {
+        AWS_ACCESS_KEY_ID: serviceEnv('S3_ACCESS_KEY_ID'),
+        AWS_SECRET_ACCESS_KEY: serviceEnv('S3_SECRET_ACCESS_KEY'),
+        AWS_ENDPOINT_URL_S3: serviceEnv('S3_ENDPOINT'),
+        AWS_REGION: 'us-east-1',
+      },
+    });
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/from-s3/versions/1');
+    assert.equal(v.methodMetadata.datasetDigest, `sha256:${createHash('sha256').update(parquet).digest('hex')}`);
+    assert.equal(v.methodMetadata.records, 400);
+    assert.equal(v.methodMetadata.datasetFormat, 'prompt-completion');
   });
 
   it('trains DoRA and rsLoRA (gaussian init) from a base version stored in the registry, with packing and chat data', async () => {
@@ -267,7 +312,11 @@ describe('lora-worker run: AdapterJob train', () => {
         trainSpec({ dataset: { path: file('type.jsonl', '{"text": 42}\n') } }),
         /type\.jsonl:1: field "text" must be a string, got number/,
       ],
-      ['not object', trainSpec({ dataset: { path: file('arr.jsonl', '[1, 2]\n') } }), /arr\.jsonl:1: each line must be a JSON object/],
+      [
+        'not object',
+        trainSpec({ dataset: { path: file('arr.jsonl', '[1, 2]\n') } }),
+        /arr\.jsonl:1: each line \(record\) must be a JSON object/,
+      ],
       [
         'unknown fields',
         trainSpec({ dataset: { path: file('fields.jsonl', '{"question": "q"}\n') } }),
@@ -279,10 +328,11 @@ describe('lora-worker run: AdapterJob train', () => {
         /chat-bad\.jsonl:1: messages has no assistant turn/,
       ],
       ['empty', trainSpec({ dataset: { path: file('empty.jsonl', '\n\n') } }), /empty\.jsonl has no records/],
+      ['parquet', trainSpec({ dataset: { path: file('data.parquet', 'PAR1') } }), /data\.parquet is not a readable Parquet file/],
       [
-        'parquet',
-        trainSpec({ dataset: { path: file('data.parquet', 'PAR1') } }),
-        /data\.parquet: Parquet and Arrow are not read by this worker yet; give JSONL/,
+        'gs uri',
+        trainSpec({ dataset: { uri: 'gs://bucket/data.jsonl' } }),
+        /spec\.dataset\.uri: gs:\/\/ datasets are not fetched by this worker; use s3:\/\/, https:\/\/ or file:\/\//,
       ],
       ['no file', trainSpec({ dataset: { path: join(tmp, 'nowhere.jsonl') } }), /spec\.dataset\.path: .*nowhere\.jsonl does not exist/],
       // model directory

@@ -1,17 +1,16 @@
 /**
- * Training data from JSONL: one JSON object a line, as `text` ({text}), `prompt-completion`
+ * Training data from JSONL, Parquet or Arrow (records.ts reads them): records as `text` ({text}), `prompt-completion`
  * ({prompt, completion}: loss on the completion only, prompt labels -100) or `chat`
  * ({messages: [{role, content}]}: rendered by the chat template, loss on assistant turns
- * only). Every error names the file and line. Records are tokenized, truncated to
+ * only). Every error names the file and line (or row). Records are tokenized, truncated to
  * maxSeqLength, shuffled by the job seed (Philox), cut to maxSamples and split into
  * train and eval; the sha256 of the bytes read is the dataset's digest.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { LowrankError } from '@lowrank/crds/errors';
 import { philox, type Seed, streamId } from '../native/linalg.ts';
 import type { ChatMessage, TextTokenizer } from '../tokenizer/tokenizer.ts';
+import { datasetFiles, readRecords } from './records.ts';
 
 export type RecordFormat = 'text' | 'prompt-completion' | 'chat';
 
@@ -30,6 +29,8 @@ export interface DatasetOptions {
   maxSamples?: number | undefined;
   chatTemplate?: string | undefined;
   seed: Seed;
+  /** The split to read from a directory that holds several (default train). */
+  split?: string | undefined;
 }
 
 export interface PreparedDataset {
@@ -47,22 +48,6 @@ const ROLES = new Set(['system', 'user', 'assistant', 'tool']);
 
 function bad(where: string, what: string): never {
   throw new LowrankError('invalid_file', `${where}: ${what}`);
-}
-
-/** The JSONL files of a dataset path: the file, or a directory's *.jsonl in name order. */
-function files(path: string): string[] {
-  if (!existsSync(path)) throw new LowrankError('invalid_file', `spec.dataset.path: ${path} does not exist`);
-  if (!statSync(path).isDirectory()) {
-    if (/\.(parquet|arrow)$/i.test(path))
-      throw new LowrankError('invalid_file', `spec.dataset.path: ${path}: Parquet and Arrow are not read by this worker yet; give JSONL`);
-    return [path];
-  }
-  const found = readdirSync(path)
-    .filter((f) => f.endsWith('.jsonl'))
-    .sort()
-    .map((f) => join(path, f));
-  if (found.length === 0) throw new LowrankError('invalid_file', `spec.dataset.path: ${path} has no *.jsonl file`);
-  return found;
 }
 
 function detect(rec: Record<string, unknown>, where: string): RecordFormat {
@@ -148,38 +133,25 @@ export function permutation(n: number, seed: Seed, purpose: string): number[] {
   return order;
 }
 
-export function prepareDataset(path: string, tok: TextTokenizer, o: DatasetOptions): PreparedDataset {
+export async function prepareDataset(path: string, tok: TextTokenizer, o: DatasetOptions): Promise<PreparedDataset> {
   const hash = createHash('sha256');
   const examples: Example[] = [];
   let format: RecordFormat | undefined = o.format === 'auto' ? undefined : o.format;
   let truncated = 0;
-  for (const file of files(path)) {
-    const bytes = readFileSync(file);
-    hash.update(bytes);
-    const lines = bytes.toString('utf8').split('\n');
-    for (const [i, line] of lines.entries()) {
-      if (line.trim() === '') continue;
-      const where = `${file}:${i + 1}`;
-      let rec: unknown;
-      try {
-        rec = JSON.parse(line);
-      } catch (err) {
-        bad(where, `not valid JSON (${(err as Error).message})`);
-      }
-      if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) bad(where, 'each line must be a JSON object');
-      const r = rec as Record<string, unknown>;
-      format ??= detect(r, where);
-      const ex = tokenize(r, format, tok, o, where);
-      if (ex.ids.length > o.maxSeqLength) {
-        truncated++;
-        ex.ids.length = o.maxSeqLength;
-        ex.labels.length = o.maxSeqLength;
-      }
-      // Labels are unshifted: token 0's label is never predicted, so a record needs one after it.
-      if (!ex.labels.slice(1).some((l) => l !== -100))
-        bad(where, `nothing to learn: after truncation to maxSeqLength ${o.maxSeqLength} the record has no target token`);
-      examples.push(ex);
+  for await (const { rec, where } of readRecords(datasetFiles(path, o.split ?? 'train'), hash)) {
+    if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) bad(where, 'each line (record) must be a JSON object');
+    const r = rec as Record<string, unknown>;
+    format ??= detect(r, where);
+    const ex = tokenize(r, format, tok, o, where);
+    if (ex.ids.length > o.maxSeqLength) {
+      truncated++;
+      ex.ids.length = o.maxSeqLength;
+      ex.labels.length = o.maxSeqLength;
     }
+    // Labels are unshifted: token 0's label is never predicted, so a record needs one after it.
+    if (!ex.labels.slice(1).some((l) => l !== -100))
+      bad(where, `nothing to learn: after truncation to maxSeqLength ${o.maxSeqLength} the record has no target token`);
+    examples.push(ex);
   }
   if (examples.length === 0 || !format) throw new LowrankError('invalid_file', `spec.dataset.path: ${path} has no records`);
   const order = permutation(examples.length, o.seed, 'dataset:shuffle');

@@ -12,6 +12,7 @@ import { LowrankError } from '@lowrank/crds/errors';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { chunk, type Row, toBatch, toRows } from '../data/batches.ts';
 import { permutation, prepareDataset } from '../data/dataset.ts';
+import { checkDatasetUri, fetchDataset } from '../data/remote.ts';
 import { type LoraModule, philox, streamId } from '../native/linalg.ts';
 import { readSafetensors, tensorToFloat32 } from '../native/safetensors.ts';
 import { initLora, type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, TrainModel } from '../native/train.ts';
@@ -47,16 +48,14 @@ function checkSpec(spec: Spec) {
   if (method.modulesToSave?.length) refuse('spec.method.modulesToSave', 'training embed_tokens or lm_head in full is not supported yet');
   if (method.bias !== 'none') refuse('spec.method.bias', `${method.bias}: only "none" is supported (no bias terms are trained)`);
   if (method.loraBias) refuse('spec.method.loraBias', 'lora_B biases are not supported by the engine');
-  if (!dataset.path) {
-    if (dataset.uri?.startsWith('file://')) dataset.path = new URL(dataset.uri).pathname;
-    else refuse('spec.dataset', `give path (a local JSONL file or directory); ${dataset.uri ?? 'the uri'} is not fetched by this worker`);
-  }
+  if (!dataset.path && !dataset.uri) refuse('spec.dataset', 'give path (a local file or directory) or uri');
+  if (dataset.uri) checkDatasetUri(dataset.uri, 'spec.dataset.uri');
   if (spec.schedule && spec.schedule.minLrRatio !== 0)
     refuse('spec.schedule.minLrRatio', 'the engine decays to 0 (transformers semantics); set 0');
   if (spec.schedule?.warmupSteps !== undefined && spec.schedule.warmupRatio !== undefined)
     refuse('spec.schedule', 'set warmupSteps or warmupRatio, not both');
   if (spec.training?.transferable) refuse('spec.training.transferable', 'Trans-LoRA stage 0 is not implemented by this worker yet');
-  return { method, dataset: dataset as typeof dataset & { path: string } };
+  return { method, dataset };
 }
 
 /** Runs of the same job (same inputs and settings) share checkpoints; another job's are ignored. */
@@ -145,13 +144,15 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     );
 
   await ctx.reporter.progress({ stage: 'reading dataset' }, true);
-  const data = prepareDataset(dataset.path, tok, {
+  const datasetPath = dataset.path ?? (await fetchDataset(dataset.uri as string, ctx.workDir, ctx.reporter.log));
+  const data = await prepareDataset(datasetPath, tok, {
     format: dataset.format,
     evalFraction: dataset.evalFraction,
     maxSeqLength: dataset.maxSeqLength,
     maxSamples: dataset.maxSamples,
     chatTemplate: dataset.chatTemplate,
     seed: spec.seed,
+    split: dataset.split,
   });
   const mb = training.microBatchSize;
   const accum = training.gradientAccumulation;
