@@ -1280,6 +1280,54 @@ export const crds: Record<JobKind, CrdInfo> = {
                     }
                   ],
                   "additionalProperties": false
+                },
+                "referenceAdapter": {
+                  "description": "An adapter trained on the task itself (a PEFT version in the registry or a local directory), scored on validationDataset beside the generated adapter and no adapter; its loss is recorded as metrics.referenceValidationLoss.",
+                  "type": "object",
+                  "x-kubernetes-map-type": "atomic",
+                  "properties": {
+                    "repository": {
+                      "description": "Registry repository, \"namespace/name\" (lowercase).",
+                      "type": "string",
+                      "minLength": 3,
+                      "maxLength": 192,
+                      "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?/[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
+                    },
+                    "version": {
+                      "description": "Version number; set version or tag, not both (neither = tag latest).",
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 9007199254740991
+                    },
+                    "tag": {
+                      "description": "Tag, resolved to a version when the job starts.",
+                      "type": "string",
+                      "minLength": 1,
+                      "maxLength": 63,
+                      "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+                    },
+                    "path": {
+                      "description": "Local PEFT directory (for the local executor); with repository, a local copy of that version.",
+                      "type": "string",
+                      "minLength": 1,
+                      "maxLength": 4096
+                    }
+                  },
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "has(self.repository) || has(self.path)",
+                      "message": "set repository or path"
+                    },
+                    {
+                      "rule": "!(has(self.version) && has(self.tag))",
+                      "message": "set version or tag, not both"
+                    },
+                    {
+                      "rule": "has(self.repository) || !(has(self.version) || has(self.tag))",
+                      "message": "version and tag need repository"
+                    }
+                  ],
+                  "additionalProperties": false
                 }
               },
               "x-kubernetes-validations": [
@@ -1287,6 +1335,11 @@ export const crds: Record<JobKind, CrdInfo> = {
                   "rule": "self.samples == 1 || has(self.validationDataset)",
                   "message": "samples above 1 needs validationDataset",
                   "fieldPath": ".validationDataset"
+                },
+                {
+                  "rule": "!has(self.referenceAdapter) || has(self.validationDataset)",
+                  "message": "referenceAdapter needs validationDataset",
+                  "fieldPath": ".referenceAdapter"
                 },
                 {
                   "rule": "self == oldSelf",

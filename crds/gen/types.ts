@@ -625,6 +625,27 @@ export interface AdapterJobSpec {
        */
       chatTemplate?: string;
     };
+    /**
+     * An adapter trained on the task itself (a PEFT version in the registry or a local directory), scored on validationDataset beside the generated adapter and no adapter; its loss is recorded as metrics.referenceValidationLoss.
+     */
+    referenceAdapter?: {
+      /**
+       * Registry repository, "namespace/name" (lowercase).
+       */
+      repository?: string;
+      /**
+       * Version number; set version or tag, not both (neither = tag latest).
+       */
+      version?: number;
+      /**
+       * Tag, resolved to a version when the job starts.
+       */
+      tag?: string;
+      /**
+       * Local PEFT directory (for the local executor); with repository, a local copy of that version.
+       */
+      path?: string;
+    };
   };
   /**
    * ICM-LoRA generator training (mode train-generator): a conditional VAE over the flattened, per-key z-normalised parameters of a family of adapters that share base, targets and rank, conditioned on the embedding of each member's task description. The output version is the generator (generator.json + generator.safetensors) that mode generate samples from.
@@ -1444,6 +1465,27 @@ export interface AdapterJobSpecDefaulted {
        * Jinja chat template overriding the tokenizer's (format chat only).
        */
       chatTemplate?: string;
+    };
+    /**
+     * An adapter trained on the task itself (a PEFT version in the registry or a local directory), scored on validationDataset beside the generated adapter and no adapter; its loss is recorded as metrics.referenceValidationLoss.
+     */
+    referenceAdapter?: {
+      /**
+       * Registry repository, "namespace/name" (lowercase).
+       */
+      repository?: string;
+      /**
+       * Version number; set version or tag, not both (neither = tag latest).
+       */
+      version?: number;
+      /**
+       * Tag, resolved to a version when the job starts.
+       */
+      tag?: string;
+      /**
+       * Local PEFT directory (for the local executor); with repository, a local copy of that version.
+       */
+      path?: string;
     };
   };
   /**
