@@ -184,7 +184,12 @@ describe('ICM-LoRA: train-generator and generate', () => {
       workRoot: join(tmp, 'executor-work'),
     });
     await executor.ready();
-    const { status, body } = await api('ada', 'POST', '/v1/jobs', generateSpec());
+    const { status, body } = await api(
+      'ada',
+      'POST',
+      '/v1/jobs',
+      generateSpec({ referenceAdapter: { repository: `nlp/add-${HELD_OUT}`, version: 1 } }),
+    );
     assert.equal(status, 201, JSON.stringify(body));
     let job: any;
     for (const end = Date.now() + 120_000; ; await new Promise((r) => setTimeout(r, 200))) {
@@ -231,6 +236,8 @@ describe('ICM-LoRA: train-generator and generate', () => {
     );
     assert.ok(Math.abs(generated - v.metrics.validationLoss) < 1e-4, `${generated} vs recorded ${v.metrics.validationLoss}`);
     assert.ok(Math.abs(none - v.metrics.baseValidationLoss) < 1e-4);
+    assert.ok(Math.abs(trained - v.metrics.referenceValidationLoss) < 1e-4);
+    assert.equal(md.referenceAdapter, `nlp/add-${HELD_OUT}@1`);
     assert.ok(generated < none, `generated ${generated} does not beat no adapter ${none}`);
     assert.ok(trained < generated, 'the adapter trained on the task itself is still the better one');
   });
@@ -278,6 +285,11 @@ describe('ICM-LoRA: train-generator and generate', () => {
         /condition\.embedder: lowrank\/hashed-ngrams-v1, but the generator was trained on sentence-transformers\/all-MiniLM-L6-v2/,
       ],
       ['samples without validationDataset', generateSpec({ validationDataset: undefined }), /samples above 1 needs validationDataset/],
+      [
+        'referenceAdapter without validationDataset',
+        generateSpec({ samples: 1, validationDataset: undefined, referenceAdapter: { repository: 'nlp/add-4', version: 1 } }),
+        /spec\.generate\.referenceAdapter: Invalid value: "object": referenceAdapter needs validationDataset/,
+      ],
     ];
     // A rank-2 adapter of the same base, written as PEFT would (for the layout check).
     const { writePeftAdapter } = await import('../src/peft/adapter-dir.ts');

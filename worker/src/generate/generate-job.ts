@@ -16,6 +16,7 @@ import { pull } from '@lowrank/registry-api/cli/transfer';
 import { cvaeDecode } from '../native/cvae.ts';
 import { philox, streamId } from '../native/linalg.ts';
 import { resolveBase } from '../run/base-model.ts';
+import { fetchAdapter } from '../run/inputs.ts';
 import type { JobOutcome, RunContext } from '../run/types.ts';
 import { readGenerator } from './artifact.ts';
 import { embeddingDigest, loadEmbedder } from './embedder.ts';
@@ -43,6 +44,7 @@ function checkSpec(spec: Spec): Generate {
         `give path (a local JSONL file or directory); ${v.uri ?? 'the uri'} is not fetched by this worker`,
       );
   }
+  if (g.referenceAdapter && !v) refuse('spec.generate.referenceAdapter', 'needs validationDataset (it is scored there)');
   if (v && !spec.baseModel) refuse('spec.baseModel', 'is needed to score samples on validationDataset (the base the generator is for)');
   return g;
 }
@@ -105,6 +107,11 @@ export async function runGenerate(spec: Spec, ctx: RunContext): Promise<JobOutco
     scorer = await taskScorer(base.dir, v, spec.seed);
     baseLoss = await scorer.loss(undefined);
   }
+  let reference: { ref: string; loss: number } | undefined;
+  if (g.referenceAdapter && scorer) {
+    const r = await fetchAdapter(g.referenceAdapter, 'spec.generate.referenceAdapter', ctx.client, ctx.workDir);
+    reference = { ref: r.parent ?? r.parentRef ?? r.dir, loss: await scorer.loss(r.dir) };
+  }
 
   // Training adapters in parameter space, for the memorisation check.
   const { layout, stats, dims } = config;
@@ -159,6 +166,7 @@ export async function runGenerate(spec: Spec, ctx: RunContext): Promise<JobOutco
     learnedFrom: config.trainRows.map((i) => config.family[i]?.ref),
     generatorTraining: { trainMse: config.training.trainMse, trainKl: config.training.trainKl },
     memorisation,
+    ...(reference ? { referenceAdapter: reference.ref } : {}),
     method: config.adapterConfig.use_dora ? 'dora' : config.adapterConfig.use_rslora ? 'rslora' : 'lora',
     rank: config.adapterConfig.r,
     alpha: config.adapterConfig.lora_alpha,
@@ -169,6 +177,7 @@ export async function runGenerate(spec: Spec, ctx: RunContext): Promise<JobOutco
       ? {}
       : { validationLoss: best.validationLoss, validationPerplexity: Math.exp(best.validationLoss) }),
     ...(baseLoss === undefined ? {} : { baseValidationLoss: baseLoss, baseValidationPerplexity: Math.exp(baseLoss) }),
+    ...(reference ? { referenceValidationLoss: reference.loss, referenceValidationPerplexity: Math.exp(reference.loss) } : {}),
     memorisationCosine: memorisation.cosine,
     memorisationRelativeL2: memorisation.relativeL2,
   };
