@@ -29,6 +29,8 @@ const TEXTS = [
   'Classify the sentiment of a product review as positive, negative or neutral.',
   'Decide whether a customer review is positive or negative.',
   'Translate English sentences into French.',
+  // Over 128 tokens: truncated as sentence-transformers does.
+  `Answer questions about the weather. ${'Mention the temperature, the wind and the chance of rain for each city named. '.repeat(12)}`,
 ];
 
 const cos = (a: Float32Array, b: Float32Array) => a.reduce((s, x, i) => s + x * (b[i] as number), 0);

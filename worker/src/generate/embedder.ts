@@ -65,9 +65,10 @@ async function loadMinilm(field: string): Promise<Embedder> {
     dim: 384,
     source,
     async embed(text: string) {
-      // The tokenizer.json pads to 128: keep only the real tokens (batch of one).
+      // A batch of one, unpadded; truncated at 128 tokens as the package's tokenizer.json says.
       const enc = tok.encode(text, { add_special_tokens: true });
-      const ids = enc.ids.slice(0, 128);
+      // As HF truncation does: the content is cut, the closing [SEP] kept.
+      const ids = enc.ids.length > 128 ? [...enc.ids.slice(0, 127), enc.ids.at(-1) as number] : enc.ids;
       const t = ids.length;
       const big = (xs: number[]) => BigInt64Array.from(xs, (x) => BigInt(x));
       const feeds = {

