@@ -33,7 +33,7 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 let reg: TestRegistry;
 const tok = { admin: '', ada: '' };
 const baseDir = join(tmp, 'base');
-const redisUrl = `${serviceEnv('REDIS_URL').replace(/\/\d*$/, '')}/9`;
+const redisUrl = `${serviceEnv('REDIS_URL').replace(/\/\d*$/, '')}/11`;
 const FAMILY = [1, 2, 3, 5, 6, 7];
 const HELD_OUT = 4;
 const describeTask = (k: number) => `Add ${k} to each digit, modulo 10.`;
