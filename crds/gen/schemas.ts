@@ -43,12 +43,13 @@ export const crds: Record<JobKind, CrdInfo> = {
           ],
           "properties": {
             "mode": {
-              "description": "train: base model + dataset + method; transfer (Trans-LoRA): move a source adapter to baseModel with filtered synthetic data; generate (ICM-LoRA): sample an adapter from a generator for a task description.",
+              "description": "train: base model + dataset + method; transfer (Trans-LoRA): move a source adapter to baseModel with filtered synthetic data; generate (ICM-LoRA): sample an adapter from a generator for a task description; train-generator: train that generator (a CVAE) on a family of adapters with their task descriptions.",
               "type": "string",
               "enum": [
                 "train",
                 "transfer",
-                "generate"
+                "generate",
+                "train-generator"
               ],
               "x-kubernetes-validations": [
                 {
@@ -1110,7 +1111,7 @@ export const crds: Record<JobKind, CrdInfo> = {
                       "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
                     },
                     "path": {
-                      "description": "Local directory (PEFT layout) of the generator, for the local executor. With repository, a local copy of that version (its digest is checked); alone, an unregistered directory whose content hash is recorded in the lineage.",
+                      "description": "Local directory of the generator (generator.json + generator.safetensors, as mode train-generator writes it), for the local executor. With repository, a local copy of that version; alone, an unregistered directory whose content hash is recorded in the lineage.",
                       "type": "string",
                       "minLength": 1,
                       "maxLength": 4096
@@ -1279,6 +1280,54 @@ export const crds: Record<JobKind, CrdInfo> = {
                     }
                   ],
                   "additionalProperties": false
+                },
+                "referenceAdapter": {
+                  "description": "An adapter trained on the task itself (a PEFT version in the registry or a local directory), scored on validationDataset beside the generated adapter and no adapter; its loss is recorded as metrics.referenceValidationLoss.",
+                  "type": "object",
+                  "x-kubernetes-map-type": "atomic",
+                  "properties": {
+                    "repository": {
+                      "description": "Registry repository, \"namespace/name\" (lowercase).",
+                      "type": "string",
+                      "minLength": 3,
+                      "maxLength": 192,
+                      "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?/[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
+                    },
+                    "version": {
+                      "description": "Version number; set version or tag, not both (neither = tag latest).",
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 9007199254740991
+                    },
+                    "tag": {
+                      "description": "Tag, resolved to a version when the job starts.",
+                      "type": "string",
+                      "minLength": 1,
+                      "maxLength": 63,
+                      "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+                    },
+                    "path": {
+                      "description": "Local PEFT directory (for the local executor); with repository, a local copy of that version.",
+                      "type": "string",
+                      "minLength": 1,
+                      "maxLength": 4096
+                    }
+                  },
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "has(self.repository) || has(self.path)",
+                      "message": "set repository or path"
+                    },
+                    {
+                      "rule": "!(has(self.version) && has(self.tag))",
+                      "message": "set version or tag, not both"
+                    },
+                    {
+                      "rule": "has(self.repository) || !(has(self.version) || has(self.tag))",
+                      "message": "version and tag need repository"
+                    }
+                  ],
+                  "additionalProperties": false
                 }
               },
               "x-kubernetes-validations": [
@@ -1288,8 +1337,163 @@ export const crds: Record<JobKind, CrdInfo> = {
                   "fieldPath": ".validationDataset"
                 },
                 {
+                  "rule": "!has(self.referenceAdapter) || has(self.validationDataset)",
+                  "message": "referenceAdapter needs validationDataset",
+                  "fieldPath": ".referenceAdapter"
+                },
+                {
                   "rule": "self == oldSelf",
                   "message": "generate is immutable"
+                }
+              ],
+              "additionalProperties": false
+            },
+            "generatorTraining": {
+              "description": "ICM-LoRA generator training (mode train-generator): a conditional VAE over the flattened, per-key z-normalised parameters of a family of adapters that share base, targets and rank, conditioned on the embedding of each member's task description. The output version is the generator (generator.json + generator.safetensors) that mode generate samples from.",
+              "type": "object",
+              "required": [
+                "family"
+              ],
+              "properties": {
+                "family": {
+                  "description": "The adapters learned from, each with the task it solves. Members marked heldOut are not trained on; their reconstruction error is recorded.",
+                  "type": "array",
+                  "minItems": 2,
+                  "maxItems": 1024,
+                  "x-kubernetes-list-type": "atomic",
+                  "items": {
+                    "description": "A family member.",
+                    "type": "object",
+                    "required": [
+                      "adapter",
+                      "taskDescription"
+                    ],
+                    "properties": {
+                      "adapter": {
+                        "description": "A PEFT LoRA adapter version in the registry, or a local PEFT directory.",
+                        "type": "object",
+                        "x-kubernetes-map-type": "atomic",
+                        "properties": {
+                          "repository": {
+                            "description": "Registry repository, \"namespace/name\" (lowercase).",
+                            "type": "string",
+                            "minLength": 3,
+                            "maxLength": 192,
+                            "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?/[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
+                          },
+                          "version": {
+                            "description": "Version number; set version or tag, not both (neither = tag latest).",
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 9007199254740991
+                          },
+                          "tag": {
+                            "description": "Tag, resolved to a version when the job starts.",
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 63,
+                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+                          },
+                          "path": {
+                            "description": "Local PEFT directory (for the local executor); with repository, a local copy of that version.",
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 4096
+                          }
+                        },
+                        "x-kubernetes-validations": [
+                          {
+                            "rule": "has(self.repository) || has(self.path)",
+                            "message": "set repository or path"
+                          },
+                          {
+                            "rule": "!(has(self.version) && has(self.tag))",
+                            "message": "set version or tag, not both"
+                          },
+                          {
+                            "rule": "has(self.repository) || !(has(self.version) || has(self.tag))",
+                            "message": "version and tag need repository"
+                          }
+                        ],
+                        "additionalProperties": false
+                      },
+                      "taskDescription": {
+                        "description": "Natural-language description of the member's task (embedded as its condition).",
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 4096
+                      },
+                      "heldOut": {
+                        "description": "Keep this member out of training; its reconstruction error is measured.",
+                        "type": "boolean",
+                        "default": false
+                      }
+                    },
+                    "additionalProperties": false
+                  }
+                },
+                "embedder": {
+                  "description": "Sentence-embedding model of the task descriptions: sentence-transformers/all-MiniLM-L6-v2 (ONNX, run by onnxruntime; the worker needs its files, see scripts/fetch-embedder) or lowrank/hashed-ngrams-v1 (a deterministic hashed n-gram fallback with no model files).",
+                  "type": "string",
+                  "enum": [
+                    "sentence-transformers/all-MiniLM-L6-v2",
+                    "lowrank/hashed-ngrams-v1"
+                  ],
+                  "default": "sentence-transformers/all-MiniLM-L6-v2"
+                },
+                "latentSize": {
+                  "description": "Size of the latent z.",
+                  "type": "integer",
+                  "minimum": 1,
+                  "maximum": 1024,
+                  "default": 16
+                },
+                "hiddenSize": {
+                  "description": "Width of the encoder and decoder hidden layers (h).",
+                  "type": "integer",
+                  "minimum": 8,
+                  "maximum": 4096,
+                  "default": 256
+                },
+                "beta": {
+                  "description": "KL weight (β) of the loss MSE + β·KL.",
+                  "type": "number",
+                  "minimum": 0,
+                  "maximum": 100,
+                  "default": 0.005
+                },
+                "steps": {
+                  "description": "Full-batch AdamW steps (cosine schedule to 0).",
+                  "type": "integer",
+                  "minimum": 1,
+                  "maximum": 1000000,
+                  "default": 2000
+                },
+                "lr": {
+                  "description": "Peak learning rate.",
+                  "type": "number",
+                  "exclusiveMinimum": true,
+                  "minimum": 0,
+                  "maximum": 1,
+                  "default": 0.001
+                },
+                "weightDecay": {
+                  "description": "AdamW decoupled weight decay.",
+                  "type": "number",
+                  "minimum": 0,
+                  "maximum": 1,
+                  "default": 0
+                }
+              },
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self.family.exists(m, !m.heldOut)",
+                  "message": "at least one family member must not be heldOut",
+                  "fieldPath": ".family"
+                },
+                {
+                  "rule": "self == oldSelf",
+                  "message": "generatorTraining is immutable"
                 }
               ],
               "additionalProperties": false
@@ -1549,6 +1753,19 @@ export const crds: Record<JobKind, CrdInfo> = {
             {
               "rule": "self.mode != 'generate' || has(self.generate)",
               "message": "mode generate needs generate"
+            },
+            {
+              "rule": "self.mode != 'train-generator' || has(self.generatorTraining)",
+              "message": "mode train-generator needs generatorTraining"
+            },
+            {
+              "rule": "!has(self.generatorTraining) || self.mode == 'train-generator'",
+              "message": "generatorTraining needs mode train-generator",
+              "fieldPath": ".generatorTraining"
+            },
+            {
+              "rule": "self.mode != 'train-generator' || !(has(self.method) || has(self.optimizer) || has(self.schedule) || has(self.training))",
+              "message": "mode train-generator takes no method, optimizer, schedule or training (set generatorTraining)"
             },
             {
               "rule": "!has(self.transfer) || self.mode == 'transfer'",

@@ -21,9 +21,9 @@ export interface ObjectMeta {
  */
 export interface AdapterJobSpec {
   /**
-   * train: base model + dataset + method; transfer (Trans-LoRA): move a source adapter to baseModel with filtered synthetic data; generate (ICM-LoRA): sample an adapter from a generator for a task description.
+   * train: base model + dataset + method; transfer (Trans-LoRA): move a source adapter to baseModel with filtered synthetic data; generate (ICM-LoRA): sample an adapter from a generator for a task description; train-generator: train that generator (a CVAE) on a family of adapters with their task descriptions.
    */
-  mode: "train" | "transfer" | "generate";
+  mode: "train" | "transfer" | "generate" | "train-generator";
   /**
    * Base model the adapter is for (in mode transfer: the target base; in mode generate: optional, must match the generator's base).
    */
@@ -545,7 +545,7 @@ export interface AdapterJobSpec {
        */
       tag?: string;
       /**
-       * Local directory (PEFT layout) of the generator, for the local executor. With repository, a local copy of that version (its digest is checked); alone, an unregistered directory whose content hash is recorded in the lineage.
+       * Local directory of the generator (generator.json + generator.safetensors, as mode train-generator writes it), for the local executor. With repository, a local copy of that version; alone, an unregistered directory whose content hash is recorded in the lineage.
        */
       path?: string;
       /**
@@ -625,6 +625,96 @@ export interface AdapterJobSpec {
        */
       chatTemplate?: string;
     };
+    /**
+     * An adapter trained on the task itself (a PEFT version in the registry or a local directory), scored on validationDataset beside the generated adapter and no adapter; its loss is recorded as metrics.referenceValidationLoss.
+     */
+    referenceAdapter?: {
+      /**
+       * Registry repository, "namespace/name" (lowercase).
+       */
+      repository?: string;
+      /**
+       * Version number; set version or tag, not both (neither = tag latest).
+       */
+      version?: number;
+      /**
+       * Tag, resolved to a version when the job starts.
+       */
+      tag?: string;
+      /**
+       * Local PEFT directory (for the local executor); with repository, a local copy of that version.
+       */
+      path?: string;
+    };
+  };
+  /**
+   * ICM-LoRA generator training (mode train-generator): a conditional VAE over the flattened, per-key z-normalised parameters of a family of adapters that share base, targets and rank, conditioned on the embedding of each member's task description. The output version is the generator (generator.json + generator.safetensors) that mode generate samples from.
+   */
+  generatorTraining?: {
+    /**
+     * The adapters learned from, each with the task it solves. Members marked heldOut are not trained on; their reconstruction error is recorded.
+     *
+     * Items: A family member.
+     */
+    family: {
+      /**
+       * A PEFT LoRA adapter version in the registry, or a local PEFT directory.
+       */
+      adapter: {
+        /**
+         * Registry repository, "namespace/name" (lowercase).
+         */
+        repository?: string;
+        /**
+         * Version number; set version or tag, not both (neither = tag latest).
+         */
+        version?: number;
+        /**
+         * Tag, resolved to a version when the job starts.
+         */
+        tag?: string;
+        /**
+         * Local PEFT directory (for the local executor); with repository, a local copy of that version.
+         */
+        path?: string;
+      };
+      /**
+       * Natural-language description of the member's task (embedded as its condition).
+       */
+      taskDescription: string;
+      /**
+       * Keep this member out of training; its reconstruction error is measured.
+       */
+      heldOut?: boolean;
+    }[];
+    /**
+     * Sentence-embedding model of the task descriptions: sentence-transformers/all-MiniLM-L6-v2 (ONNX, run by onnxruntime; the worker needs its files, see scripts/fetch-embedder) or lowrank/hashed-ngrams-v1 (a deterministic hashed n-gram fallback with no model files).
+     */
+    embedder?: "sentence-transformers/all-MiniLM-L6-v2" | "lowrank/hashed-ngrams-v1";
+    /**
+     * Size of the latent z.
+     */
+    latentSize?: number;
+    /**
+     * Width of the encoder and decoder hidden layers (h).
+     */
+    hiddenSize?: number;
+    /**
+     * KL weight (β) of the loss MSE + β·KL.
+     */
+    beta?: number;
+    /**
+     * Full-batch AdamW steps (cosine schedule to 0).
+     */
+    steps?: number;
+    /**
+     * Peak learning rate.
+     */
+    lr?: number;
+    /**
+     * AdamW decoupled weight decay.
+     */
+    weightDecay?: number;
   };
   /**
    * Hold the job: no pod is created while true (Kueue sets and clears it); setting it on a running job stops the pod, and clearing it resumes from the last checkpoint.
@@ -774,9 +864,9 @@ export interface AdapterJobSpec {
  */
 export interface AdapterJobSpecDefaulted {
   /**
-   * train: base model + dataset + method; transfer (Trans-LoRA): move a source adapter to baseModel with filtered synthetic data; generate (ICM-LoRA): sample an adapter from a generator for a task description.
+   * train: base model + dataset + method; transfer (Trans-LoRA): move a source adapter to baseModel with filtered synthetic data; generate (ICM-LoRA): sample an adapter from a generator for a task description; train-generator: train that generator (a CVAE) on a family of adapters with their task descriptions.
    */
-  mode: "train" | "transfer" | "generate";
+  mode: "train" | "transfer" | "generate" | "train-generator";
   /**
    * Base model the adapter is for (in mode transfer: the target base; in mode generate: optional, must match the generator's base).
    */
@@ -1296,7 +1386,7 @@ export interface AdapterJobSpecDefaulted {
        */
       tag?: string;
       /**
-       * Local directory (PEFT layout) of the generator, for the local executor. With repository, a local copy of that version (its digest is checked); alone, an unregistered directory whose content hash is recorded in the lineage.
+       * Local directory of the generator (generator.json + generator.safetensors, as mode train-generator writes it), for the local executor. With repository, a local copy of that version; alone, an unregistered directory whose content hash is recorded in the lineage.
        */
       path?: string;
       /**
@@ -1376,6 +1466,96 @@ export interface AdapterJobSpecDefaulted {
        */
       chatTemplate?: string;
     };
+    /**
+     * An adapter trained on the task itself (a PEFT version in the registry or a local directory), scored on validationDataset beside the generated adapter and no adapter; its loss is recorded as metrics.referenceValidationLoss.
+     */
+    referenceAdapter?: {
+      /**
+       * Registry repository, "namespace/name" (lowercase).
+       */
+      repository?: string;
+      /**
+       * Version number; set version or tag, not both (neither = tag latest).
+       */
+      version?: number;
+      /**
+       * Tag, resolved to a version when the job starts.
+       */
+      tag?: string;
+      /**
+       * Local PEFT directory (for the local executor); with repository, a local copy of that version.
+       */
+      path?: string;
+    };
+  };
+  /**
+   * ICM-LoRA generator training (mode train-generator): a conditional VAE over the flattened, per-key z-normalised parameters of a family of adapters that share base, targets and rank, conditioned on the embedding of each member's task description. The output version is the generator (generator.json + generator.safetensors) that mode generate samples from.
+   */
+  generatorTraining?: {
+    /**
+     * The adapters learned from, each with the task it solves. Members marked heldOut are not trained on; their reconstruction error is recorded.
+     *
+     * Items: A family member.
+     */
+    family: {
+      /**
+       * A PEFT LoRA adapter version in the registry, or a local PEFT directory.
+       */
+      adapter: {
+        /**
+         * Registry repository, "namespace/name" (lowercase).
+         */
+        repository?: string;
+        /**
+         * Version number; set version or tag, not both (neither = tag latest).
+         */
+        version?: number;
+        /**
+         * Tag, resolved to a version when the job starts.
+         */
+        tag?: string;
+        /**
+         * Local PEFT directory (for the local executor); with repository, a local copy of that version.
+         */
+        path?: string;
+      };
+      /**
+       * Natural-language description of the member's task (embedded as its condition).
+       */
+      taskDescription: string;
+      /**
+       * Keep this member out of training; its reconstruction error is measured.
+       */
+      heldOut: boolean;
+    }[];
+    /**
+     * Sentence-embedding model of the task descriptions: sentence-transformers/all-MiniLM-L6-v2 (ONNX, run by onnxruntime; the worker needs its files, see scripts/fetch-embedder) or lowrank/hashed-ngrams-v1 (a deterministic hashed n-gram fallback with no model files).
+     */
+    embedder: "sentence-transformers/all-MiniLM-L6-v2" | "lowrank/hashed-ngrams-v1";
+    /**
+     * Size of the latent z.
+     */
+    latentSize: number;
+    /**
+     * Width of the encoder and decoder hidden layers (h).
+     */
+    hiddenSize: number;
+    /**
+     * KL weight (β) of the loss MSE + β·KL.
+     */
+    beta: number;
+    /**
+     * Full-batch AdamW steps (cosine schedule to 0).
+     */
+    steps: number;
+    /**
+     * Peak learning rate.
+     */
+    lr: number;
+    /**
+     * AdamW decoupled weight decay.
+     */
+    weightDecay: number;
   };
   /**
    * Hold the job: no pod is created while true (Kueue sets and clears it); setting it on a running job stops the pod, and clearing it resumes from the last checkpoint.

@@ -26,7 +26,7 @@ describe('example manifests', () => {
         .filter((d) => d.kind === 'AdapterJob')
         .map((d) => (d.spec as { mode: string }).mode),
     );
-    assert.deepEqual([...modes].sort(), ['generate', 'train', 'transfer']);
+    assert.deepEqual([...modes].sort(), ['generate', 'train', 'train-generator', 'transfer']);
   });
   for (const file of examples) {
     it(`${file} is valid`, () => {

@@ -6,7 +6,9 @@
  * or compresses them with the native core and pushes the result; the CR ends Succeeded
  * with the version the registry now holds, lineage included, and the registry job record
  * the operator made for it (the worker reported to it) linked from the version. A worker
- * refused by bad input ends Failed with its reason, without retries.
+ * refused by bad input ends Failed with its reason, without retries. The ICM-LoRA modes go
+ * the same way: an AdapterJob train-generator over two registry versions, then an
+ * AdapterJob generate from that generator, to a version with generated_by lineage.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
@@ -33,7 +35,7 @@ let reg: TestRegistry;
 let client: RegistryClient;
 
 after(async () => {
-  await kubectl(['-n', ns, 'delete', 'adaptermerges,compressionjobs', '--all', '--timeout=60s']);
+  await kubectl(['-n', ns, 'delete', 'adaptermerges,compressionjobs,adapterjobs', '--all', '--timeout=60s']);
   await operator?.stop();
   await agent?.stop();
   await kubectl(['delete', 'namespace', ns, '--wait=false']);
@@ -49,7 +51,7 @@ function adapter(seed: number): Record<string, LoraModule> {
 }
 
 before(async () => {
-  for (const crd of ['adaptermerges', 'compressionjobs']) {
+  for (const crd of ['adaptermerges', 'compressionjobs', 'adapterjobs']) {
     const r = await kubectl(['wait', '--for=condition=Established', `crd/${crd}.lora.lowrank.dev`, '--timeout=5s']);
     if (r.code !== 0) {
       const applied = await kubectl([
@@ -193,6 +195,52 @@ describe('kubectl apply to a registry version, with the real lora-worker', () =>
       v.lineage.map((l: any) => [l.relation, l.parent]),
       [['compressed_from', 'nlp-team/support-suite@1']],
     );
+  });
+
+  it('trains an ICM-LoRA generator and generates an adapter from it (AdapterJob train-generator, generate)', async () => {
+    const job = (name: string, spec: Record<string, unknown>) => ({
+      apiVersion: 'lora.lowrank.dev/v1alpha1',
+      kind: 'AdapterJob',
+      metadata: { name, namespace: ns },
+      spec: { ...spec, nodeSelector: { 'lowrank.dev/e2e-run': id }, resources: { gpu: { count: 0 } }, seed: 3 },
+    });
+    const trained = await applyAndWait(
+      job('real-generator', {
+        mode: 'train-generator',
+        generatorTraining: {
+          family: [1, 2].map((v) => ({
+            adapter: { repository: 'nlp-team/support-bot', version: v },
+            taskDescription: `Support task ${v}.`,
+          })),
+          embedder: 'lowrank/hashed-ngrams-v1',
+          hiddenSize: 16,
+          latentSize: 4,
+          steps: 50,
+        },
+        output: { repository: 'nlp-team/support-generator', tags: ['e2e'] },
+      }),
+      'adapterjobs',
+      ['Succeeded', 'Failed'],
+    );
+    assert.equal(trained.status?.phase, 'Succeeded', JSON.stringify(trained.status));
+    const g = await client.json<any>('GET', '/v1/repos/nlp-team/support-generator/versions/e2e');
+    assert.equal(g.methodMetadata.kind, 'generator');
+    const generated = await applyAndWait(
+      job('real-generated', {
+        mode: 'generate',
+        generate: { generator: { repository: 'nlp-team/support-generator', tag: 'e2e' }, taskDescription: 'Support task 3.' },
+        output: { repository: 'nlp-team/support-generated' },
+      }),
+      'adapterjobs',
+      ['Succeeded', 'Failed'],
+    );
+    assert.equal(generated.status?.phase, 'Succeeded', JSON.stringify(generated.status));
+    const v = await client.json<any>('GET', '/v1/repos/nlp-team/support-generated/versions/1');
+    assert.deepEqual(
+      v.lineage.map((l: any) => [l.relation, l.parent]),
+      [['generated_by', `nlp-team/support-generator@${g.number}`]],
+    );
+    assert.equal(v.methodMetadata.taskDescription, 'Support task 3.');
   });
 
   it('a worker refused by bad input ends Failed with its reason, and nothing is pushed', async () => {

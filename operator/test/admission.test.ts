@@ -20,6 +20,13 @@ describe('admission', () => {
       observedGeneration: 3,
     });
   });
+  it('admits AdapterJobs of the ICM-LoRA modes (train-generator, generate) for the worker', () => {
+    for (const f of ['adapterjob-train-generator.yaml', 'adapterjob-generate.yaml']) {
+      const cr = parse(readFileSync(join(import.meta.dirname, '..', '..', 'crds', 'examples', f), 'utf8'));
+      const a = admit(cr);
+      assert.equal(a.accepted, true, `${f}: ${a.condition.message}`);
+    }
+  });
   it('turns an invalid spec into Accepted=False/InvalidSpec naming each field', () => {
     const cr = load();
     cr.metadata.generation = 2;

@@ -856,11 +856,11 @@ export type components = {
             digest: components["schemas"]["Digest"];
             size: number;
         };
-        /** @description How the version was made, checked against the schema of its kind (extra keys are kept). training: method, rank, alpha, targets, datasetDigest, lossCurve; merge / merge-into-base: method, inputs, weights (density when used); compression: mode, ranksBefore, ranksAfter, energyKept, relError; transfer: sourceBase, targetBase, syntheticGenerated, syntheticKept, discriminatorAccuracy, teacherScore, studentScore; generation: generatorVersion, taskDescription, embeddingDigest, seed; import: free-form. */
+        /** @description How the version was made, checked against the schema of its kind (extra keys are kept). training: method, rank, alpha, targets, datasetDigest, lossCurve; merge / merge-into-base: method, inputs, weights (density when used); compression: mode, ranksBefore, ranksAfter, energyKept, relError; transfer: sourceBase, targetBase, syntheticGenerated, syntheticKept, discriminatorAccuracy, teacherScore, studentScore; generation: generatorVersion, taskDescription, embeddingDigest, seed; generator (an ICM-LoRA generator, AdapterJob mode train-generator): embedder, latentSize, beta, familySize, trainMse, normalisationDigest; import: free-form. */
         MethodMetadata: {
             /** @enum {string} */
-            kind: "training" | "merge" | "merge-into-base" | "compression" | "transfer" | "generation" | "import";
-        } & (unknown & unknown & unknown & unknown & unknown);
+            kind: "training" | "merge" | "merge-into-base" | "compression" | "transfer" | "generation" | "generator" | "import";
+        } & (unknown & unknown & unknown & unknown & unknown & unknown);
         UploadSession: {
             id?: string;
             /** @enum {string} */

@@ -20,8 +20,9 @@ const USAGE = `usage: lora-worker <command> [options]
              check a job spec (YAML or JSON: an AdapterJob, AdapterMerge or
              CompressionJob resource, or {kind, spec}) and print it with defaults
   run --spec <file> [--registry URL] [--work-dir DIR] [--result-file FILE]
-             run the job (AdapterJob mode train, AdapterMerge, CompressionJob) and
-             push its result to the registry as a new version; a training job
+             run the job (AdapterJob modes train, train-generator, generate;
+             AdapterMerge, CompressionJob) and push its result to the registry
+             as a new version; a training job
              checkpoints into the work dir and resumes from it when run again;
              env: LOWRANK_REGISTRY_URL, LOWRANK_TOKEN, LOWRANK_JOB_ID (the registry
              job to report progress to), LOWRANK_RESULT_FILE, LOWRANK_WORK_DIR

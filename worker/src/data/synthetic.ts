@@ -58,5 +58,18 @@ export function objectTask(n: number, seed: Seed): TaskRecord[] {
   });
 }
 
+/**
+ * A parametric family of digit tasks ("add: 3 7 1 =" -> " 6 0 4" for k = 3): each digit plus
+ * k, mod 10. The prompt does not say k, so only an adapter for k solves it; neighbouring k
+ * are related tasks, which lets a generator over the family be tested on a held-out k.
+ */
+export function addDigitTask(k: number, n: number, seed: Seed, len = 3): TaskRecord[] {
+  const u = draws(seed, 'synthetic:add-digit', n * len);
+  return Array.from({ length: n }, (_, i) => {
+    const digits = Array.from({ length: len }, (_, j) => Math.floor((u[i * len + j] as number) * 10) % 10);
+    return { prompt: `add: ${digits.join(' ')} =`, completion: ` ${digits.map((d) => (d + k) % 10).join(' ')}` };
+  });
+}
+
 /** The downstream task of the tests: each of `len` digits plus one (mod 10). */
 export const nextDigitTask = (n: number, seed: Seed, len = 3): TaskRecord[] => digitTask('next', n, seed, len);

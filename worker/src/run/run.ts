@@ -13,6 +13,8 @@ import { asLowrankError, LowrankError } from '@lowrank/crds/errors';
 import type { AdapterJobSpecDefaulted, AdapterMergeSpecDefaulted, CompressionJobSpecDefaulted } from '@lowrank/crds/types';
 import { RegistryClient } from '@lowrank/registry-api/cli/client';
 import { EXIT } from '../exit-codes.ts';
+import { runGenerate } from '../generate/generate-job.ts';
+import { runTrainGenerator } from '../generate/train-generator-job.ts';
 import { runCompress } from './compress-job.ts';
 import { runMerge } from './merge-job.ts';
 import { publish, type VersionRef } from './output.ts';
@@ -49,8 +51,12 @@ async function execute(resource: JobResource, ctx: RunContext): Promise<JobOutco
       return runMerge(resource.spec as unknown as AdapterMergeSpecDefaulted, ctx);
     case 'CompressionJob':
       return runCompress(resource.spec as unknown as CompressionJobSpecDefaulted, ctx);
-    case 'AdapterJob':
-      return runTrain(resource.spec as unknown as AdapterJobSpecDefaulted, ctx);
+    case 'AdapterJob': {
+      const spec = resource.spec as unknown as AdapterJobSpecDefaulted;
+      if (spec.mode === 'generate') return runGenerate(spec, ctx);
+      if (spec.mode === 'train-generator') return runTrainGenerator(spec, ctx);
+      return runTrain(spec, ctx);
+    }
     default:
       throw new LowrankError('invalid_spec', `kind ${(resource as { kind: string }).kind} is not run by this worker`);
   }

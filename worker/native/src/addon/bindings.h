@@ -10,6 +10,7 @@ void InitSafetensors(Napi::Env env, Napi::Object exports);
 void InitLinalg(Napi::Env env, Napi::Object exports);
 void InitDelta(Napi::Env env, Napi::Object exports);  // delta_binding.cc
 void InitTrain(Napi::Env env, Napi::Object exports);
+void InitGenerate(Napi::Env env, Napi::Object exports);  // generate_binding.cc (ICM-LoRA CVAE)
 
 /** Runs fn, turning lowrank::Error into a JS Error carrying `.code`. */
 template <typename F>
