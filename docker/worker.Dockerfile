@@ -3,7 +3,7 @@
 # For GPU nodes build FROM an nvidia/cuda runtime image with Node 24 added (the native
 # core's CUDA backend); this CPU image runs gpu.count: 0 jobs.
 FROM node:24-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake ninja-build g++ libopenblas-dev liblapacke-dev maven unzip \
+RUN apt-get update && apt-get install -y --no-install-recommends cmake ninja-build g++ libopenblas-dev liblapacke-dev curl python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
