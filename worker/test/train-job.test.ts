@@ -202,9 +202,9 @@ describe('lora-worker run: AdapterJob train', () => {
     const cases: [string, any, RegExp][] = [
       // spec
       [
-        'pissa',
-        trainSpec({ method: { type: 'pissa', rank: 4 } }),
-        /spec\.method\.type: pissa is not supported by the native training engine yet; lora, rslora, dora are/,
+        'pissa rank',
+        trainSpec({ method: { type: 'pissa', rank: 40, targetModules: ['all-linear'] } }),
+        /spec\.method: r = 40 exceeds min\(out, in\) = 32 of model\.layers\.0\.self_attn\.q_proj/,
       ],
       ['transfer', trainSpec({ mode: 'transfer' }), /mode transfer needs baseModel \(the target base\) and transfer/],
       ['no dataset', trainSpec({ dataset: undefined }), /mode train needs baseModel, dataset and method/],
