@@ -1,5 +1,10 @@
 /**
- * The train job's inits that change the base (METHODS §0.5): a PiSSA job trains on W_res,
+ * The train job's data-driven and base-changing inits. LoRA-GA (§1.5): the engine's
+ * frozen-weight gradients equal PEFT's preprocess_loraga estimate (rel ≤ 1e-4, §8.1
+ * gradients), and from the same G our factors equal PEFT's lora_ga_init (variant peft,
+ * exact SVD under the §0.1 sign rule on both sides: A, B and W_res rel ≤ 1e-5, §8.1's
+ * singular-vector and low-rank-product tolerances).
+ * Jobs (PiSSA exact and randomized, LoRA-GA reference and peft): the base-changing ones (§0.5) train on W_res,
  * its eval loss drops, and the adapter it publishes (rank 2r: A' = [A; A0], B' = [B | −B0])
  * loaded by PeftModel.from_pretrained on the ORIGINAL base gives our engine's logits
  * (rel ≤ 1e-5, f32 both sides), which equal those of the model it trained (W_res + s·BA,
@@ -11,9 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
-import type { LoraModule } from '../src/native/linalg.ts';
+import { gemm, type LoraModule } from '../src/native/linalg.ts';
 import { PROJECTIONS, type Projection, TrainModel } from '../src/native/train.ts';
 import { pissaInit } from '../src/native/train-init.ts';
+import { estimateWeightGradients, type LoraGaOptions, loraGaFactors, loraGaInit } from '../src/native/train-lora-ga.ts';
 import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
 import { Reporter } from '../src/run/reporter.ts';
 import { runTrain } from '../src/run/train-job.ts';
@@ -124,6 +130,125 @@ describe('train job: PiSSA', () => {
       const baseLogits = (await plain.forward(probe, { logits: true })).logits;
       assert.ok(baseLogits && rel(exported, baseLogits) > 1e-3);
       assert.equal(PROJECTIONS.length, 7);
+    });
+  }
+});
+
+describe('LoRA-GA', () => {
+  it('estimates the frozen-weight gradients as PEFT preprocess_loraga and builds its factors (variant peft)', async () => {
+    const model = await TrainModel.load(base);
+    const rows = 2;
+    const seq = 8;
+    const batches = [0, 1, 2].map((b) => {
+      const tokens = Array.from({ length: rows }, (_, i) =>
+        Array.from({ length: seq }, (_, t) => (7 + 13 * b + 29 * i + 5 * t * (t + b)) % 120),
+      );
+      // the first two positions unlabelled, as a prompt
+      const labels = tokens.map((row) => row.map((x, t) => (t < 2 ? -100 : x)));
+      return { tokens, labels };
+    });
+    const cases = [
+      { id: 'stable', direction: 'ArB2r', scale: 'stable', gamma: 16 },
+      { id: 'unit', direction: 'A2rBr', scale: 'unit', gamma: 16 },
+      { id: 'gd', direction: 'ArBr', scale: 'gd_scale', gamma: 16 },
+      { id: 'wsvd', direction: 'ArB2r', scale: 'weight_svd', gamma: 16 },
+      { id: 'gamma4', direction: 'ArB2r', scale: 'stable', gamma: 4 },
+    ] as const;
+    writeJson(work, 'loraga.json', { base, targets, r: 4, alpha: 8, batches, cases });
+    runPython('inits_ref.py', 'loraga', work);
+    const ref = readJson(work, 'loraga.out.json') as {
+      grads: Record<string, Entry>;
+      cases: Record<string, Record<string, { A: Entry; B: Entry; W: Entry }>>;
+    };
+    const paths = Object.keys(ref.grads);
+    assert.equal(paths.length, 2 * targets.length);
+    const ours = await estimateWeightGradients(model, paths, batches.length, (i) => {
+      const b = batches[i] as { tokens: number[][]; labels: number[][] };
+      return { tokens: Int32Array.from(b.tokens.flat()), labels: Int32Array.from(b.labels.flat()), rows, seq };
+    });
+    for (const p of paths) {
+      const e = rel(ours[p] as Float32Array, loadF32(work, ref.grads[p] as Entry));
+      assert.ok(e <= 1e-4, `${p}: G rel ${e}`);
+    }
+    let worst = 0;
+    for (const c of cases) {
+      const o: LoraGaOptions = {
+        r: 4,
+        alpha: 8,
+        targets,
+        direction: c.direction,
+        scale: c.scale,
+        gamma: c.gamma,
+        variant: 'peft',
+        seed: 1,
+        exactSvd: true,
+      };
+      for (const p of paths) {
+        const r = (ref.cases[c.id] as Record<string, { A: Entry; B: Entry; W: Entry }>)[p];
+        assert.ok(r, `${c.id}: PEFT has no module ${p}`);
+        const W = model.baseWeight(p);
+        const out = r.B.shape[0] as number;
+        const inDim = r.A.shape[1] as number;
+        const { A, B } = loraGaFactors(loadF32(work, ref.grads[p] as Entry), out, inDim, 4, 2, o, p, W);
+        const eA = rel(A, loadF32(work, r.A));
+        const eB = rel(B, loadF32(work, r.B));
+        assert.ok(eA <= 1e-5 && eB <= 1e-5, `${c.id} ${p}: A rel ${eA}, B rel ${eB}`);
+        const ba = gemm({ rows: out, cols: 4, data: B }, { rows: 4, cols: inDim, data: A }, { alpha: 2 }).data;
+        const res = W.map((w, i) => w - (ba[i] as number));
+        const eW = rel(res, loadF32(work, r.W));
+        assert.ok(eW <= 1e-5, `${c.id} ${p}: W_res rel ${eW}`);
+        worst = Math.max(worst, eA, eB, eW);
+      }
+    }
+    console.log(JSON.stringify({ event: 'lora-ga-parity', worstRel: worst }));
+  });
+
+  it('loraGaInit keeps the model function (W_res + s·BA = W) and refuses what it cannot do', async () => {
+    const model = await TrainModel.load(base);
+    const before = (await model.forward(probe, { logits: true })).logits as Float32Array;
+    const batch = { tokens: probe.tokens, labels: probe.tokens, rows: 2, seq: 8 };
+    const o: LoraGaOptions = { r: 4, alpha: 8, targets, direction: 'random', scale: 'stable', gamma: 16, variant: 'reference', seed: 5 };
+    const mods = await loraGaInit(model, o, 2, () => batch);
+    assert.equal(Object.keys(mods).length, 2 * targets.length);
+    const after = (await model.forward(probe, { logits: true })).logits as Float32Array;
+    const e = rel(after, before);
+    assert.ok(e <= 1e-5, `logits after init rel ${e}`);
+    // reference/stable: both factors carry out^(1/4)/sqrt(gamma), A's rows have that norm.
+    const q = mods['model.layers.0.self_attn.q_proj'] as LoraModule;
+    const f = 32 ** 0.25 / 4;
+    for (let i = 0; i < q.r; i++) {
+      const n = Math.hypot(...q.A.subarray(i * q.in, (i + 1) * q.in));
+      assert.ok(Math.abs(n - f) <= 1e-5 * f, `row ${i} of A has norm ${n}, want ${f}`);
+    }
+    await assert.rejects(
+      loraGaInit(model, { ...o, scale: 'gd_scale' }, 1, () => batch),
+      /set loraGa\.variant peft/,
+    );
+    await assert.rejects(
+      loraGaInit(model, { ...o, r: 9 }, 1, () => batch),
+      /2r = 18 <= min\(out, in\) = 16 at model\.layers\.0\.self_attn\.v_proj/,
+    );
+  });
+});
+
+describe('train job: LoRA-GA', () => {
+  for (const variant of ['reference', 'peft'] as const) {
+    it(`${variant}: eval loss drops; PEFT loads the 2r export on the original base with our logits`, async () => {
+      const name = `lora-ga-${variant}`;
+      const loraGa = { direction: 'ArB2r', scale: 'stable', gamma: 16, variant, batches: 4, batchSize: 4 };
+      const out = await train(name, spec({ type: 'lora-ga', loraGa }));
+      const m = out.metrics as { evalLoss: number; baseEvalLoss: number };
+      assert.ok(m.evalLoss < 0.9 * m.baseEvalLoss, `eval loss ${m.baseEvalLoss} -> ${m.evalLoss}`);
+      const config = JSON.parse(readFileSync(join(out.dir, 'adapter_config.json'), 'utf8'));
+      assert.equal(config.r, 8);
+      assert.equal(config.lora_alpha, 16);
+      assert.equal(config.init_lora_weights, true); // PEFT's "lora_ga" would re-init without gradients (§0.3)
+      const md = out.methodMetadata as { initRecipe: Record<string, unknown> };
+      assert.deepEqual(md.initRecipe, { init: 'lora-ga', ...loraGa, seed: 3 });
+      const exported = await peftAgrees(name, out.dir);
+      const plain = await TrainModel.load(base);
+      const baseLogits = (await plain.forward(probe, { logits: true })).logits;
+      assert.ok(baseLogits && rel(exported, baseLogits) > 1e-3);
     });
   }
 });

@@ -139,6 +139,9 @@ interface TrainNative {
   trainSetBaseWeight(s: unknown, layer: number, proj: number, w: Float32Array | null): void;
   trainBaseWeight(s: unknown, layer: number, proj: number): Float32Array;
   trainSetRecompute(s: unknown, on: boolean): void;
+  trainSetWeightGrad(s: unknown, layer: number, proj: number, on: boolean): void;
+  trainWeightGrad(s: unknown, layer: number, proj: number): Float32Array | null;
+  trainModuleInput(s: unknown, layer: number, proj: number): Float32Array;
   trainDropoutMask(s: unknown, layer: number, proj: number, step: number, micro: number, n: number): Float32Array;
   trainSetStep(s: unknown, step: number): void;
   trainForward(
@@ -402,6 +405,33 @@ export class TrainModel {
   setRecompute(on: boolean): void {
     this.#idle('setRecompute()');
     native().trainSetRecompute(this.#session, on === true);
+  }
+
+  /**
+   * Frozen-weight gradient capture (METHODS P17, LoRA-GA §1.5, LoRA-SB §1.7): while on for
+   * a module, every backward adds its ∂L/∂W = dYᵀX [out, in] (fp32) into a buffer read by
+   * weightGradient(); turning it on zeroes the buffer, off frees it.
+   */
+  captureWeightGradient(module: string, on: boolean): void {
+    this.#idle('captureWeightGradient()');
+    const [layer, proj] = parseModulePath(module);
+    native().trainSetWeightGrad(this.#session, layer, proj, on === true);
+  }
+
+  /** The ∂L/∂W accumulated since captureWeightGradient(module, true), [out, in]. */
+  weightGradient(module: string): Float32Array {
+    this.#idle('weightGradient()');
+    const [layer, proj] = parseModulePath(module);
+    const g = native().trainWeightGrad(this.#session, layer, proj);
+    if (!g) throw new TypeError(`no weight gradient is captured for "${module}": call captureWeightGradient first`);
+    return g;
+  }
+
+  /** A module's input X [rows·seq, in] in the last forward (EVA, METHODS P18); needs recomputation off. */
+  moduleInput(module: string): Float32Array {
+    this.#idle('moduleInput()');
+    const [layer, proj] = parseModulePath(module);
+    return native().trainModuleInput(this.#session, layer, proj);
   }
 
   /** The dropout mask (0 or 1/(1-p) per entry, [n, in]) a module's input gets at (step, micro-batch). */

@@ -10,6 +10,7 @@ import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { type LoraModule, philox, streamId } from '../native/linalg.ts';
 import { initLora, type Projection, type TokenBatch, type TrainModel } from '../native/train.ts';
 import { doraMagnitudes, exportForOriginalBase, pissaInit } from '../native/train-init.ts';
+import { type LoraGaOptions, loraGaInit } from '../native/train-lora-ga.ts';
 
 type Method = NonNullable<AdapterJobSpecDefaulted['method']>;
 
@@ -98,6 +99,32 @@ export async function initAdapter(ctx: InitContext): Promise<AdapterInit> {
     return {
       exportAdapter: (trained) => doubled(method, alpha, useRslora, exportForOriginalBase(trained, initial)),
       recipe: { init: 'pissa', svd: niter > 0 ? { kind: 'randomized', niter, oversample, seed } : { kind: 'exact' } },
+    };
+  }
+
+  if (method.type === 'lora-ga') {
+    const g: Partial<NonNullable<Method['loraGa']>> = method.loraGa ?? {};
+    const o: LoraGaOptions = {
+      ...common,
+      direction: g.direction ?? 'ArB2r',
+      scale: g.scale ?? 'stable',
+      gamma: g.gamma ?? 16,
+      variant: g.variant ?? 'reference',
+      seed,
+    };
+    const batches = g.batches ?? 64;
+    const size = g.batchSize ?? 2;
+    let initial: Record<string, LoraModule>;
+    try {
+      initial = await loraGaInit(model, o, batches, (i) => ctx.calibration('lora-ga', i, size));
+    } catch (err) {
+      if (err instanceof TypeError) refuse('spec.method', err.message);
+      throw err;
+    }
+    const { direction, scale, gamma, variant } = o;
+    return {
+      exportAdapter: (trained) => doubled(method, alpha, useRslora, exportForOriginalBase(trained, initial)),
+      recipe: { init: 'lora-ga', direction, scale, gamma, variant, batches, batchSize: size, seed },
     };
   }
 

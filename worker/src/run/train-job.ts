@@ -21,7 +21,7 @@ import { writeTrainedAdapter } from './trained-adapter.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
 /** Methods the native engine trains today; the others are refused by name. */
-const SUPPORTED = ['lora', 'rslora', 'dora', 'pissa'] as const;
+const SUPPORTED = ['lora', 'rslora', 'dora', 'pissa', 'lora-ga'] as const;
 
 export interface CurvePoint {
   step: number;

@@ -313,6 +313,51 @@ Napi::Value BaseWeight(const Napi::CallbackInfo& info) {
   });
 }
 
+// trainSetWeightGrad(session, layer, proj, on) / trainWeightGrad(session, layer, proj) -> Float32Array | null:
+// the frozen weight's accumulated gradient dYᵀX (LoRA-GA, LoRA-SB).
+Napi::Value SetWeightGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    s->engine->set_weight_grad(layer, static_cast<int>(proj), info[3].ToBoolean());
+    return env.Undefined();
+  });
+}
+
+Napi::Value WeightGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    const std::vector<float>& g = s->engine->weight_grad(layer, static_cast<int>(proj));
+    if (g.empty()) return env.Null();
+    return to_f32(env, g.data(), g.size());
+  });
+}
+
+// trainModuleInput(session, layer, proj) -> Float32Array [rows·seq, in]: the projection's input in the last forward (EVA).
+Napi::Value ModuleInput(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    const int p = static_cast<int>(proj);
+    int64_t n = 0;
+    const float* x = s->engine->module_input(layer, p, &n);
+    return to_f32(env, x, static_cast<size_t>(n * c.proj_in(p)));
+  });
+}
+
 // trainSetDropout(session, p, seed): PEFT's lora_dropout for training-mode forwards.
 Napi::Value SetDropout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -507,6 +552,9 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainSetBaseWeight", Napi::Function::New(env, SetBaseWeight));
   exports.Set("trainBaseWeight", Napi::Function::New(env, BaseWeight));
   exports.Set("trainSetDropout", Napi::Function::New(env, SetDropout));
+  exports.Set("trainSetWeightGrad", Napi::Function::New(env, SetWeightGrad));
+  exports.Set("trainWeightGrad", Napi::Function::New(env, WeightGrad));
+  exports.Set("trainModuleInput", Napi::Function::New(env, ModuleInput));
   exports.Set("trainDropoutMask", Napi::Function::New(env, DropoutMask));
   exports.Set("trainGetStep", Napi::Function::New(env, GetStep));
   exports.Set("trainSetStep", Napi::Function::New(env, SetStep));

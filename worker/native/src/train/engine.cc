@@ -93,6 +93,44 @@ void causal_softmax(float* P, int64_t T, int64_t window, const int64_t* doc_star
 Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   slots_.resize(static_cast<size_t>(model_->cfg.num_layers));
   base_override_.resize(static_cast<size_t>(model_->cfg.num_layers));
+  wgrad_.resize(static_cast<size_t>(model_->cfg.num_layers));
+}
+
+void Engine::set_weight_grad(int64_t layer, int proj, bool on) {
+  const ModelConfig& c = model_->cfg;
+  if (layer < 0 || layer >= c.num_layers || proj < 0 || proj >= kNumProj) {
+    throw Error("invalid_argument", "weight gradient: layer or projection out of range");
+  }
+  std::vector<float>& g = wgrad_[static_cast<size_t>(layer)][proj];
+  if (on) {
+    g.assign(static_cast<size_t>(c.proj_out(proj) * c.proj_in(proj)), 0.0f);
+  } else {
+    std::vector<float>().swap(g);
+  }
+}
+
+const float* Engine::module_input(int64_t layer, int proj, int64_t* n) const {
+  const ModelConfig& c = model_->cfg;
+  if (layer < 0 || layer >= c.num_layers || proj < 0 || proj >= kNumProj) {
+    throw Error("invalid_argument", "module input: layer or projection out of range");
+  }
+  if (recompute_) throw Error("invalid_argument", "module inputs are not kept under activation recomputation");
+  if (rows_ == 0) throw Error("invalid_argument", "module inputs: run a forward first");
+  const LayerActs& a = acts_[static_cast<size_t>(layer)];
+  *n = rows_ * seq_;
+  switch (proj) {
+    case kQ:
+    case kK:
+    case kV:
+      return a.x1.data();
+    case kO:
+      return a.ao.data();
+    case kGate:
+    case kUp:
+      return a.x2.data();
+    default:
+      return a.act.data();
+  }
 }
 
 void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
@@ -316,6 +354,8 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
                              bool accumulate) {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   LoraSlot& s = slot(layer, p);
+  std::vector<float>& wg = wgrad_[static_cast<size_t>(layer)][p];
+  if (!wg.empty()) pgemm(true, false, lin.out, lin.in, n, 1.0f, dy, lin.out, x, lin.in, 1.0f, wg.data(), lin.in);
   if (s.dora && !act(layer).xd[p].empty()) {
     dora_dropout_backward(layer, p, x, h, dy, n, dx, accumulate);
     return;

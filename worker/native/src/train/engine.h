@@ -114,6 +114,24 @@ class Engine {
   void set_recompute(bool on);
   bool recompute() const { return recompute_; }
 
+  /**
+   * Frozen-weight gradients (METHODS P17, for LoRA-GA and LoRA-SB): while on for (layer,
+   * proj), every backward adds that projection's ∂L/∂W = dYᵀ X [out, in] (fp32, the
+   * backward's loss scale included) into a buffer of its own; zero_grad leaves it alone,
+   * turning it off frees it. Independent of any adapter on the projection.
+   */
+  void set_weight_grad(int64_t layer, int proj, bool on);
+  /** The accumulated ∂L/∂W of (layer, proj) [out, in]; empty when capture is off. */
+  const std::vector<float>& weight_grad(int64_t layer, int proj) const {
+    return wgrad_[static_cast<size_t>(layer)][proj];
+  }
+
+  /**
+   * The input X [rows·seq, in] of a projection in the last forward (EVA's activations,
+   * METHODS P18): pre-dropout, as the base weight sees it. Needs recomputation off.
+   */
+  const float* module_input(int64_t layer, int proj, int64_t* n) const;
+
   /** Backward of loss_scale · (the last forward's loss sum); adds into the adapters' ga/gb. */
   void backward(float loss_scale);
 
@@ -167,7 +185,8 @@ class Engine {
   std::vector<int32_t> labels_;  // shifted: target of position t, or -100
   std::vector<LayerActs> acts_;
   bool recompute_ = false;
-  std::vector<std::vector<float>> layer_in_;  // recompute: each layer's input [N, hidden]
+  std::vector<std::vector<float>> layer_in_;
+  std::vector<std::array<std::vector<float>, kNumProj>> wgrad_;  // set_weight_grad buffers  // recompute: each layer's input [N, hidden]
   std::vector<float> recompute_out_;
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]
