@@ -18,6 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { gemm, type LoraModule } from '../src/native/linalg.ts';
 import { PROJECTIONS, type Projection, TrainModel } from '../src/native/train.ts';
+import { type EvaBatch, type EvaOptions, evaInit } from '../src/native/train-eva.ts';
 import { pissaInit } from '../src/native/train-init.ts';
 import { estimateWeightGradients, type LoraGaOptions, loraGaFactors, loraGaInit } from '../src/native/train-lora-ga.ts';
 import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
@@ -251,4 +252,118 @@ describe('train job: LoRA-GA', () => {
       assert.ok(baseLogits && rel(exported, baseLogits) > 1e-3);
     });
   }
+});
+
+describe('EVA', () => {
+  it("gives PEFT initialize_lora_eva_weights's ranks, patterns and components (exact IPCA SVD on both sides)", async () => {
+    const all = [...PROJECTIONS];
+    const rows = 8;
+    const seq = 16;
+    const batches = Array.from({ length: 12 }, (_, b) => {
+      const input_ids: number[][] = [];
+      const attention_mask: number[][] = [];
+      const labels: number[][] = [];
+      for (let i = 0; i < rows; i++) {
+        const len = seq - ((b + i) % 4); // right padding
+        const ids = Array.from({ length: seq }, (_, t) => (t < len ? (3 + 37 * b + 11 * i + 7 * t + ((b * t * t) % 13)) % 300 : 0));
+        input_ids.push(ids);
+        attention_mask.push(ids.map((_, t) => (t < len ? 1 : 0)));
+        labels.push(ids.map((x, t) => (t >= 3 && t < len ? x : -100))); // a 3-token prompt
+      }
+      return { input_ids, attention_mask, labels };
+    });
+    const eva = { rho: 2, tau: 0.9, whiten: false, adjust_scaling_factors: true, use_label_mask: true };
+    writeJson(work, 'eva.json', { base, targets: all, r: 4, alpha: 8, eva, batches });
+    runPython('inits_ref.py', 'eva', work);
+    const ref = readJson(work, 'eva.out.json') as {
+      modules: Record<string, { A: Entry }>;
+      rank_pattern: Record<string, number>;
+      alpha_pattern: Record<string, number>;
+      target_modules: string[];
+    };
+    const model = await TrainModel.load(base);
+    const o: EvaOptions = {
+      r: 4,
+      alpha: 8,
+      targets: all,
+      rho: 2,
+      tau: 0.9,
+      whiten: false,
+      adjustScalingFactors: true,
+      useLabelMask: true,
+      seed: 1,
+      exactSvd: true,
+    };
+    const toBatch = (i: number): EvaBatch => {
+      const b = batches[i] as (typeof batches)[number];
+      return {
+        tokens: Int32Array.from(b.input_ids.flat()),
+        labels: Int32Array.from(b.labels.flat()),
+        attention: Uint8Array.from(b.attention_mask.flat()),
+        rows,
+        seq,
+      };
+    };
+    const res = await evaInit(model, o, batches.length, 1000, toBatch);
+    // Allocation is exact (§8.1): the same ranks, alphas and kept modules.
+    assert.deepEqual(res.rankPattern, ref.rank_pattern);
+    assert.deepEqual(res.alphaPattern, ref.alpha_pattern);
+    assert.deepEqual(Object.keys(res.modules).sort(), [...ref.target_modules].sort());
+    assert.ok(
+      Object.values(res.rankPattern).some((r) => r !== 4),
+      'the test should redistribute ranks',
+    );
+    let worst = 1;
+    for (const [path, r] of Object.entries(ref.modules)) {
+      const ours = res.modules[path];
+      assert.ok(ours, `no module ${path}`);
+      const theirs = loadF32(work, r.A);
+      assert.equal(theirs.length, ours.A.length, `${path}: rank`);
+      for (let i = 0; i < ours.r; i++) {
+        const a = ours.A.subarray(i * ours.in, (i + 1) * ours.in);
+        const b = theirs.subarray(i * ours.in, (i + 1) * ours.in);
+        let dot = 0;
+        for (let j = 0; j < ours.in; j++) dot += (a[j] as number) * (b[j] as number);
+        const c = Math.abs(dot) / (Math.hypot(...a) * Math.hypot(...b));
+        worst = Math.min(worst, c);
+        assert.ok(c >= 1 - 1e-5, `${path} component ${i}: |cos| ${c}`);
+      }
+      assert.ok(ours.B.every((x) => x === 0));
+    }
+    console.log(JSON.stringify({ event: 'eva-parity', batches: res.batches, worstCos: worst, rankPattern: res.rankPattern }));
+  });
+});
+
+describe('train job: EVA', () => {
+  it('redistributes ranks, eval loss drops; PEFT loads the adapter with its rank_pattern/alpha_pattern and gives our logits', async () => {
+    const name = 'eva';
+    const eva = { rho: 2, tau: 0.95, batchSize: 8, batches: 400 };
+    const out = await train(name, spec({ type: 'eva', targetModules: [...PROJECTIONS], eva }));
+    const m = out.metrics as { evalLoss: number; baseEvalLoss: number };
+    assert.ok(m.evalLoss < 0.9 * m.baseEvalLoss, `eval loss ${m.baseEvalLoss} -> ${m.evalLoss}`);
+    const config = JSON.parse(readFileSync(join(out.dir, 'adapter_config.json'), 'utf8'));
+    const recipe = (out.methodMetadata as { initRecipe: { ranks: Record<string, number>; dropped: string[]; calibrationBatches: number } })
+      .initRecipe;
+    assert.equal(config.r, 4);
+    assert.equal(config.lora_alpha, 8);
+    assert.ok(Object.keys(config.rank_pattern).length > 0, 'EVA moved rank between modules');
+    const ranks = Object.values(recipe.ranks);
+    assert.equal(
+      ranks.reduce((a, b) => a + b, 0),
+      4 * 14,
+      'the budget is the sum of r',
+    );
+    for (const [path, r] of Object.entries(recipe.ranks)) {
+      assert.equal(config.rank_pattern[path] ?? 4, r, path);
+      assert.equal(config.alpha_pattern[path] ?? 8, (8 * r) / 4, path); // adjustScalingFactors keeps α/r
+    }
+    assert.ok(recipe.calibrationBatches >= 2 && recipe.calibrationBatches <= 400);
+    if (recipe.dropped.length) assert.deepEqual(config.target_modules, Object.keys(recipe.ranks).sort());
+    const adapter = readPeftAdapter(out.dir).modules;
+    for (const [path, r] of Object.entries(recipe.ranks)) assert.equal(adapter[path]?.r, r, path);
+    const exported = await peftAgrees(name, out.dir);
+    const plain = await TrainModel.load(base);
+    const baseLogits = (await plain.forward(probe, { logits: true })).logits;
+    assert.ok(baseLogits && rel(exported, baseLogits) > 1e-3);
+  });
 });

@@ -9,6 +9,7 @@ import { LowrankError } from '@lowrank/crds/errors';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { type LoraModule, philox, streamId } from '../native/linalg.ts';
 import { initLora, type Projection, type TokenBatch, type TrainModel } from '../native/train.ts';
+import { type EvaBatch, evaInit } from '../native/train-eva.ts';
 import { doraMagnitudes, exportForOriginalBase, pissaInit } from '../native/train-init.ts';
 import { type LoraGaOptions, loraGaInit } from '../native/train-lora-ga.ts';
 
@@ -21,6 +22,8 @@ export interface ExportedAdapter {
   alpha: number;
   rankPattern?: Record<string, number> | undefined;
   alphaPattern?: Record<string, number> | undefined;
+  /** target_modules when not the method's (EVA leaves out the modules it gives rank 0). */
+  targets?: string[];
 }
 
 export interface AdapterInit {
@@ -38,7 +41,9 @@ export interface InitContext {
   useRslora: boolean;
   seed: number;
   /** The idx-th batch of `size` training rows in a seeded order of its own (for gradient estimates). */
-  calibration(purpose: string, idx: number, size: number): TokenBatch;
+  calibration(purpose: string, idx: number, size: number): TokenBatch & { attention: Uint8Array };
+  /** Training rows (calibration batches of `size` cover them in ceil(rows / size) batches). */
+  rows: number;
 }
 
 function refuse(field: string, what: string): never {
@@ -125,6 +130,61 @@ export async function initAdapter(ctx: InitContext): Promise<AdapterInit> {
     return {
       exportAdapter: (trained) => doubled(method, alpha, useRslora, exportForOriginalBase(trained, initial)),
       recipe: { init: 'lora-ga', direction, scale, gamma, variant, batches, batchSize: size, seed },
+    };
+  }
+
+  if (method.type === 'eva') {
+    const e: Partial<NonNullable<Method['eva']>> = method.eva ?? {};
+    const size = e.batchSize ?? 4;
+    // PEFT cycles its dataloader until every module converges; we stop at eva.batches.
+    const maxBatches = e.batches ?? 10_000;
+    const distinct = Math.max(1, Math.ceil(ctx.rows / size));
+    const { layers, rankPattern, alphaPattern } = common;
+    let res: Awaited<ReturnType<typeof evaInit>>;
+    try {
+      res = await evaInit(
+        model,
+        {
+          r: method.rank,
+          alpha,
+          targets,
+          useRslora,
+          ...(layers ? { layers } : {}),
+          ...(rankPattern ? { rankPattern } : {}),
+          ...(alphaPattern ? { alphaPattern } : {}),
+          rho: e.rho ?? 2,
+          tau: e.tau ?? 0.99,
+          whiten: e.whiten ?? false,
+          adjustScalingFactors: e.adjustScalingFactors ?? true,
+          useLabelMask: e.useLabelMask ?? true,
+          seed,
+        },
+        distinct,
+        maxBatches,
+        (i): EvaBatch => ctx.calibration('eva', i, size),
+      );
+    } catch (err) {
+      if (err instanceof TypeError) refuse('spec.method.eva', err.message);
+      throw err;
+    }
+    model.setAdapter(res.modules);
+    const kept = Object.keys(res.modules).sort();
+    return {
+      exportAdapter: (trained) => ({
+        modules: trained,
+        rank: method.rank,
+        alpha,
+        rankPattern: res.rankPattern,
+        alphaPattern: res.alphaPattern,
+        ...(res.dropped.length ? { targets: kept } : {}),
+      }),
+      recipe: {
+        init: 'eva',
+        ...e,
+        calibrationBatches: res.batches,
+        ranks: Object.fromEntries(kept.map((k) => [k, (res.modules[k] as LoraModule).r])),
+        dropped: res.dropped,
+      },
     };
   }
 

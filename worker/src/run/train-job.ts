@@ -21,7 +21,7 @@ import { writeTrainedAdapter } from './trained-adapter.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
 /** Methods the native engine trains today; the others are refused by name. */
-const SUPPORTED = ['lora', 'rslora', 'dora', 'pissa', 'lora-ga'] as const;
+const SUPPORTED = ['lora', 'rslora', 'dora', 'pissa', 'lora-ga', 'eva'] as const;
 
 export interface CurvePoint {
   step: number;
@@ -165,16 +165,18 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     alpha,
     useRslora,
     seed: spec.seed,
+    rows: trainRows.length,
     calibration: (purpose, idx, size) => {
       const order = initOrders.get(purpose) ?? permutation(trainRows.length, spec.seed, `init:${purpose}`);
       initOrders.set(purpose, order);
-      return toBatch(
-        Array.from(
-          { length: Math.min(size, trainRows.length) },
-          (_, j) => trainRows[order[(idx * size + j) % order.length] as number] as Row,
-        ),
-        tok.padId,
+      const rows = Array.from(
+        { length: Math.min(size, order.length) },
+        (_, j) => trainRows[order[(idx * size + j) % order.length] as number] as Row,
       );
+      const b = toBatch(rows, tok.padId);
+      const attention = new Uint8Array(b.rows * b.seq);
+      rows.forEach((r, i) => attention.fill(1, i * b.seq, i * b.seq + r.ids.length));
+      return { ...b, attention };
     },
   });
   if (method.dropout > 0) model.setDropout(method.dropout, spec.seed); // DoRA too: PEFT's dropout path
@@ -283,7 +285,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     alpha: exported.alpha,
     useRslora,
     dropout: method.dropout,
-    targets,
+    targets: exported.targets ?? targets,
     rankPattern: exported.rankPattern,
     alphaPattern: exported.alphaPattern,
     layers: method.layersToTransform,

@@ -5,15 +5,23 @@
       over the batches (per target module), then per case PEFT's lora_ga_init from those gradients with
       torch.svd_lowrank replaced by the exact SVD under our sign rule (METHODS §0.1: the largest-magnitude
       entry of each u_i positive, lowest index on ties): lora_A, lora_B and the residual base weight.
+  inits_ref.py eva DIR      DIR/eva.json {"base", "targets", "r", "alpha", "eva": {rho, tau, whiten,
+      adjust_scaling_factors, use_label_mask}, "batches": [{"input_ids", "attention_mask", "labels"}]}: PEFT's
+      initialize_lora_eva_weights over those batches with the IPCA's svd_lowrank replaced by the exact SVD
+      (IncrementalPCA(lowrank=False) semantics): per module lora_A, and the config's rank_pattern,
+      alpha_pattern and target_modules.
 """
 import copy
 import json
+import signal
 import sys
 
 import torch
 from f32io import read_json, save, write_json
 from peft import LoraConfig, get_peft_model
-from peft.tuners.lora.config import LoraGAConfig
+from peft.tuners.lora.config import EvaConfig, LoraGAConfig
+from peft.tuners.lora.eva import initialize_lora_eva_weights
+from peft.utils.incremental_pca import IncrementalPCA
 from peft.tuners.lora.loraga import preprocess_loraga
 from transformers import AutoModelForCausalLM
 
@@ -69,5 +77,26 @@ def loraga(d):
     print(json.dumps({"ok": True}))
 
 
+def eva(d):
+    spec = read_json(d, "eva.json")
+    signal.alarm(240)  # PEFT cycles the batches until every module converges: fail instead of hanging
+    IncrementalPCA._svd_fn_lowrank = IncrementalPCA._svd_fn_full
+    base = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+    cfg = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], target_modules=spec["targets"], lora_dropout=0.0,
+                     init_lora_weights="eva", eva_config=EvaConfig(**spec["eva"]))
+    model = get_peft_model(base, cfg)
+    batches = [{k: torch.tensor(v) for k, v in b.items()} for b in spec["batches"]]
+    initialize_lora_eva_weights(model, batches, show_progress_bar=False)
+    pc = model.peft_config["default"]
+    res = {"modules": {}, "rank_pattern": pc.rank_pattern, "alpha_pattern": pc.alpha_pattern,
+           "target_modules": sorted(pc.target_modules) if not isinstance(pc.target_modules, str) else pc.target_modules}
+    for name, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and "default" in mod.lora_A:
+            path = name.removeprefix("base_model.model.")
+            res["modules"][path] = {"A": save(d, f"eva.{path}.A", mod.lora_A["default"].weight.detach())}
+    write_json(d, "eva.out.json", res)
+    print(json.dumps({"ok": True}))
+
+
 if __name__ == "__main__":
-    {"loraga": loraga}[sys.argv[1]](*sys.argv[2:])
+    {"loraga": loraga, "eva": eva}[sys.argv[1]](*sys.argv[2:])
