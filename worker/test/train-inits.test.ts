@@ -16,17 +16,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
-import { gemm, type LoraModule } from '../src/native/linalg.ts';
-import { PROJECTIONS, type Projection, TrainModel } from '../src/native/train.ts';
+import { gemm, type LoraModule, philox } from '../src/native/linalg.ts';
+import { initLora, PROJECTIONS, type Projection, TrainModel } from '../src/native/train.ts';
+import { loadCheckpoint, saveCheckpoint } from '../src/native/train-checkpoint.ts';
 import { type EvaBatch, type EvaOptions, evaInit } from '../src/native/train-eva.ts';
 import { pissaInit } from '../src/native/train-init.ts';
 import { estimateWeightGradients, type LoraGaOptions, loraGaFactors, loraGaInit } from '../src/native/train-lora-ga.ts';
+import { exportLoraSb, loraSbFactors } from '../src/native/train-lora-sb.ts';
 import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
 import { Reporter } from '../src/run/reporter.ts';
 import { runTrain } from '../src/run/train-job.ts';
 import type { JobOutcome } from '../src/run/types.ts';
 import { rel } from './support/numeric.ts';
-import { type Entry, loadF32, readJson, runPython, writeJson } from './support/python-ref.ts';
+import { type Entry, loadF32, readJson, runPython, saveF32, writeJson } from './support/python-ref.ts';
 import { writeTaskJsonl, writeTinyBase } from './support/tiny-base.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-inits-'));
@@ -45,14 +47,18 @@ before(() => {
   writeTaskJsonl(data, 240, 5);
 });
 
-function spec(method: Record<string, unknown>, seed = 3): AdapterJobSpecDefaulted {
+function spec(
+  method: Record<string, unknown>,
+  seed = 3,
+  over: { schedule?: Record<string, unknown>; lr?: number } = {},
+): AdapterJobSpecDefaulted {
   return {
     mode: 'train',
     baseModel: { path: base, dtype: 'f32' },
     dataset: { path: data, split: 'train', format: 'auto', evalFraction: 0.1, packing: false, maxSeqLength: 32 },
     method: { rank: 4, alpha: 8, dropout: 0, targetModules: targets, bias: 'none', loraBias: false, init: 'kaiming-uniform', ...method },
-    optimizer: { type: 'adamw', lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1 },
-    schedule: { type: 'linear', minLrRatio: 0, warmupSteps: 2 },
+    optimizer: { type: 'adamw', lr: over.lr ?? 0.01, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1 },
+    schedule: over.schedule ?? { type: 'linear', minLrRatio: 0, warmupSteps: 2 },
     training: {
       epochs: 1,
       maxSteps: 30,
@@ -365,5 +371,146 @@ describe('train job: EVA', () => {
     const plain = await TrainModel.load(base);
     const baseLogits = (await plain.forward(probe, { logits: true })).logits;
     assert.ok(baseLogits && rel(exported, baseLogits) > 1e-3);
+  });
+});
+
+describe('LoRA-SB', () => {
+  const rows = 2;
+  const seq = 8;
+  const tokens2 = [
+    [5, 17, 40, 3, 99, 120, 7, 8],
+    [60, 61, 62, 63, 64, 65, 66, 67],
+  ];
+  const labels2 = tokens2.map((r) => r.map((x, t) => (t < 2 ? -100 : x)));
+  const batch = { tokens: Int32Array.from(tokens2.flat()), labels: Int32Array.from(labels2.flat()), rows, seq };
+  const r = 4;
+  const scale = 1.5;
+  /** Seeded random A, B, R on every target (B, R non-zero: METHODS §1 parity rule). */
+  async function sbModel(): Promise<{ model: TrainModel; mods: Record<string, LoraModule>; cores: Record<string, Float32Array> }> {
+    const model = await TrainModel.load(base);
+    const mods: Record<string, LoraModule> = {};
+    const cores: Record<string, Float32Array> = {};
+    const layout = initLora(model.config, { r, alpha: 8, targets, seed: 1 });
+    let k = 0;
+    for (const [p, m] of Object.entries(layout)) {
+      const n = (len: number, sd: number) => Float32Array.from(philox(11, 100 + k++, len, 'normal'), (x) => x * sd);
+      mods[p] = { ...m, A: n(m.r * m.in, 0.2), B: n(m.out * m.r, 0.2), scale };
+      cores[p] = n(m.r * m.r, 0.5);
+    }
+    model.setAdapter(mods, {}, cores);
+    return { model, mods, cores };
+  }
+
+  it("the core R: loss, logits and dL/dR equal a PyTorch replica's autograd; the init equals [ref]'s exact-SVD factors", async () => {
+    const { model, mods, cores } = await sbModel();
+    const fwd = await model.forward(batch, { logits: true, backward: true });
+    const g = model.gradients();
+    // the update estimate, from our frozen-weight gradients (their parity with autograd: the LoRA-GA test)
+    const plain = await TrainModel.load(base);
+    const G = await estimateWeightGradients(plain, Object.keys(mods), 1, () => batch);
+    const dW: Record<string, Entry> = {};
+    for (const [p, v] of Object.entries(G))
+      dW[p] = saveF32(
+        work,
+        `sb.dW.${p}`,
+        Float32Array.from(v, (x) => -1e-3 * Math.sign(x)),
+        [(mods[p] as LoraModule).out, (mods[p] as LoraModule).in],
+      );
+    const modules = Object.fromEntries(
+      Object.entries(mods).map(([p, m]) => [
+        p,
+        {
+          A: saveF32(work, `sb.${p}.A`, m.A, [m.r, m.in]),
+          B: saveF32(work, `sb.${p}.B`, m.B, [m.out, m.r]),
+          R: saveF32(work, `sb.${p}.R`, cores[p] as Float32Array, [m.r, m.r]),
+        },
+      ]),
+    );
+    writeJson(work, 'lorasb.json', { base, modules, scale, tokens: tokens2, labels: labels2, dW, r });
+    runPython('inits_ref.py', 'lorasb', work);
+    const ref = readJson(work, 'lorasb.out.json') as {
+      loss: number;
+      logits: Entry;
+      gradR: Record<string, Entry>;
+      init: Record<string, { BRA: Entry; S: Entry }>;
+    };
+    assert.ok(Math.abs(fwd.loss - ref.loss) <= 1e-5 * Math.abs(ref.loss), `loss ${fwd.loss} vs ${ref.loss}`);
+    const eL = rel(fwd.logits as Float32Array, loadF32(work, ref.logits));
+    assert.ok(eL <= 1e-5, `logits rel ${eL}`);
+    for (const p of Object.keys(mods)) {
+      const e = rel(g[p]?.R as Float32Array, loadF32(work, ref.gradR[p] as Entry));
+      assert.ok(e <= 2e-5, `${p}: dL/dR rel ${e}`); // §8.1 LoRA backward
+      assert.ok(g[p]?.A.length === 0 && g[p]?.B.length === 0, 'A and B are frozen: no gradients');
+      // init: B R A = [ref]'s exact-SVD B R A (sign-free), σ within 1e-5·σ1
+      const m = mods[p] as LoraModule;
+      const dw = loadF32(work, dW[p] as Entry);
+      const f = loraSbFactors(dw, m.out, m.in, r, { niter: 0, seed: 1, exactSvd: true }, p);
+      const bra = gemm({ rows: m.out, cols: r, data: f.B }, gemm({ rows: r, cols: r, data: f.R }, { rows: r, cols: m.in, data: f.A }));
+      const eI = rel(bra.data, loadF32(work, (ref.init[p] as { BRA: Entry }).BRA));
+      assert.ok(eI <= 1e-5, `${p}: B R A rel ${eI}`);
+      const S = loadF32(work, (ref.init[p] as { S: Entry }).S);
+      for (let i = 0; i < r; i++) assert.ok(Math.abs((f.R[i * r + i] as number) - (S[i] as number)) <= 1e-5 * (S[0] as number));
+    }
+  });
+
+  it('trains only R; a checkpoint resumes the same steps; the plain-LoRA export (lora_A = R A) gives the same logits', async () => {
+    const opt = { lr: 0.01, weightDecay: 0.01, maxGradNorm: 1 };
+    const a = await sbModel();
+    const b = await sbModel();
+    await a.model.trainStep([batch], opt);
+    await b.model.trainStep([batch], opt);
+    const dir = join(work, 'sb-ckpt');
+    saveCheckpoint(dir, a.model.state());
+    const c = await TrainModel.load(base);
+    c.restore(loadCheckpoint(dir).state);
+    const la = await a.model.trainStep([batch], opt);
+    const lc = await c.trainStep([batch], opt);
+    assert.equal(lc.loss, la.loss);
+    assert.deepEqual(c.cores(), a.model.cores());
+    for (const [p, m] of Object.entries(a.model.adapter())) {
+      assert.deepEqual(m.A, (b.mods[p] as LoraModule).A, 'A frozen');
+      assert.deepEqual(m.B, (b.mods[p] as LoraModule).B, 'B frozen');
+      assert.notDeepEqual(a.model.cores()[p], b.cores[p], 'R trained');
+    }
+    const ours = (await a.model.forward(probe, { logits: true })).logits as Float32Array;
+    const plainModel = await TrainModel.load(base);
+    plainModel.setAdapter(exportLoraSb(a.model.adapter(), a.model.cores()));
+    const exported = (await plainModel.forward(probe, { logits: true })).logits as Float32Array;
+    const e = rel(exported, ours);
+    assert.ok(e <= 1e-5, `export logits rel ${e}`);
+  });
+});
+
+describe('train job: LoRA-SB', () => {
+  it('trains the core only, eval loss drops below the bare base; PEFT loads the plain-LoRA export (α = r) with our logits', async () => {
+    const name = 'lora-sb';
+    const out = await train(
+      name,
+      spec({ type: 'lora-sb', rank: 4, useRslora: true, loraSb: { samples: 16, niter: 4 } }, 3, {
+        schedule: { type: 'linear', minLrRatio: 0, warmupSteps: 3 },
+        lr: 0.02,
+      }),
+    );
+    const m = out.metrics as { evalLoss: number; baseEvalLoss: number; lossCurve: { step: number; evalLoss?: number }[] };
+    assert.ok(m.evalLoss < 0.9 * m.baseEvalLoss, `eval loss ${m.baseEvalLoss} -> ${m.evalLoss}`);
+    // step 0 of the curve is the init (W + B R A), not the bare base
+    assert.notEqual(m.lossCurve[0]?.evalLoss, m.baseEvalLoss);
+    const config = JSON.parse(readFileSync(join(out.dir, 'adapter_config.json'), 'utf8'));
+    assert.equal(config.r, 4);
+    assert.equal(config.lora_alpha, 4);
+    assert.equal(config.use_rslora, false); // the export is at scale 1 whatever the job said
+    const md = out.methodMetadata as { initRecipe: Record<string, unknown> };
+    assert.deepEqual(md.initRecipe, { init: 'lora-sb', samples: 16, niter: 4, lr0: 0.02 / 3, seed: 3 });
+    const exported = await peftAgrees(name, out.dir);
+    const plain = await TrainModel.load(base);
+    const baseLogits = (await plain.forward(probe, { logits: true })).logits;
+    assert.ok(baseLogits && rel(exported, baseLogits) > 1e-3);
+  });
+
+  it('refuses a run without warmup (no first-step learning rate to estimate the update with)', async () => {
+    await assert.rejects(
+      train('lora-sb-nowarmup', spec({ type: 'lora-sb', rank: 4 }, 3, { schedule: { type: 'linear', minLrRatio: 0, warmupSteps: 0 } })),
+      /spec\.method: the first warmup step has no learning rate: LoRA-SB needs a warmup/,
+    );
   });
 });

@@ -99,10 +99,15 @@ interface Slot {
   gradB: Float32Array;
   magnitude?: Float32Array;
   gradMagnitude?: Float32Array;
+  R?: Float32Array;
+  gradR?: Float32Array;
   moments?: Moments;
 }
 
-/** AdamW first (expAvg) and second (expAvgSq) moments of one module's A, B and DoRA magnitude M. */
+/**
+ * AdamW first (expAvg) and second (expAvgSq) moments of one module's A, B and DoRA magnitude
+ * M; a LoRA-SB module has only its core R's (A and B are frozen: empty).
+ */
 export interface Moments {
   expAvgA: Float32Array;
   expAvgSqA: Float32Array;
@@ -110,6 +115,8 @@ export interface Moments {
   expAvgSqB: Float32Array;
   expAvgM?: Float32Array;
   expAvgSqM?: Float32Array;
+  expAvgR?: Float32Array;
+  expAvgSqR?: Float32Array;
 }
 
 /** Everything a resumed run needs from the engine (checkpoints add data position and RNG). */
@@ -117,6 +124,8 @@ export interface TrainState {
   step: number;
   modules: Record<string, LoraModule>;
   magnitudes: Record<string, Float32Array>;
+  /** LoRA-SB cores R [r, r] by module (absent: none). */
+  cores?: Record<string, Float32Array>;
   moments: Record<string, Moments>;
 }
 
@@ -131,6 +140,7 @@ interface TrainNative {
     A: Float32Array,
     B: Float32Array,
     magnitude?: Float32Array,
+    R?: Float32Array,
   ): void;
   trainGetLora(s: unknown, layer: number, proj: number, withMoments?: boolean): Slot;
   trainSetMoments(s: unknown, layer: number, proj: number, m: Moments): void;
@@ -323,12 +333,24 @@ export class TrainModel {
   /**
    * Replaces the adapter by `modules` (keyed by module path, e.g. model.layers.0.self_attn.q_proj);
    * optimizer moments and the step count restart. A module with an entry in `magnitudes` ([out], PEFT's
-   * lora_magnitude_vector) is DoRA (METHODS §1.3).
+   * lora_magnitude_vector) is DoRA (METHODS §1.3); one with an entry in `cores` ([r, r]) is
+   * LoRA-SB (§1.7): ΔW = scale·B R A with A and B frozen and only R trained.
    */
-  setAdapter(modules: Record<string, LoraModule>, magnitudes: Record<string, Float32Array> = {}): void {
+  setAdapter(
+    modules: Record<string, LoraModule>,
+    magnitudes: Record<string, Float32Array> = {},
+    cores: Record<string, Float32Array> = {},
+  ): void {
     this.#idle('setAdapter()');
     for (const name of Object.keys(magnitudes)) {
       if (!(name in modules)) throw new TypeError(`magnitudes["${name}"] has no module in the adapter`);
+    }
+    for (const [name, R] of Object.entries(cores)) {
+      const m = modules[name];
+      if (!m) throw new TypeError(`cores["${name}"] has no module in the adapter`);
+      if (!(R instanceof Float32Array) || R.length !== m.r * m.r)
+        throw new TypeError(`cores["${name}"] must be a Float32Array of r x r = ${m.r * m.r}`);
+      if (name in magnitudes) throw new TypeError(`module "${name}" cannot be both DoRA and LoRA-SB`);
     }
     for (const [layer, proj] of this.#modules.values()) {
       native().trainSetLora(this.#session, layer, proj, 0, 0, new Float32Array(0), new Float32Array(0));
@@ -343,7 +365,7 @@ export class TrainModel {
       }
       const mag = magnitudes[path];
       if (mag !== undefined && !(mag instanceof Float32Array)) throw new TypeError(`magnitudes["${path}"] must be a Float32Array`);
-      native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B, mag);
+      native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B, mag, cores[path]);
       this.#modules.set(path, [layer, proj]);
     }
   }
@@ -356,13 +378,20 @@ export class TrainModel {
       const s = native().trainGetLora(this.#session, layer, proj, true);
       if (s.moments) moments[path] = s.moments;
     }
-    return { step: native().trainGetStep(this.#session), modules: this.adapter(), magnitudes: this.magnitudes(), moments };
+    const cores = this.cores();
+    return {
+      step: native().trainGetStep(this.#session),
+      modules: this.adapter(),
+      magnitudes: this.magnitudes(),
+      ...(Object.keys(cores).length ? { cores } : {}),
+      moments,
+    };
   }
 
   /** Restores state() output (from this model's shape): the next step continues the same run. */
   restore(state: TrainState): void {
     this.#idle('restore()');
-    this.setAdapter(state.modules, state.magnitudes);
+    this.setAdapter(state.modules, state.magnitudes, state.cores ?? {});
     for (const [path, m] of Object.entries(state.moments)) {
       const [layer, proj] = parseModulePath(path);
       if (!this.#modules.has(path)) throw new TypeError(`moments["${path}"] has no module in the adapter`);
@@ -454,7 +483,18 @@ export class TrainModel {
     return out;
   }
 
-  /** The adapter's current factors by module path. */
+  /** The LoRA-SB cores R [r, r] by module path (empty without LoRA-SB modules). */
+  cores(): Record<string, Float32Array> {
+    this.#idle('cores()');
+    const out: Record<string, Float32Array> = {};
+    for (const [path, [layer, proj]] of this.#modules) {
+      const s = native().trainGetLora(this.#session, layer, proj);
+      if (s.R) out[path] = s.R;
+    }
+    return out;
+  }
+
+  /** The adapter's current factors by module path (LoRA-SB: the frozen A and B; see cores()). */
   adapter(): Record<string, LoraModule> {
     this.#idle('adapter()');
     const out: Record<string, LoraModule> = {};
@@ -466,12 +506,17 @@ export class TrainModel {
   }
 
   /** The gradients of the last backward (or of the last step, before clipping scaled them) by module path. */
-  gradients(): Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> {
+  gradients(): Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array; R?: Float32Array }> {
     this.#idle('gradients()');
-    const out: Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> = {};
+    const out: Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array; R?: Float32Array }> = {};
     for (const [path, [layer, proj]] of this.#modules) {
       const s = native().trainGetLora(this.#session, layer, proj);
-      out[path] = { A: s.gradA, B: s.gradB, ...(s.gradMagnitude ? { magnitude: s.gradMagnitude } : {}) };
+      out[path] = {
+        A: s.gradA,
+        B: s.gradB,
+        ...(s.gradMagnitude ? { magnitude: s.gradMagnitude } : {}),
+        ...(s.gradR ? { R: s.gradR } : {}),
+      };
     }
     return out;
   }

@@ -12,6 +12,7 @@ import { initLora, type Projection, type TokenBatch, type TrainModel } from '../
 import { type EvaBatch, evaInit } from '../native/train-eva.ts';
 import { doraMagnitudes, exportForOriginalBase, pissaInit } from '../native/train-init.ts';
 import { type LoraGaOptions, loraGaInit } from '../native/train-lora-ga.ts';
+import { exportLoraSb, loraSbInit } from '../native/train-lora-sb.ts';
 
 type Method = NonNullable<AdapterJobSpecDefaulted['method']>;
 
@@ -24,6 +25,8 @@ export interface ExportedAdapter {
   alphaPattern?: Record<string, number> | undefined;
   /** target_modules when not the method's (EVA leaves out the modules it gives rank 0). */
   targets?: string[];
+  /** use_rslora when not the method's (LoRA-SB exports at scale 1). */
+  useRslora?: boolean;
 }
 
 export interface AdapterInit {
@@ -44,6 +47,8 @@ export interface InitContext {
   calibration(purpose: string, idx: number, size: number): TokenBatch & { attention: Uint8Array };
   /** Training rows (calibration batches of `size` cover them in ceil(rows / size) batches). */
   rows: number;
+  /** The learning rate of the first warmup step (0 without warmup): LoRA-SB's η₀. */
+  firstWarmupLr: number;
 }
 
 function refuse(field: string, what: string): never {
@@ -185,6 +190,44 @@ export async function initAdapter(ctx: InitContext): Promise<AdapterInit> {
         ranks: Object.fromEntries(kept.map((k) => [k, (res.modules[k] as LoraModule).r])),
         dropped: res.dropped,
       },
+    };
+  }
+
+  if (method.type === 'lora-sb') {
+    const sb: Partial<NonNullable<Method['loraSb']>> = method.loraSb ?? {};
+    const samples = sb.samples ?? 50;
+    const niter = sb.niter ?? 10;
+    const { layers, rankPattern } = common;
+    try {
+      await loraSbInit(
+        model,
+        {
+          r: method.rank,
+          targets,
+          ...(layers ? { layers } : {}),
+          ...(rankPattern ? { rankPattern } : {}),
+          lr0: ctx.firstWarmupLr,
+          niter,
+          seed,
+        },
+        samples,
+        (i) => ctx.calibration('lora-sb', i, 1),
+      );
+    } catch (err) {
+      if (err instanceof TypeError) refuse('spec.method', err.message);
+      throw err;
+    }
+    return {
+      // Plain LoRA, exactly: lora_A = R A, lora_B = B, α = r (scale 1).
+      exportAdapter: (trained) => ({
+        modules: exportLoraSb(trained, model.cores()),
+        rank: method.rank,
+        alpha: method.rank,
+        rankPattern,
+        alphaPattern: rankPattern,
+        useRslora: false,
+      }),
+      recipe: { init: 'lora-sb', samples, niter, lr0: ctx.firstWarmupLr, seed },
     };
   }
 

@@ -21,7 +21,7 @@ import { writeTrainedAdapter } from './trained-adapter.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
 /** Methods the native engine trains today; the others are refused by name. */
-const SUPPORTED = ['lora', 'rslora', 'dora', 'pissa', 'lora-ga', 'eva'] as const;
+const SUPPORTED = ['lora', 'rslora', 'dora', 'pissa', 'lora-ga', 'eva', 'lora-sb'] as const;
 
 export interface CurvePoint {
   step: number;
@@ -156,6 +156,9 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     : (method.targetModules.filter((t) => t !== 'all-linear') as Projection[]);
   const alpha = method.alpha ?? method.rank;
   const useRslora = method.useRslora ?? (method.type === 'rslora' || method.rank >= 64);
+  const warmupSteps = schedule.warmupSteps ?? Math.ceil((schedule.warmupRatio ?? 0) * total);
+  // LoRA-SB's init is not the identity: the before of before/after is measured on the bare base.
+  const bareEval = method.type === 'lora-sb' && evalBatches.length ? (await model.evaluate(evalBatches)).loss : undefined;
   const initOrders = new Map<string, number[]>();
   // Sets the adapter (and, for PiSSA, the residual base) on the model; says how to export it.
   const init = await initAdapter({
@@ -166,6 +169,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     useRslora,
     seed: spec.seed,
     rows: trainRows.length,
+    firstWarmupLr: warmupSteps > 0 ? opt.lr / warmupSteps : 0,
     calibration: (purpose, idx, size) => {
       const order = initOrders.get(purpose) ?? permutation(trainRows.length, spec.seed, `init:${purpose}`);
       initOrders.set(purpose, order);
@@ -183,7 +187,6 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
   // One layer of activations kept at a time: less memory, about a third more compute.
   if (spec.training?.recompute) model.setRecompute(true);
 
-  const warmupSteps = schedule.warmupSteps ?? Math.ceil((schedule.warmupRatio ?? 0) * total);
   const optimizer: OptimizerOptions = {
     lr: opt.lr,
     beta1: opt.betas[0] as number,
@@ -226,12 +229,13 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
   };
   const evaluate = async () => (evalBatches.length ? model.evaluate(evalBatches) : undefined);
 
-  // The base's own eval loss (adapter B = 0 is the identity): the before of before/after.
+  // Eval at step 0; every init but LoRA-SB keeps the base function, so this is the base's too.
   let baseEval: number | undefined;
   if (resumedFrom === undefined) {
-    baseEval = (await evaluate())?.loss;
-    if (baseEval !== undefined) curve.push({ step: 0, loss: baseEval, evalLoss: baseEval });
-  } else baseEval = curve.find((p) => p.step === 0)?.evalLoss;
+    const initEval = (await evaluate())?.loss;
+    if (initEval !== undefined) curve.push({ step: 0, loss: initEval, evalLoss: initEval });
+    baseEval = bareEval ?? initEval;
+  } else baseEval = bareEval ?? curve.find((p) => p.step === 0)?.evalLoss;
   let step = resumedFrom ?? 0;
   const loopStart = { step, at: performance.now() };
   let windowTokens = 0;
@@ -283,7 +287,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     baseModel: base.name,
     rank: exported.rank,
     alpha: exported.alpha,
-    useRslora,
+    useRslora: exported.useRslora ?? useRslora,
     dropout: method.dropout,
     targets: exported.targets ?? targets,
     rankPattern: exported.rankPattern,

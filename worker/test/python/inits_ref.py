@@ -10,6 +10,10 @@
       initialize_lora_eva_weights over those batches with the IPCA's svd_lowrank replaced by the exact SVD
       (IncrementalPCA(lowrank=False) semantics): per module lora_A, and the config's rank_pattern,
       alpha_pattern and target_modules.
+  inits_ref.py lorasb DIR   DIR/lorasb.json {"base", "modules": {path: {"A", "B", "R"}}, "scale", "tokens", "labels",
+      "dW": {path: entry}, "r"}: a PyTorch replica of LoRA-SB (y = base(x) + s·B(R(Ax)), only R requires grad): loss,
+      logits and autograd's dL/dR per module; and [ref]'s init from the injected update estimates with the exact SVD
+      (dW^T = U diag(S) V^T: B = V, R = diag(S), A = U^T): B R A and S per module.
 """
 import copy
 import json
@@ -17,7 +21,7 @@ import signal
 import sys
 
 import torch
-from f32io import read_json, save, write_json
+from f32io import load, read_json, save, write_json
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.config import EvaConfig, LoraGAConfig
 from peft.tuners.lora.eva import initialize_lora_eva_weights
@@ -98,5 +102,44 @@ def eva(d):
     print(json.dumps({"ok": True}))
 
 
+class LoraSbLinear(torch.nn.Module):
+    def __init__(self, base, A, B, R, scale):
+        super().__init__()
+        self.base, self.scale = base, scale
+        self.A, self.B = torch.tensor(A), torch.tensor(B)
+        self.R = torch.nn.Parameter(torch.tensor(R))
+
+    def forward(self, x):
+        return self.base(x) + self.scale * torch.nn.functional.linear(
+            torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.R), self.B)
+
+
+def lorasb(d):
+    spec = read_json(d, "lorasb.json")
+    model = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = {}
+    for path, e in spec["modules"].items():
+        parent_path, _, child = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        w = LoraSbLinear(getattr(parent, child), load(d, e["A"]), load(d, e["B"]), load(d, e["R"]), spec["scale"])
+        setattr(parent, child, w)
+        wrapped[path] = w
+    out = model(input_ids=torch.tensor(spec["tokens"]), labels=torch.tensor(spec["labels"]))
+    out.loss.backward()
+    res = {"loss": out.loss.item(), "logits": save(d, "lorasb.logits", out.logits.detach()), "gradR": {}, "init": {}}
+    for path, w in wrapped.items():
+        res["gradR"][path] = save(d, f"lorasb.{path}.gradR", w.R.grad)
+    r = spec["r"]
+    for path, e in spec["dW"].items():
+        dW = torch.tensor(load(d, e)).double()
+        U, S, Vh = torch.linalg.svd(dW.T, full_matrices=False)
+        B, R, A = Vh[:r].T, torch.diag(S[:r]), U[:, :r].T
+        res["init"][path] = {"BRA": save(d, f"lorasb.{path}.BRA", (B @ R @ A).float()), "S": save(d, f"lorasb.{path}.S", S[:r].float())}
+    write_json(d, "lorasb.out.json", res)
+    print(json.dumps({"ok": True}))
+
+
 if __name__ == "__main__":
-    {"loraga": loraga, "eva": eva}[sys.argv[1]](*sys.argv[2:])
+    {"loraga": loraga, "eva": eva, "lorasb": lorasb}[sys.argv[1]](*sys.argv[2:])

@@ -186,8 +186,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   });
 }
 
-// trainSetLora(session, layer, proj, r, scale, A, B, magnitude?): synchronous (copies small
-// matrices); a magnitude Float32Array [out] makes the module DoRA.
+// trainSetLora(session, layer, proj, r, scale, A, B, magnitude?, R?): synchronous (copies small
+// matrices); a magnitude Float32Array [out] makes the module DoRA, an R [r, r] LoRA-SB (only R trains).
 Napi::Value SetLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -206,6 +206,10 @@ Napi::Value SetLora(const Napi::CallbackInfo& info) {
     const bool dora = info.Length() > 7 && !info[7].IsUndefined() && !info[7].IsNull();
     if (dora) mag = get_matrix(env, info[7], 1, c.proj_out(p), "magnitude");
     s->engine->set_lora(layer, p, r, static_cast<float>(scale), a.ptr(), b.ptr(), dora ? mag.ptr() : nullptr);
+    if (info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull()) {  // LoRA-SB core R [r, r]
+      Matrix rc = get_matrix(env, info[8], r, r, "R");
+      s->engine->set_lora_core(layer, p, rc.ptr());
+    }
     return env.Undefined();
   });
 }
@@ -227,6 +231,10 @@ Napi::Value GetLora(const Napi::CallbackInfo& info) {
     o.Set("B", to_f32(env, sl.b.data(), sl.b.size()));
     o.Set("gradA", to_f32(env, sl.ga.data(), sl.ga.size()));
     o.Set("gradB", to_f32(env, sl.gb.data(), sl.gb.size()));
+    if (sl.core) {
+      o.Set("R", to_f32(env, sl.rc.data(), sl.rc.size()));
+      o.Set("gradR", to_f32(env, sl.grc.data(), sl.grc.size()));
+    }
     if (sl.dora) {
       o.Set("magnitude", to_f32(env, sl.m.data(), sl.m.size()));
       o.Set("gradMagnitude", to_f32(env, sl.gm.data(), sl.gm.size()));
@@ -235,7 +243,8 @@ Napi::Value GetLora(const Napi::CallbackInfo& info) {
       Napi::Object mo = Napi::Object::New(env);
       const std::pair<const char*, const std::vector<float>*> moments[] = {
           {"expAvgA", &sl.ma}, {"expAvgSqA", &sl.va}, {"expAvgB", &sl.mb},
-          {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm}};
+          {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm},
+          {"expAvgR", &sl.mrc}, {"expAvgSqR", &sl.vrc}};
       for (const auto& [name, v] : moments)
         if (!v->empty()) mo.Set(name, to_f32(env, v->data(), v->size()));
       o.Set("moments", mo);
@@ -259,7 +268,8 @@ Napi::Value SetMoments(const Napi::CallbackInfo& info) {
     train::LoraSlot& sl = s->engine->slot(layer, static_cast<int>(proj));
     const std::pair<const char*, std::vector<float>*> moments[] = {
         {"expAvgA", &sl.ma}, {"expAvgSqA", &sl.va}, {"expAvgB", &sl.mb},
-        {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm}};
+        {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm},
+        {"expAvgR", &sl.mrc}, {"expAvgSqR", &sl.vrc}};
     for (const auto& [name, v] : moments) {
       if (v->empty()) continue;
       Matrix m = get_matrix(env, mo.Get(name), 1, static_cast<int64_t>(v->size()), std::string("moments.") + name);

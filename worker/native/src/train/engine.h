@@ -32,6 +32,10 @@ struct LoraSlot {
   bool dora = false;
   std::vector<float> m, gm, mm, vm;  // DoRA magnitude, its gradient and moments
   mutable std::vector<float> norm;   // DoRA: n of the last forward [out]
+  // LoRA-SB / LoRA-XS (METHODS §1.7): ΔW = s·B R A with A and B frozen and only the
+  // r×r core R trained (y = Wx + b + s·B(R(Ax)); ∂L/∂R = s (dY B)ᵀ (X Aᵀ)).
+  bool core = false;
+  std::vector<float> rc, grc, mrc, vrc;  // R [r, r], its gradient and AdamW moments
 };
 
 /**
@@ -74,6 +78,11 @@ class Engine {
   /** Puts an adapter on (layer, proj) with copies of A and B (and the DoRA magnitude [out] when given); r = 0 removes it. */
   void set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
                 const float* magnitude = nullptr);
+  /**
+   * Makes (layer, proj)'s adapter (set by set_lora, not DoRA) a LoRA-SB one: A and B freeze,
+   * the core R [r, r] (a copy) is its only trainable tensor.
+   */
+  void set_lora_core(int64_t layer, int proj, const float* r_core);
   const LoraSlot& slot(int64_t layer, int proj) const { return slots_[static_cast<size_t>(layer)][proj]; }
   LoraSlot& slot(int64_t layer, int proj) { return slots_[static_cast<size_t>(layer)][proj]; }
   int64_t num_trainable() const;
