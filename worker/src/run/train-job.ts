@@ -179,7 +179,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
       );
       const b = toBatch(rows, tok.padId);
       const attention = new Uint8Array(b.rows * b.seq);
-      rows.forEach((r, i) => attention.fill(1, i * b.seq, i * b.seq + r.ids.length));
+      for (const [i, r] of rows.entries()) attention.fill(1, i * b.seq, i * b.seq + r.ids.length);
       return { ...b, attention };
     },
   });
