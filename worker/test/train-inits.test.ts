@@ -231,6 +231,17 @@ describe('LoRA-GA', () => {
       loraGaInit(model, { ...o, scale: 'gd_scale' }, 1, () => batch),
       /set loraGa\.variant peft/,
     );
+    // A prompt-only batch has no loss: skipped, and alone it is refused.
+    const fresh = await TrainModel.load(base);
+    const unlabelled = { ...batch, labels: new Int32Array(16).fill(-100) };
+    const paths = ['model.layers.0.self_attn.q_proj'];
+    const one = await estimateWeightGradients(fresh, paths, 1, () => batch);
+    const mixed = await estimateWeightGradients(fresh, paths, 2, (i) => (i === 0 ? unlabelled : batch));
+    assert.deepEqual(mixed, one);
+    await assert.rejects(
+      estimateWeightGradients(fresh, paths, 2, () => unlabelled),
+      /none of the 2 gradient-estimation batches has a labelled token/,
+    );
     await assert.rejects(
       loraGaInit(model, { ...o, r: 9 }, 1, () => batch),
       /2r = 18 <= min\(out, in\) = 16 at model\.layers\.0\.self_attn\.v_proj/,

@@ -46,7 +46,8 @@ export function checkLoraGa(o: LoraGaOptions): void {
 
 /**
  * The mean gradient of each module's frozen weight over `batches` batches (the gradient of
- * each batch's mean loss, summed, divided by the count, as PEFT's preprocess_loraga).
+ * each batch's mean loss, summed, divided by the count of batches with a loss, as PEFT's
+ * preprocess_loraga divides by its backward count).
  */
 export async function estimateWeightGradients(
   model: TrainModel,
@@ -57,17 +58,32 @@ export async function estimateWeightGradients(
   if (!Number.isSafeInteger(batches) || batches < 1) throw new TypeError('batches must be a positive integer');
   for (const m of modules) model.captureWeightGradient(m, true);
   try {
-    for (let i = 0; i < batches; i++) await model.forward(batch(i), { backward: true });
+    // A batch without a labelled prediction (a prompt-only row) has no loss: it is skipped.
+    let used = 0;
+    for (let i = 0; i < batches; i++) {
+      const b = batch(i);
+      if (!predictsSomething(b)) continue;
+      await model.forward(b, { backward: true });
+      used++;
+    }
+    if (used === 0) throw new TypeError(`none of the ${batches} gradient-estimation batches has a labelled token to predict`);
     const out: Record<string, Float32Array> = {};
     for (const m of modules) {
       const g = model.weightGradient(m);
-      for (let j = 0; j < g.length; j++) g[j] = (g[j] as number) / batches;
+      for (let j = 0; j < g.length; j++) g[j] = (g[j] as number) / used;
       out[m] = g;
     }
     return out;
   } finally {
     for (const m of modules) model.captureWeightGradient(m, false);
   }
+}
+
+/** Whether some position t ≥ 1 of a row is labelled (the engine's loss has a term). */
+function predictsSomething(b: TokenBatch): boolean {
+  if (!b.labels) return false;
+  for (let i = 0; i < b.rows * b.seq; i++) if (i % b.seq > 0 && b.labels[i] !== -100) return true;
+  return false;
 }
 
 /** Top singular value of W (PEFT's weight_svd scale). */
