@@ -464,6 +464,34 @@ describe('LoRA-SB', () => {
     }
   });
 
+  it('under LoRA dropout (our masks injected into the replica): loss and dL/dR equal autograd', async () => {
+    const { model, mods, cores } = await sbModel();
+    model.setDropout(0.2, 9);
+    const fwd = await model.forward(batch, { logits: true, backward: true, train: true });
+    const g = model.gradients();
+    const modules = Object.fromEntries(
+      Object.entries(mods).map(([p, m]) => [
+        p,
+        {
+          A: saveF32(work, `sbd.${p}.A`, m.A, [m.r, m.in]),
+          B: saveF32(work, `sbd.${p}.B`, m.B, [m.out, m.r]),
+          R: saveF32(work, `sbd.${p}.R`, cores[p] as Float32Array, [m.r, m.r]),
+          mask: saveF32(work, `sbd.${p}.mask`, model.dropoutMask(p, 0, 0, rows * seq), [rows * seq, m.in]),
+        },
+      ]),
+    );
+    writeJson(work, 'lorasb.json', { base, modules, scale, tokens: tokens2, labels: labels2, r });
+    runPython('inits_ref.py', 'lorasb', work);
+    const ref = readJson(work, 'lorasb.out.json') as { loss: number; logits: Entry; gradR: Record<string, Entry> };
+    assert.ok(Math.abs(fwd.loss - ref.loss) <= 1e-5 * Math.abs(ref.loss), `loss ${fwd.loss} vs ${ref.loss}`);
+    const eL = rel(fwd.logits as Float32Array, loadF32(work, ref.logits));
+    assert.ok(eL <= 1e-5, `logits rel ${eL}`);
+    for (const p of Object.keys(mods)) {
+      const e = rel(g[p]?.R as Float32Array, loadF32(work, ref.gradR[p] as Entry));
+      assert.ok(e <= 2e-5, `${p}: dL/dR rel ${e}`);
+    }
+  });
+
   it('trains only R; a checkpoint resumes the same steps; the plain-LoRA export (lora_A = R A) gives the same logits', async () => {
     const opt = { lr: 0.01, weightDecay: 0.01, maxGradNorm: 1 };
     const a = await sbModel();

@@ -10,7 +10,7 @@
       initialize_lora_eva_weights over those batches with the IPCA's svd_lowrank replaced by the exact SVD
       (IncrementalPCA(lowrank=False) semantics): per module lora_A, and the config's rank_pattern,
       alpha_pattern and target_modules.
-  inits_ref.py lorasb DIR   DIR/lorasb.json {"base", "modules": {path: {"A", "B", "R"}}, "scale", "tokens", "labels",
+  inits_ref.py lorasb DIR   DIR/lorasb.json {"base", "modules": {path: {"A", "B", "R", "mask"?}}, "scale", "tokens", "labels",
       "dW": {path: entry}, "r"}: a PyTorch replica of LoRA-SB (y = base(x) + s·B(R(Ax)), only R requires grad): loss,
       logits and autograd's dL/dR per module; and [ref]'s init from the injected update estimates with the exact SVD
       (dW^T = U diag(S) V^T: B = V, R = diag(S), A = U^T): B R A and S per module.
@@ -103,15 +103,19 @@ def eva(d):
 
 
 class LoraSbLinear(torch.nn.Module):
-    def __init__(self, base, A, B, R, scale):
+    """base(x) + s·B(R(A·drop(x))), drop(x) = x ⊙ mask with our injected mask (already 1/(1-p)-scaled)."""
+
+    def __init__(self, base, A, B, R, scale, mask=None):
         super().__init__()
         self.base, self.scale = base, scale
         self.A, self.B = torch.tensor(A), torch.tensor(B)
         self.R = torch.nn.Parameter(torch.tensor(R))
+        self.mask = None if mask is None else torch.tensor(mask)
 
     def forward(self, x):
+        xd = x if self.mask is None else x * self.mask.view(x.shape)
         return self.base(x) + self.scale * torch.nn.functional.linear(
-            torch.nn.functional.linear(torch.nn.functional.linear(x, self.A), self.R), self.B)
+            torch.nn.functional.linear(torch.nn.functional.linear(xd, self.A), self.R), self.B)
 
 
 def lorasb(d):
@@ -123,7 +127,8 @@ def lorasb(d):
     for path, e in spec["modules"].items():
         parent_path, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_path)
-        w = LoraSbLinear(getattr(parent, child), load(d, e["A"]), load(d, e["B"]), load(d, e["R"]), spec["scale"])
+        mask = load(d, e["mask"]) if "mask" in e else None
+        w = LoraSbLinear(getattr(parent, child), load(d, e["A"]), load(d, e["B"]), load(d, e["R"]), spec["scale"], mask)
         setattr(parent, child, w)
         wrapped[path] = w
     out = model(input_ids=torch.tensor(spec["tokens"]), labels=torch.tensor(spec["labels"]))
@@ -132,7 +137,7 @@ def lorasb(d):
     for path, w in wrapped.items():
         res["gradR"][path] = save(d, f"lorasb.{path}.gradR", w.R.grad)
     r = spec["r"]
-    for path, e in spec["dW"].items():
+    for path, e in spec.get("dW", {}).items():
         dW = torch.tensor(load(d, e)).double()
         U, S, Vh = torch.linalg.svd(dW.T, full_matrices=False)
         B, R, A = Vh[:r].T, torch.diag(S[:r]), U[:, :r].T
