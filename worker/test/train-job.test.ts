@@ -273,9 +273,9 @@ describe('lora-worker run: AdapterJob train', () => {
     const cases: [string, any, RegExp][] = [
       // spec
       [
-        'pissa',
-        trainSpec({ method: { type: 'pissa', rank: 4 } }),
-        /spec\.method\.type: pissa is not supported by the native training engine yet; lora, rslora, dora are/,
+        'pissa rank',
+        trainSpec({ method: { type: 'pissa', rank: 40, targetModules: ['all-linear'] } }),
+        /spec\.method: r = 40 exceeds min\(out, in\) = 32 of model\.layers\.0\.self_attn\.q_proj/,
       ],
       ['transfer', trainSpec({ mode: 'transfer' }), /mode transfer needs baseModel \(the target base\) and transfer/],
       ['no dataset', trainSpec({ dataset: undefined }), /mode train needs baseModel, dataset and method/],
@@ -515,6 +515,47 @@ describe('local executor: a REST-submitted AdapterJob', () => {
       'the curve continues in order',
     );
     assert.equal(new Set(steps).size, steps.length, 'no step twice');
+  });
+
+  it('publishes PiSSA as its rank-2r export and EVA with its rank/alpha patterns, through the registry', async () => {
+    const client = new RegistryClient({ registry: reg.base, token: tok.ada });
+    for (const [type, extra] of [
+      ['pissa', { pissa: { niter: 2, oversampling: 2 } }],
+      ['eva', { eva: { tau: 0.95, batchSize: 8, batches: 300 } }],
+    ] as const) {
+      const res = await worker(
+        trainSpec({
+          method: { type, rank: 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'up_proj', 'down_proj'], ...extra },
+          training: { maxSteps: 30, microBatchSize: 8, logEvery: 10 },
+          output: { repository: `nlp/init-${type}` },
+        }),
+      );
+      assert.equal(res.code, 0, res.stderr + res.stdout);
+      const { body: v } = await api('ada', 'GET', `/v1/repos/nlp/init-${type}/versions/1`);
+      assert.equal(v.method, type);
+      assert.ok(v.metrics.evalLoss < v.metrics.baseEvalLoss, `${type}: ${v.metrics.baseEvalLoss} -> ${v.metrics.evalLoss}`);
+      assert.equal(v.methodMetadata.initRecipe.init, type);
+      const out = join(tmp, `pulled-init-${type}`);
+      await pull(client, `nlp/init-${type}`, '1', out);
+      const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+      const adapter = readPeftAdapter(out);
+      if (type === 'pissa') {
+        assert.equal(config.r, 8);
+        assert.equal(config.lora_alpha, 16);
+        assert.equal(v.methodMetadata.exportedRank, 8);
+        for (const m of Object.values(adapter.modules)) assert.equal(m.r, 8);
+      } else {
+        const ranks = v.methodMetadata.initRecipe.ranks as Record<string, number>;
+        assert.equal(
+          Object.values(ranks).reduce((a, b) => a + b, 0),
+          4 * 10,
+        );
+        for (const [path, r] of Object.entries(ranks)) {
+          assert.equal(adapter.modules[path]?.r, r, path);
+          assert.equal(adapter.modules[path]?.scale, 2, `${path}: α·rank/r keeps the scale`);
+        }
+      }
+    }
   });
 
   it('runs it to a version linked to the job, with training progress on the job record', async () => {

@@ -1,5 +1,5 @@
 /**
- * Training checkpoints: the adapter, DoRA magnitudes, AdamW moments and step of a
+ * Training checkpoints: the adapter, DoRA magnitudes, LoRA-SB cores, AdamW moments and step of a
  * TrainModel (its state()), plus the caller's own JSON (data position, seeds), so that a
  * resumed run continues the same loss curve bit for bit. Two files in `dir`:
  * checkpoint.safetensors (tensors, written atomically) and checkpoint.json (written last,
@@ -13,7 +13,7 @@ import { readSafetensors, tensorToFloat32, type WritableTensor, writeSafetensors
 import type { Moments, TrainState } from './train.ts';
 
 const FORMAT = 'lowrank-train-checkpoint';
-const MOMENT_KEYS = ['expAvgA', 'expAvgSqA', 'expAvgB', 'expAvgSqB', 'expAvgM', 'expAvgSqM'] as const;
+const MOMENT_KEYS = ['expAvgA', 'expAvgSqA', 'expAvgB', 'expAvgSqB', 'expAvgM', 'expAvgSqM', 'expAvgR', 'expAvgSqR'] as const;
 
 interface ModuleEntry {
   r: number;
@@ -21,6 +21,8 @@ interface ModuleEntry {
   out: number;
   scale: number;
   dora: boolean;
+  /** LoRA-SB: a trainable core R [r, r]; A and B are frozen and have no moments. */
+  core?: boolean;
 }
 
 interface Manifest {
@@ -38,10 +40,12 @@ export function saveCheckpoint(dir: string, state: TrainState, meta: Record<stri
   const f32 = (data: Float32Array): WritableTensor => ({ dtype: 'F32', shape: [data.length], data });
   for (const [path, m] of Object.entries(state.modules)) {
     const mag = state.magnitudes[path];
-    modules[path] = { r: m.r, in: m.in, out: m.out, scale: m.scale, dora: mag !== undefined };
+    const core = state.cores?.[path];
+    modules[path] = { r: m.r, in: m.in, out: m.out, scale: m.scale, dora: mag !== undefined, ...(core ? { core: true } : {}) };
     tensors[`${path}.A`] = f32(m.A);
     tensors[`${path}.B`] = f32(m.B);
     if (mag) tensors[`${path}.M`] = f32(mag);
+    if (core) tensors[`${path}.R`] = f32(core);
     const mo = state.moments[path];
     for (const k of MOMENT_KEYS) {
       const v = mo?.[k];
@@ -93,6 +97,20 @@ export function loadCheckpoint(dir: string): { state: TrainState; meta: Record<s
     };
     state.modules[path] = m;
     if (e.dora) state.magnitudes[path] = get(`${path}.M`, e.out);
+    if (e.core) {
+      const rr = e.r * e.r;
+      state.cores = { ...state.cores, [path]: get(`${path}.R`, rr) };
+      const none = new Float32Array(0);
+      state.moments[path] = {
+        expAvgA: none,
+        expAvgSqA: none,
+        expAvgB: none,
+        expAvgSqB: none,
+        expAvgR: get(`${path}.expAvgR`, rr),
+        expAvgSqR: get(`${path}.expAvgSqR`, rr),
+      };
+      continue;
+    }
     const mo: Moments = {
       expAvgA: get(`${path}.expAvgA`, e.r * e.in),
       expAvgSqA: get(`${path}.expAvgSqA`, e.r * e.in),

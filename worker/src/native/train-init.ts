@@ -4,7 +4,8 @@
  * W = U diag(σ) Vᵀ (fp32 thin SVD), A = diag(√(σ_r/s)) V_rᵀ, B = U_r diag(√(σ_r/s)), and
  * training runs on W_res = W − s·B·A, set on the model as its base weight.
  */
-import { gemm, type LoraModule, svd } from './linalg.ts';
+import { patternValue } from '../peft/adapter-dir.ts';
+import { gemm, type LoraModule, randomizedSvd, type Seed, type SvdResult, streamId, svd } from './linalg.ts';
 import { type ModelConfig, modulePath, PROJECTIONS, type Projection, type TrainModel } from './train.ts';
 
 export interface PissaOptions {
@@ -13,6 +14,17 @@ export interface PissaOptions {
   targets: readonly Projection[];
   useRslora?: boolean;
   layers?: readonly number[];
+  /** PEFT's rank_pattern / alpha_pattern (first matching key wins). */
+  rankPattern?: Record<string, number>;
+  alphaPattern?: Record<string, number>;
+  /**
+   * Power iterations of a randomized SVD ("pissa_niter_k"); 0 or absent: the exact thin
+   * SVD. The randomized one draws Philox(seed, "pissa:<module>") with `oversample` extra
+   * probes (0 = torch.svd_lowrank's q = r).
+   */
+  niter?: number;
+  oversample?: number;
+  seed?: Seed;
 }
 
 function shape(config: ModelConfig, t: Projection): [number, number] {
@@ -44,29 +56,42 @@ export function pissaInit(model: TrainModel, o: PissaOptions): Record<string, Lo
   if (o.targets.length === 0 || o.targets.some((t) => !PROJECTIONS.includes(t))) {
     throw new TypeError(`targets must be a non-empty subset of ${PROJECTIONS.join(', ')}`);
   }
-  const scale = o.useRslora ? o.alpha / Math.sqrt(o.r) : o.alpha / o.r;
+  const niter = o.niter ?? 0;
+  const oversample = o.oversample ?? 0;
+  if (!Number.isSafeInteger(niter) || niter < 0 || !Number.isSafeInteger(oversample) || oversample < 0)
+    throw new TypeError('niter and oversample must be non-negative integers');
   const layers = o.layers ?? Array.from({ length: c.numLayers }, (_, i) => i);
   const modules: Record<string, LoraModule> = {};
   const residuals: Record<string, Float32Array> = {};
   for (const layer of layers) {
     for (const t of o.targets) {
       const [out, inDim] = shape(c, t);
-      if (o.r > Math.min(out, inDim)) throw new TypeError(`r = ${o.r} exceeds min(out, in) = ${Math.min(out, inDim)} of ${t}`);
       const path = modulePath(layer, PROJECTIONS.indexOf(t));
+      const r = patternValue(o.rankPattern, path) ?? o.r;
+      const alpha = patternValue(o.alphaPattern, path) ?? o.alpha;
+      if (!Number.isSafeInteger(r) || r < 1) throw new TypeError(`rankPattern gives ${path} a rank that is not a positive integer`);
+      if (r > Math.min(out, inDim)) throw new TypeError(`r = ${r} exceeds min(out, in) = ${Math.min(out, inDim)} of ${path}`);
+      const scale = o.useRslora ? alpha / Math.sqrt(r) : alpha / r;
       const W = model.baseWeight(path);
-      const { u, s, vt } = svd({ rows: out, cols: inDim, data: W });
+      const m = { rows: out, cols: inDim, data: W };
+      let f: SvdResult;
+      if (niter > 0) {
+        if (o.seed === undefined) throw new TypeError('the randomized SVD (niter > 0) needs a seed');
+        f = randomizedSvd(m, { rank: r, oversample, niter, seed: o.seed, stream: streamId(`pissa:${path}`) });
+      } else f = svd(m);
+      const { u, s, vt } = f;
       const k = u.cols;
-      const A = new Float32Array(o.r * inDim);
-      const B = new Float32Array(out * o.r);
-      for (let i = 0; i < o.r; i++) {
+      const A = new Float32Array(r * inDim);
+      const B = new Float32Array(out * r);
+      for (let i = 0; i < r; i++) {
         const g = Math.fround(Math.sqrt(Math.fround((s[i] ?? 0) / scale)));
         for (let j = 0; j < inDim; j++) A[i * inDim + j] = Math.fround(g * (vt.data[i * inDim + j] ?? 0));
-        for (let row = 0; row < out; row++) B[row * o.r + i] = Math.fround((u.data[row * k + i] ?? 0) * g);
+        for (let row = 0; row < out; row++) B[row * r + i] = Math.fround((u.data[row * k + i] ?? 0) * g);
       }
-      const ba = gemm({ rows: out, cols: o.r, data: B }, { rows: o.r, cols: inDim, data: A }, { alpha: scale });
+      const ba = gemm({ rows: out, cols: r, data: B }, { rows: r, cols: inDim, data: A }, { alpha: scale });
       const res = new Float32Array(W.length);
       for (let i = 0; i < W.length; i++) res[i] = (W[i] ?? 0) - (ba.data[i] ?? 0);
-      modules[path] = { r: o.r, in: inDim, out, A, B, scale };
+      modules[path] = { r, in: inDim, out, A, B, scale };
       residuals[path] = res;
     }
   }

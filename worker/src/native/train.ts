@@ -99,10 +99,15 @@ interface Slot {
   gradB: Float32Array;
   magnitude?: Float32Array;
   gradMagnitude?: Float32Array;
+  R?: Float32Array;
+  gradR?: Float32Array;
   moments?: Moments;
 }
 
-/** AdamW first (expAvg) and second (expAvgSq) moments of one module's A, B and DoRA magnitude M. */
+/**
+ * AdamW first (expAvg) and second (expAvgSq) moments of one module's A, B and DoRA magnitude
+ * M; a LoRA-SB module has only its core R's (A and B are frozen: empty).
+ */
 export interface Moments {
   expAvgA: Float32Array;
   expAvgSqA: Float32Array;
@@ -110,6 +115,8 @@ export interface Moments {
   expAvgSqB: Float32Array;
   expAvgM?: Float32Array;
   expAvgSqM?: Float32Array;
+  expAvgR?: Float32Array;
+  expAvgSqR?: Float32Array;
 }
 
 /** Everything a resumed run needs from the engine (checkpoints add data position and RNG). */
@@ -117,6 +124,8 @@ export interface TrainState {
   step: number;
   modules: Record<string, LoraModule>;
   magnitudes: Record<string, Float32Array>;
+  /** LoRA-SB cores R [r, r] by module (absent: none). */
+  cores?: Record<string, Float32Array>;
   moments: Record<string, Moments>;
 }
 
@@ -131,6 +140,7 @@ interface TrainNative {
     A: Float32Array,
     B: Float32Array,
     magnitude?: Float32Array,
+    R?: Float32Array,
   ): void;
   trainGetLora(s: unknown, layer: number, proj: number, withMoments?: boolean): Slot;
   trainSetMoments(s: unknown, layer: number, proj: number, m: Moments): void;
@@ -139,6 +149,9 @@ interface TrainNative {
   trainSetBaseWeight(s: unknown, layer: number, proj: number, w: Float32Array | null): void;
   trainBaseWeight(s: unknown, layer: number, proj: number): Float32Array;
   trainSetRecompute(s: unknown, on: boolean): void;
+  trainSetWeightGrad(s: unknown, layer: number, proj: number, on: boolean): void;
+  trainWeightGrad(s: unknown, layer: number, proj: number): Float32Array | null;
+  trainModuleInput(s: unknown, layer: number, proj: number): Float32Array;
   trainDropoutMask(s: unknown, layer: number, proj: number, step: number, micro: number, n: number): Float32Array;
   trainSetStep(s: unknown, step: number): void;
   trainForward(
@@ -320,12 +333,24 @@ export class TrainModel {
   /**
    * Replaces the adapter by `modules` (keyed by module path, e.g. model.layers.0.self_attn.q_proj);
    * optimizer moments and the step count restart. A module with an entry in `magnitudes` ([out], PEFT's
-   * lora_magnitude_vector) is DoRA (METHODS §1.3).
+   * lora_magnitude_vector) is DoRA (METHODS §1.3); one with an entry in `cores` ([r, r]) is
+   * LoRA-SB (§1.7): ΔW = scale·B R A with A and B frozen and only R trained.
    */
-  setAdapter(modules: Record<string, LoraModule>, magnitudes: Record<string, Float32Array> = {}): void {
+  setAdapter(
+    modules: Record<string, LoraModule>,
+    magnitudes: Record<string, Float32Array> = {},
+    cores: Record<string, Float32Array> = {},
+  ): void {
     this.#idle('setAdapter()');
     for (const name of Object.keys(magnitudes)) {
       if (!(name in modules)) throw new TypeError(`magnitudes["${name}"] has no module in the adapter`);
+    }
+    for (const [name, R] of Object.entries(cores)) {
+      const m = modules[name];
+      if (!m) throw new TypeError(`cores["${name}"] has no module in the adapter`);
+      if (!(R instanceof Float32Array) || R.length !== m.r * m.r)
+        throw new TypeError(`cores["${name}"] must be a Float32Array of r x r = ${m.r * m.r}`);
+      if (name in magnitudes) throw new TypeError(`module "${name}" cannot be both DoRA and LoRA-SB`);
     }
     for (const [layer, proj] of this.#modules.values()) {
       native().trainSetLora(this.#session, layer, proj, 0, 0, new Float32Array(0), new Float32Array(0));
@@ -340,7 +365,7 @@ export class TrainModel {
       }
       const mag = magnitudes[path];
       if (mag !== undefined && !(mag instanceof Float32Array)) throw new TypeError(`magnitudes["${path}"] must be a Float32Array`);
-      native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B, mag);
+      native().trainSetLora(this.#session, layer, proj, m.r, m.scale, m.A, m.B, mag, cores[path]);
       this.#modules.set(path, [layer, proj]);
     }
   }
@@ -353,13 +378,20 @@ export class TrainModel {
       const s = native().trainGetLora(this.#session, layer, proj, true);
       if (s.moments) moments[path] = s.moments;
     }
-    return { step: native().trainGetStep(this.#session), modules: this.adapter(), magnitudes: this.magnitudes(), moments };
+    const cores = this.cores();
+    return {
+      step: native().trainGetStep(this.#session),
+      modules: this.adapter(),
+      magnitudes: this.magnitudes(),
+      ...(Object.keys(cores).length ? { cores } : {}),
+      moments,
+    };
   }
 
   /** Restores state() output (from this model's shape): the next step continues the same run. */
   restore(state: TrainState): void {
     this.#idle('restore()');
-    this.setAdapter(state.modules, state.magnitudes);
+    this.setAdapter(state.modules, state.magnitudes, state.cores ?? {});
     for (const [path, m] of Object.entries(state.moments)) {
       const [layer, proj] = parseModulePath(path);
       if (!this.#modules.has(path)) throw new TypeError(`moments["${path}"] has no module in the adapter`);
@@ -404,6 +436,33 @@ export class TrainModel {
     native().trainSetRecompute(this.#session, on === true);
   }
 
+  /**
+   * Frozen-weight gradient capture (METHODS P17, LoRA-GA §1.5, LoRA-SB §1.7): while on for
+   * a module, every backward adds its ∂L/∂W = dYᵀX [out, in] (fp32) into a buffer read by
+   * weightGradient(); turning it on zeroes the buffer, off frees it.
+   */
+  captureWeightGradient(module: string, on: boolean): void {
+    this.#idle('captureWeightGradient()');
+    const [layer, proj] = parseModulePath(module);
+    native().trainSetWeightGrad(this.#session, layer, proj, on === true);
+  }
+
+  /** The ∂L/∂W accumulated since captureWeightGradient(module, true), [out, in]. */
+  weightGradient(module: string): Float32Array {
+    this.#idle('weightGradient()');
+    const [layer, proj] = parseModulePath(module);
+    const g = native().trainWeightGrad(this.#session, layer, proj);
+    if (!g) throw new TypeError(`no weight gradient is captured for "${module}": call captureWeightGradient first`);
+    return g;
+  }
+
+  /** A module's input X [rows·seq, in] in the last forward (EVA, METHODS P18); needs recomputation off. */
+  moduleInput(module: string): Float32Array {
+    this.#idle('moduleInput()');
+    const [layer, proj] = parseModulePath(module);
+    return native().trainModuleInput(this.#session, layer, proj);
+  }
+
   /** The dropout mask (0 or 1/(1-p) per entry, [n, in]) a module's input gets at (step, micro-batch). */
   dropoutMask(module: string, step: number, micro: number, n: number): Float32Array {
     const [layer, proj] = parseModulePath(module);
@@ -424,7 +483,18 @@ export class TrainModel {
     return out;
   }
 
-  /** The adapter's current factors by module path. */
+  /** The LoRA-SB cores R [r, r] by module path (empty without LoRA-SB modules). */
+  cores(): Record<string, Float32Array> {
+    this.#idle('cores()');
+    const out: Record<string, Float32Array> = {};
+    for (const [path, [layer, proj]] of this.#modules) {
+      const s = native().trainGetLora(this.#session, layer, proj);
+      if (s.R) out[path] = s.R;
+    }
+    return out;
+  }
+
+  /** The adapter's current factors by module path (LoRA-SB: the frozen A and B; see cores()). */
   adapter(): Record<string, LoraModule> {
     this.#idle('adapter()');
     const out: Record<string, LoraModule> = {};
@@ -436,12 +506,17 @@ export class TrainModel {
   }
 
   /** The gradients of the last backward (or of the last step, before clipping scaled them) by module path. */
-  gradients(): Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> {
+  gradients(): Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array; R?: Float32Array }> {
     this.#idle('gradients()');
-    const out: Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array }> = {};
+    const out: Record<string, { A: Float32Array; B: Float32Array; magnitude?: Float32Array; R?: Float32Array }> = {};
     for (const [path, [layer, proj]] of this.#modules) {
       const s = native().trainGetLora(this.#session, layer, proj);
-      out[path] = { A: s.gradA, B: s.gradB, ...(s.gradMagnitude ? { magnitude: s.gradMagnitude } : {}) };
+      out[path] = {
+        A: s.gradA,
+        B: s.gradB,
+        ...(s.gradMagnitude ? { magnitude: s.gradMagnitude } : {}),
+        ...(s.gradR ? { R: s.gradR } : {}),
+      };
     }
     return out;
   }

@@ -13,18 +13,17 @@ import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { chunk, type Row, toBatch, toRows } from '../data/batches.ts';
 import { permutation, prepareDataset } from '../data/dataset.ts';
 import { checkDatasetUri, fetchDataset } from '../data/remote.ts';
-import { type LoraModule, philox, streamId } from '../native/linalg.ts';
-import { readSafetensors, tensorToFloat32 } from '../native/safetensors.ts';
-import { initLora, type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, TrainModel } from '../native/train.ts';
+import { type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, TrainModel } from '../native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../native/train-checkpoint.ts';
 import { TextTokenizer } from '../tokenizer/tokenizer.ts';
+import { initAdapter } from './adapter-init.ts';
 import { resolveBase } from './base-model.ts';
 import { pullLatestCheckpoint, pushCheckpoint } from './remote-checkpoints.ts';
 import { writeTrainedAdapter } from './trained-adapter.ts';
 import type { JobOutcome, RunContext } from './types.ts';
 
 /** Methods the native engine trains today; the others are refused by name. */
-const SUPPORTED = ['lora', 'rslora', 'dora'] as const;
+const SUPPORTED = ['lora', 'rslora', 'dora', 'pissa', 'lora-ga', 'eva', 'lora-sb'] as const;
 
 export interface CurvePoint {
   step: number;
@@ -76,28 +75,6 @@ function latestCheckpoint(root: string): string | undefined {
     .filter((d) => /^step-\d+$/.test(d) && existsSync(join(root, d, 'checkpoint.json')))
     .sort();
   return steps.length ? join(root, steps.at(-1) as string) : undefined;
-}
-
-/** PEFT's DoRA init: the magnitude is the row norm of the base weight (B = 0 at start). */
-function doraMagnitudes(baseDir: string, modules: Record<string, LoraModule>): Record<string, Float32Array> {
-  const wanted = new Set(Object.keys(modules).map((p) => `${p}.weight`));
-  const out: Record<string, Float32Array> = {};
-  for (const f of readdirSync(baseDir).filter((n) => n.endsWith('.safetensors'))) {
-    for (const [key, t] of Object.entries(readSafetensors(join(baseDir, f)).tensors)) {
-      if (!wanted.has(key)) continue;
-      const w = tensorToFloat32(t);
-      const [rows, cols] = t.shape as [number, number];
-      const mag = new Float32Array(rows);
-      for (let r = 0; r < rows; r++) {
-        let s = 0;
-        for (let c = 0; c < cols; c++) s += (w[r * cols + c] as number) ** 2;
-        mag[r] = Math.sqrt(s);
-      }
-      out[key.slice(0, -'.weight'.length)] = mag;
-    }
-  }
-  for (const p of Object.keys(modules)) if (!out[p]) throw new LowrankError('invalid_file', `${baseDir}: no weight ${p}.weight for DoRA`);
-  return out;
 }
 
 export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
@@ -183,32 +160,37 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     : (method.targetModules.filter((t) => t !== 'all-linear') as Projection[]);
   const alpha = method.alpha ?? method.rank;
   const useRslora = method.useRslora ?? (method.type === 'rslora' || method.rank >= 64);
-  let modules: Record<string, LoraModule>;
-  try {
-    modules = initLora(model.config, {
-      r: method.rank,
-      alpha,
-      targets,
-      useRslora,
-      seed: spec.seed,
-      ...(method.layersToTransform ? { layers: method.layersToTransform } : {}),
-      ...(method.rankPattern ? { rankPattern: method.rankPattern as Record<string, number> } : {}),
-      ...(method.alphaPattern ? { alphaPattern: method.alphaPattern as Record<string, number> } : {}),
-    });
-  } catch (err) {
-    if (err instanceof TypeError) refuse('spec.method', err.message);
-    throw err;
-  }
-  // PEFT's init_lora_weights="gaussian": A ~ N(0, 1/r²), from its own Philox stream.
-  if (method.init === 'gaussian')
-    for (const [path, m] of Object.entries(modules))
-      m.A = Float32Array.from(philox(spec.seed, streamId(`lora_init:${path}:A:gaussian`), m.A.length, 'normal'), (x) => x / m.r);
-  model.setAdapter(modules, method.type === 'dora' ? doraMagnitudes(base.dir, modules) : {});
+  const warmupSteps = schedule.warmupSteps ?? Math.ceil((schedule.warmupRatio ?? 0) * total);
+  // LoRA-SB's init is not the identity: the before of before/after is measured on the bare base.
+  const bareEval = method.type === 'lora-sb' && evalBatches.length ? (await model.evaluate(evalBatches)).loss : undefined;
+  const initOrders = new Map<string, number[]>();
+  // Sets the adapter (and, for PiSSA, the residual base) on the model; says how to export it.
+  const init = await initAdapter({
+    model,
+    method,
+    targets,
+    alpha,
+    useRslora,
+    seed: spec.seed,
+    rows: trainRows.length,
+    firstWarmupLr: warmupSteps > 0 ? opt.lr / warmupSteps : 0,
+    calibration: (purpose, idx, size) => {
+      const order = initOrders.get(purpose) ?? permutation(trainRows.length, spec.seed, `init:${purpose}`);
+      initOrders.set(purpose, order);
+      const rows = Array.from(
+        { length: Math.min(size, order.length) },
+        (_, j) => trainRows[order[(idx * size + j) % order.length] as number] as Row,
+      );
+      const b = toBatch(rows, tok.padId);
+      const attention = new Uint8Array(b.rows * b.seq);
+      for (const [i, r] of rows.entries()) attention.fill(1, i * b.seq, i * b.seq + r.ids.length);
+      return { ...b, attention };
+    },
+  });
   if (method.dropout > 0) model.setDropout(method.dropout, spec.seed); // DoRA too: PEFT's dropout path
   // One layer of activations kept at a time: less memory, about a third more compute.
   if (spec.training?.recompute) model.setRecompute(true);
 
-  const warmupSteps = schedule.warmupSteps ?? Math.ceil((schedule.warmupRatio ?? 0) * total);
   const optimizer: OptimizerOptions = {
     lr: opt.lr,
     beta1: opt.betas[0] as number,
@@ -272,12 +254,13 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
   };
   const evaluate = async () => (evalBatches.length ? model.evaluate(evalBatches) : undefined);
 
-  // The base's own eval loss (adapter B = 0 is the identity): the before of before/after.
+  // Eval at step 0; every init but LoRA-SB keeps the base function, so this is the base's too.
   let baseEval: number | undefined;
   if (resumedFrom === undefined) {
-    baseEval = (await evaluate())?.loss;
-    if (baseEval !== undefined) curve.push({ step: 0, loss: baseEval, evalLoss: baseEval });
-  } else baseEval = curve.find((p) => p.step === 0)?.evalLoss;
+    const initEval = (await evaluate())?.loss;
+    if (initEval !== undefined) curve.push({ step: 0, loss: initEval, evalLoss: initEval });
+    baseEval = bareEval ?? initEval;
+  } else baseEval = bareEval ?? curve.find((p) => p.step === 0)?.evalLoss;
   let step = resumedFrom ?? 0;
   const loopStart = { step, at: performance.now() };
   let windowTokens = 0;
@@ -324,15 +307,16 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
 
   const dir = join(ctx.workDir, 'output', 'adapter');
   rmSync(dir, { recursive: true, force: true });
-  writeTrainedAdapter(dir, model.adapter(), model.magnitudes(), {
+  const exported = init.exportAdapter(model.adapter());
+  writeTrainedAdapter(dir, exported.modules, model.magnitudes(), {
     baseModel: base.name,
-    rank: method.rank,
-    alpha,
-    useRslora,
+    rank: exported.rank,
+    alpha: exported.alpha,
+    useRslora: exported.useRslora ?? useRslora,
     dropout: method.dropout,
-    targets,
-    rankPattern: method.rankPattern as Record<string, number> | undefined,
-    alphaPattern: method.alphaPattern as Record<string, number> | undefined,
+    targets: exported.targets ?? targets,
+    rankPattern: exported.rankPattern,
+    alphaPattern: exported.alphaPattern,
     layers: method.layersToTransform,
     init: method.init,
   });
@@ -344,6 +328,8 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     useRslora,
     dropout: method.dropout,
     init: method.init,
+    initRecipe: init.recipe,
+    ...(exported.rank === method.rank ? {} : { exportedRank: exported.rank, exportedAlpha: exported.alpha }),
     targets,
     datasetDigest: data.digest,
     datasetFormat: data.format,

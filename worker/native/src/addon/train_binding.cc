@@ -186,8 +186,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   });
 }
 
-// trainSetLora(session, layer, proj, r, scale, A, B, magnitude?): synchronous (copies small
-// matrices); a magnitude Float32Array [out] makes the module DoRA.
+// trainSetLora(session, layer, proj, r, scale, A, B, magnitude?, R?): synchronous (copies small
+// matrices); a magnitude Float32Array [out] makes the module DoRA, an R [r, r] LoRA-SB (only R trains).
 Napi::Value SetLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -206,6 +206,10 @@ Napi::Value SetLora(const Napi::CallbackInfo& info) {
     const bool dora = info.Length() > 7 && !info[7].IsUndefined() && !info[7].IsNull();
     if (dora) mag = get_matrix(env, info[7], 1, c.proj_out(p), "magnitude");
     s->engine->set_lora(layer, p, r, static_cast<float>(scale), a.ptr(), b.ptr(), dora ? mag.ptr() : nullptr);
+    if (info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull()) {  // LoRA-SB core R [r, r]
+      Matrix rc = get_matrix(env, info[8], r, r, "R");
+      s->engine->set_lora_core(layer, p, rc.ptr());
+    }
     return env.Undefined();
   });
 }
@@ -227,6 +231,10 @@ Napi::Value GetLora(const Napi::CallbackInfo& info) {
     o.Set("B", to_f32(env, sl.b.data(), sl.b.size()));
     o.Set("gradA", to_f32(env, sl.ga.data(), sl.ga.size()));
     o.Set("gradB", to_f32(env, sl.gb.data(), sl.gb.size()));
+    if (sl.core) {
+      o.Set("R", to_f32(env, sl.rc.data(), sl.rc.size()));
+      o.Set("gradR", to_f32(env, sl.grc.data(), sl.grc.size()));
+    }
     if (sl.dora) {
       o.Set("magnitude", to_f32(env, sl.m.data(), sl.m.size()));
       o.Set("gradMagnitude", to_f32(env, sl.gm.data(), sl.gm.size()));
@@ -235,7 +243,8 @@ Napi::Value GetLora(const Napi::CallbackInfo& info) {
       Napi::Object mo = Napi::Object::New(env);
       const std::pair<const char*, const std::vector<float>*> moments[] = {
           {"expAvgA", &sl.ma}, {"expAvgSqA", &sl.va}, {"expAvgB", &sl.mb},
-          {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm}};
+          {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm},
+          {"expAvgR", &sl.mrc}, {"expAvgSqR", &sl.vrc}};
       for (const auto& [name, v] : moments)
         if (!v->empty()) mo.Set(name, to_f32(env, v->data(), v->size()));
       o.Set("moments", mo);
@@ -259,7 +268,8 @@ Napi::Value SetMoments(const Napi::CallbackInfo& info) {
     train::LoraSlot& sl = s->engine->slot(layer, static_cast<int>(proj));
     const std::pair<const char*, std::vector<float>*> moments[] = {
         {"expAvgA", &sl.ma}, {"expAvgSqA", &sl.va}, {"expAvgB", &sl.mb},
-        {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm}};
+        {"expAvgSqB", &sl.vb}, {"expAvgM", &sl.mm}, {"expAvgSqM", &sl.vm},
+        {"expAvgR", &sl.mrc}, {"expAvgSqR", &sl.vrc}};
     for (const auto& [name, v] : moments) {
       if (v->empty()) continue;
       Matrix m = get_matrix(env, mo.Get(name), 1, static_cast<int64_t>(v->size()), std::string("moments.") + name);
@@ -310,6 +320,51 @@ Napi::Value BaseWeight(const Napi::CallbackInfo& info) {
     if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
     const int p = static_cast<int>(proj);
     return to_f32(env, s->engine->base_weight(layer, p), static_cast<size_t>(c.proj_out(p) * c.proj_in(p)));
+  });
+}
+
+// trainSetWeightGrad(session, layer, proj, on) / trainWeightGrad(session, layer, proj) -> Float32Array | null:
+// the frozen weight's accumulated gradient dYᵀX (LoRA-GA, LoRA-SB).
+Napi::Value SetWeightGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    s->engine->set_weight_grad(layer, static_cast<int>(proj), info[3].ToBoolean());
+    return env.Undefined();
+  });
+}
+
+Napi::Value WeightGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    const std::vector<float>& g = s->engine->weight_grad(layer, static_cast<int>(proj));
+    if (g.empty()) return env.Null();
+    return to_f32(env, g.data(), g.size());
+  });
+}
+
+// trainModuleInput(session, layer, proj) -> Float32Array [rows·seq, in]: the projection's input in the last forward (EVA).
+Napi::Value ModuleInput(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    std::lock_guard<std::mutex> lock(s->mu);
+    int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
+    const train::ModelConfig& c = s->engine->model().cfg;
+    if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
+    const int p = static_cast<int>(proj);
+    int64_t n = 0;
+    const float* x = s->engine->module_input(layer, p, &n);
+    return to_f32(env, x, static_cast<size_t>(n * c.proj_in(p)));
   });
 }
 
@@ -507,6 +562,9 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainSetBaseWeight", Napi::Function::New(env, SetBaseWeight));
   exports.Set("trainBaseWeight", Napi::Function::New(env, BaseWeight));
   exports.Set("trainSetDropout", Napi::Function::New(env, SetDropout));
+  exports.Set("trainSetWeightGrad", Napi::Function::New(env, SetWeightGrad));
+  exports.Set("trainWeightGrad", Napi::Function::New(env, WeightGrad));
+  exports.Set("trainModuleInput", Napi::Function::New(env, ModuleInput));
   exports.Set("trainDropoutMask", Napi::Function::New(env, DropoutMask));
   exports.Set("trainGetStep", Napi::Function::New(env, GetStep));
   exports.Set("trainSetStep", Napi::Function::New(env, SetStep));

@@ -93,6 +93,44 @@ void causal_softmax(float* P, int64_t T, int64_t window, const int64_t* doc_star
 Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {
   slots_.resize(static_cast<size_t>(model_->cfg.num_layers));
   base_override_.resize(static_cast<size_t>(model_->cfg.num_layers));
+  wgrad_.resize(static_cast<size_t>(model_->cfg.num_layers));
+}
+
+void Engine::set_weight_grad(int64_t layer, int proj, bool on) {
+  const ModelConfig& c = model_->cfg;
+  if (layer < 0 || layer >= c.num_layers || proj < 0 || proj >= kNumProj) {
+    throw Error("invalid_argument", "weight gradient: layer or projection out of range");
+  }
+  std::vector<float>& g = wgrad_[static_cast<size_t>(layer)][proj];
+  if (on) {
+    g.assign(static_cast<size_t>(c.proj_out(proj) * c.proj_in(proj)), 0.0f);
+  } else {
+    std::vector<float>().swap(g);
+  }
+}
+
+const float* Engine::module_input(int64_t layer, int proj, int64_t* n) const {
+  const ModelConfig& c = model_->cfg;
+  if (layer < 0 || layer >= c.num_layers || proj < 0 || proj >= kNumProj) {
+    throw Error("invalid_argument", "module input: layer or projection out of range");
+  }
+  if (recompute_) throw Error("invalid_argument", "module inputs are not kept under activation recomputation");
+  if (rows_ == 0) throw Error("invalid_argument", "module inputs: run a forward first");
+  const LayerActs& a = acts_[static_cast<size_t>(layer)];
+  *n = rows_ * seq_;
+  switch (proj) {
+    case kQ:
+    case kK:
+    case kV:
+      return a.x1.data();
+    case kO:
+      return a.ao.data();
+    case kGate:
+    case kUp:
+      return a.x2.data();
+    default:
+      return a.act.data();
+  }
 }
 
 void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
@@ -119,6 +157,17 @@ void Engine::set_lora(int64_t layer, int proj, int64_t r, float scale, const flo
     s.m.assign(magnitude, magnitude + out);
     for (auto* v : {&s.gm, &s.mm, &s.vm, &s.norm}) fit(*v, out);
   }
+}
+
+void Engine::set_lora_core(int64_t layer, int proj, const float* r_core) {
+  LoraSlot& s = slot(layer, proj);
+  if (s.r == 0) throw Error("invalid_argument", module_path(layer, proj) + ": set the adapter before its core R");
+  if (s.dora) throw Error("invalid_argument", module_path(layer, proj) + ": a DoRA module cannot have a trainable core R");
+  s.core = true;
+  s.rc.assign(r_core, r_core + s.r * s.r);
+  for (auto* v : {&s.grc, &s.mrc, &s.vrc}) fit(*v, s.r * s.r);
+  // A and B are frozen: no gradients or moments for them.
+  for (auto* v : {&s.ga, &s.gb, &s.ma, &s.va, &s.mb, &s.vb}) std::vector<float>().swap(*v);
 }
 
 void Engine::set_dropout(float p, uint64_t seed) {
@@ -169,7 +218,8 @@ const float* Engine::base_weight(int64_t layer, int proj) const {
 int64_t Engine::num_trainable() const {
   int64_t n = 0;
   for (const auto& layer : slots_)
-    for (const LoraSlot& s : layer) n += static_cast<int64_t>(s.a.size() + s.b.size() + s.m.size());
+    for (const LoraSlot& s : layer)
+      n += s.core ? static_cast<int64_t>(s.rc.size()) : static_cast<int64_t>(s.a.size() + s.b.size() + s.m.size());
   return n;
 }
 
@@ -179,6 +229,7 @@ void Engine::zero_grad() {
       std::fill(s.ga.begin(), s.ga.end(), 0.0f);
       std::fill(s.gb.begin(), s.gb.end(), 0.0f);
       std::fill(s.gm.begin(), s.gm.end(), 0.0f);
+      std::fill(s.grc.begin(), s.grc.end(), 0.0f);
     }
 }
 
@@ -258,7 +309,11 @@ void Engine::linear_forward(int64_t layer, int p, const float* x, int64_t n, flo
       dropped = true;
     }
     pgemm(false, true, n, s.r, in, 1.0f, xa, in, s.a.data(), in, 0.0f, h, s.r);
-    if (s.dora && dropped) {
+    if (s.core) {  // y += s·(h Rᵀ) Bᵀ; h = x Aᵀ stays for the backward
+      std::vector<float> hr(static_cast<size_t>(n * s.r));
+      pgemm(false, true, n, s.r, s.r, 1.0f, h, s.r, s.rc.data(), s.r, 0.0f, hr.data(), s.r);
+      pgemm(false, true, n, out, s.r, s.scale, hr.data(), s.r, s.b.data(), s.r, 1.0f, y, out);
+    } else if (s.dora && dropped) {
       // z̃ = W x̃ + s·B A x̃ (kept in z), y = W x + (m/n) ⊙ z̃ − W x̃.
       wxd.resize(static_cast<size_t>(n * out));
       pgemm(false, true, n, out, in, 1.0f, xa, in, W, in, 0.0f, wxd.data(), out);
@@ -316,6 +371,8 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
                              bool accumulate) {
   const Linear& lin = model_->layers[static_cast<size_t>(layer)].proj[p];
   LoraSlot& s = slot(layer, p);
+  std::vector<float>& wg = wgrad_[static_cast<size_t>(layer)][p];
+  if (!wg.empty()) pgemm(true, false, lin.out, lin.in, n, 1.0f, dy, lin.out, x, lin.in, 1.0f, wg.data(), lin.in);
   if (s.dora && !act(layer).xd[p].empty()) {
     dora_dropout_backward(layer, p, x, h, dy, n, dx, accumulate);
     return;
@@ -349,6 +406,22 @@ void Engine::linear_backward(int64_t layer, int p, const float* x, const float* 
   const float* xa = dropped ? a.xd[p].data() : x;
   float* g = g_.data();
   pgemm(false, false, n, s.r, lin.out, 1.0f, dy, lin.out, s.b.data(), s.r, 0.0f, g, s.r);
+  if (s.core) {
+    // dR += s (dy B)ᵀ h; dx += s ((dy B) R) A (masked under dropout).
+    pgemm(true, false, s.r, s.r, n, s.scale, g, s.r, h, s.r, 1.0f, s.grc.data(), s.r);
+    if (!dx) return;
+    std::vector<float> gr(static_cast<size_t>(n * s.r));
+    pgemm(false, false, n, s.r, s.r, 1.0f, g, s.r, s.rc.data(), s.r, 0.0f, gr.data(), s.r);
+    if (!dropped) {
+      pgemm(false, false, n, lin.in, s.r, s.scale, gr.data(), s.r, s.a.data(), lin.in, 1.0f, dx, lin.in);
+    } else {
+      std::vector<float> t(static_cast<size_t>(n * lin.in));
+      pgemm(false, false, n, lin.in, s.r, s.scale, gr.data(), s.r, s.a.data(), lin.in, 0.0f, t.data(), lin.in);
+      const float* mask = a.mask[p].data();
+      for (size_t i = 0; i < t.size(); i++) dx[i] += t[i] * mask[i];
+    }
+    return;
+  }
   if (dx && !dropped) pgemm(false, false, n, lin.in, s.r, s.scale, g, s.r, s.a.data(), lin.in, 1.0f, dx, lin.in);
   if (dx && dropped) {  // dx += D ⊙ (s (dy B) A)
     std::vector<float> t(static_cast<size_t>(n * lin.in));

@@ -32,6 +32,10 @@ struct LoraSlot {
   bool dora = false;
   std::vector<float> m, gm, mm, vm;  // DoRA magnitude, its gradient and moments
   mutable std::vector<float> norm;   // DoRA: n of the last forward [out]
+  // LoRA-SB / LoRA-XS (METHODS §1.7): ΔW = s·B R A with A and B frozen and only the
+  // r×r core R trained (y = Wx + b + s·B(R(Ax)); ∂L/∂R = s (dY B)ᵀ (X Aᵀ)).
+  bool core = false;
+  std::vector<float> rc, grc, mrc, vrc;  // R [r, r], its gradient and AdamW moments
 };
 
 /**
@@ -74,6 +78,11 @@ class Engine {
   /** Puts an adapter on (layer, proj) with copies of A and B (and the DoRA magnitude [out] when given); r = 0 removes it. */
   void set_lora(int64_t layer, int proj, int64_t r, float scale, const float* a, const float* b,
                 const float* magnitude = nullptr);
+  /**
+   * Makes (layer, proj)'s adapter (set by set_lora, not DoRA) a LoRA-SB one: A and B freeze,
+   * the core R [r, r] (a copy) is its only trainable tensor.
+   */
+  void set_lora_core(int64_t layer, int proj, const float* r_core);
   const LoraSlot& slot(int64_t layer, int proj) const { return slots_[static_cast<size_t>(layer)][proj]; }
   LoraSlot& slot(int64_t layer, int proj) { return slots_[static_cast<size_t>(layer)][proj]; }
   int64_t num_trainable() const;
@@ -113,6 +122,24 @@ class Engine {
    */
   void set_recompute(bool on);
   bool recompute() const { return recompute_; }
+
+  /**
+   * Frozen-weight gradients (METHODS P17, for LoRA-GA and LoRA-SB): while on for (layer,
+   * proj), every backward adds that projection's ∂L/∂W = dYᵀ X [out, in] (fp32, the
+   * backward's loss scale included) into a buffer of its own; zero_grad leaves it alone,
+   * turning it off frees it. Independent of any adapter on the projection.
+   */
+  void set_weight_grad(int64_t layer, int proj, bool on);
+  /** The accumulated ∂L/∂W of (layer, proj) [out, in]; empty when capture is off. */
+  const std::vector<float>& weight_grad(int64_t layer, int proj) const {
+    return wgrad_[static_cast<size_t>(layer)][proj];
+  }
+
+  /**
+   * The input X [rows·seq, in] of a projection in the last forward (EVA's activations,
+   * METHODS P18): pre-dropout, as the base weight sees it. Needs recomputation off.
+   */
+  const float* module_input(int64_t layer, int proj, int64_t* n) const;
 
   /** Backward of loss_scale · (the last forward's loss sum); adds into the adapters' ga/gb. */
   void backward(float loss_scale);
@@ -167,7 +194,8 @@ class Engine {
   std::vector<int32_t> labels_;  // shifted: target of position t, or -100
   std::vector<LayerActs> acts_;
   bool recompute_ = false;
-  std::vector<std::vector<float>> layer_in_;  // recompute: each layer's input [N, hidden]
+  std::vector<std::vector<float>> layer_in_;
+  std::vector<std::array<std::vector<float>, kNumProj>> wgrad_;  // set_weight_grad buffers  // recompute: each layer's input [N, hidden]
   std::vector<float> recompute_out_;
   std::vector<float> fin_, xf_, rstdf_, logits_, row_loss_, row_lse_;
   std::vector<float> cos_, sin_;  // [seq, head_dim / 2]

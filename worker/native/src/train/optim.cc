@@ -95,7 +95,7 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
   for (int64_t l = 0; l < c.num_layers; l++)
     for (int p = 0; p < kNumProj; p++) {
       const LoraSlot& s = engine.slot(l, p);
-      for (const auto* g : {&s.ga, &s.gb, &s.gm}) {
+      for (const auto* g : {&s.ga, &s.gb, &s.gm, &s.grc}) {
         if (g->empty()) continue;
         double t = 0;
         for (float x : *g) t += static_cast<double>(x) * x;
@@ -110,7 +110,7 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
     for (int64_t l = 0; l < c.num_layers; l++)
       for (int p = 0; p < kNumProj; p++) {
         LoraSlot& s = engine.slot(l, p);
-        for (auto* g : {&s.ga, &s.gb, &s.gm})
+        for (auto* g : {&s.ga, &s.gb, &s.gm, &s.grc})
           for (float& x : *g) x *= cf;
       }
   }
@@ -120,6 +120,10 @@ StepResult train_step(Engine& engine, const OptimConfig& o, int64_t* step, const
     for (int p = 0; p < kNumProj; p++) {
       LoraSlot& s = engine.slot(l, p);
       if (s.r == 0) continue;
+      if (s.core) {  // LoRA-SB: only R trains
+        adamw(s.rc, s.grc, s.mrc, s.vrc, res.lr, o, t);
+        continue;
+      }
       adamw(s.a, s.ga, s.ma, s.va, res.lr, o, t);
       adamw(s.b, s.gb, s.mb, s.vb, res.lr, o, t);
       if (s.dora) adamw(s.m, s.gm, s.mm, s.vm, res.lr, o, t);
