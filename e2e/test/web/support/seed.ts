@@ -185,6 +185,16 @@ export async function seedCatalog(base: string, prisma: PrismaClient): Promise<S
       description: 'Support and billing in one adapter',
       taskTags: ['support', 'billing'],
     });
+    await s.repo('nlp', 'task-generator', {
+      visibility: 'internal',
+      description: 'ICM-LoRA generator of support tasks',
+      taskTags: ['generator'],
+    });
+    await s.repo('nlp', 'support-bot-generated', {
+      visibility: 'internal',
+      description: 'Sampled by the task generator',
+      taskTags: ['support'],
+    });
     await s.repo('nlp', 'support-bot-transfer', {
       visibility: 'internal',
       description: 'support-bot moved to another base',
@@ -257,6 +267,45 @@ export async function seedCatalog(base: string, prisma: PrismaClient): Promise<S
         discriminatorAccuracy: 0.9,
         teacherScore: 0.71,
         studentScore: 0.73,
+      },
+    });
+
+    // An ICM-LoRA generator version (its own files) and an adapter it generated, with the
+    // fields mode train-generator / generate record (worker/src/generate/).
+    const generatorJson = new TextEncoder().encode('{"format":"lowrank-cvae-generator"}\n');
+    const gDigest = `sha256:${createHash('sha256').update(generatorJson).digest('hex')}`;
+    await s.call('PUT', `/v1/repos/nlp/task-generator/blobs/${gDigest}`, generatorJson, 'application/octet-stream');
+    await s.call('POST', '/v1/repos/nlp/task-generator/versions', {
+      files: [{ path: 'generator.json', digest: gDigest, size: generatorJson.length }],
+      config: {},
+      method: 'icm-lora-generator',
+      lineage: [
+        { relation: 'trained_from', parent: 'nlp/support-bot@1' },
+        { relation: 'trained_from', parent: 'nlp/billing-bot@1' },
+      ],
+      methodMetadata: {
+        kind: 'generator',
+        embedder: 'sentence-transformers/all-MiniLM-L6-v2',
+        latentSize: 32,
+        beta: 0.005,
+        familySize: 2,
+        trainMse: 0.012,
+        normalisationDigest: gDigest,
+      },
+    });
+    const g1 = train(6, 60);
+    await s.push('nlp/support-bot-generated', {
+      modules: g1.modules,
+      method: 'lora',
+      lineage: [{ relation: 'generated_by', parent: 'nlp/task-generator@1' }],
+      methodMetadata: {
+        kind: 'generation',
+        generatorVersion: 'nlp/task-generator@1',
+        taskDescription: 'Answer refund questions in one sentence.',
+        embeddingDigest: gDigest,
+        embedder: 'sentence-transformers/all-MiniLM-L6-v2',
+        seed: 2026,
+        memorisation: { nearestMember: 'nlp/support-bot@1', cosine: 0.906, relativeL2: 0.438 },
       },
     });
 

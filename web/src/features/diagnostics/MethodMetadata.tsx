@@ -1,18 +1,27 @@
 /**
  * What the method recorded about how a version was made (transfer: discriminator accuracy,
  * teacher/student scores; generation: task description, seed, memorisation distance; merges:
- * inputs and density; …): scores as bars, the task description as a quote, the rest as facts.
+ * inputs and density; …): scores as bars, the task description as a quote, the rest as facts
+ * (one level of nested objects flattened into "outer inner" facts).
  */
 import type { Version } from '../../api/client.ts';
 import { num } from '../../shared/format.ts';
 
-const SCORE = /(score|accuracy|rate|agreement|similarity)$/i;
+const SCORE = /(score|accuracy|rate|agreement|similarity|cosine)$/i;
 const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 const words = (key: string) => key.replace(/([a-z])([A-Z])/g, '$1 $2').replace(/_/g, ' ');
 
 export function MethodMetadata({ v }: { v: Version }) {
   const meta = isRecord(v.methodMetadata) ? v.methodMetadata : {};
-  const entries = Object.entries(meta).filter(([k]) => k !== 'lossCurve' && k !== 'loss_curve');
+  // One level of nesting (a generation's memorisation check, a transfer's counts) reads as
+  // "memorisation cosine": facts and scores like the rest, not a JSON blob.
+  const entries = Object.entries(meta)
+    .filter(([k]) => k !== 'lossCurve' && k !== 'loss_curve')
+    .flatMap(([k, x]): [string, unknown][] =>
+      isRecord(x) && Object.values(x).every((y) => !isRecord(y) && !Array.isArray(y))
+        ? Object.entries(x).map(([k2, y]) => [`${k} ${k2}`, y])
+        : [[k, x]],
+    );
   if (entries.length === 0) return <p className="muted">The method recorded no metadata for this version.</p>;
   const scores = entries.filter((e): e is [string, number] => typeof e[1] === 'number' && SCORE.test(e[0]) && e[1] >= 0 && e[1] <= 1);
   const task = entries.find(([k, x]) => /task ?description/i.test(words(k)) && typeof x === 'string');
