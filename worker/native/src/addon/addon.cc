@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lowrank::addon::InitLinalg(env, exports);
   lowrank::addon::InitDelta(env, exports);
   lowrank::addon::InitTrain(env, exports);
+  lowrank::addon::InitBackend(env, exports);
   return exports;
 }
 

@@ -10,6 +10,7 @@ void InitSafetensors(Napi::Env env, Napi::Object exports);
 void InitLinalg(Napi::Env env, Napi::Object exports);
 void InitDelta(Napi::Env env, Napi::Object exports);  // delta_binding.cc
 void InitTrain(Napi::Env env, Napi::Object exports);
+void InitBackend(Napi::Env env, Napi::Object exports);  // backend_binding.cc (CPU/CUDA ops)
 
 /** Runs fn, turning lowrank::Error into a JS Error carrying `.code`. */
 template <typename F>

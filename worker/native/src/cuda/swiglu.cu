@@ -1,0 +1,28 @@
+// SwiGLU on the GPU: act = silu(gate) ⊙ up with the accurate expf (not __expf).
+#include "common.cuh"
+#include "cuda_ops.h"
+
+namespace {
+
+__global__ void swiglu_kernel(int64_t n, const float* gate, const float* up, float* act) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  act[i] = __fmul_rn(__fmul_rn(g, __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-g)))), up[i]);
+}
+
+}  // namespace
+
+using namespace lowrank::cuda;
+
+extern "C" lrk_status lrk_cuda_swiglu_forward(int64_t n, const float* gate, const float* up, float* act) {
+  if (n < 0) return fail(LRK_INVALID_ARGUMENT, "swiglu: n >= 0");
+  if (n == 0) return LRK_OK;
+  DeviceBuffer dg, du, da;
+  if (lrk_status s = dg.alloc(f32_bytes(n), gate)) return s;
+  if (lrk_status s = du.alloc(f32_bytes(n), up)) return s;
+  if (lrk_status s = da.alloc(f32_bytes(n))) return s;
+  swiglu_kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(n, dg.as<float>(), du.as<float>(), da.as<float>());
+  LRK_CUDA_SYNC("swiglu kernel");
+  return da.to_host(act, f32_bytes(n));
+}
