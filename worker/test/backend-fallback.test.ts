@@ -122,6 +122,7 @@ describe('the CUDA library built by scripts/build-cuda', () => {
     'lrk_cuda_swiglu_forward',
     'lrk_cuda_attention_forward',
     'lrk_cuda_factor_sum',
+    'lrk_cuda_bench_lora_layer',
   ];
 
   test('exists (CI builds it: LOWRANK_CUDA=on)', { skip: ciMustBuild ? false : notBuilt }, () => {

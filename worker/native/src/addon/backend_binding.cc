@@ -210,6 +210,29 @@ Napi::Value FactorSum(const Napi::CallbackInfo& info) {
   });
 }
 
+// cudaBenchLoraLayer({ tokens, hidden, intermediate, qDim, kvDim, rank, iters }) ->
+// { msPerIter, bytesHeld }: liblowrank_cuda.so's device-resident LoRA-layer benchmark.
+Napi::Value CudaBench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    using Bench = lrk_status (*)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, double*, double*);
+    auto bench = reinterpret_cast<Bench>(cuda_symbol("lrk_cuda_bench_lora_layer"));
+    if (!bench) {
+      throw Error("backend_unavailable", "the CUDA benchmark needs the CUDA backend: " + backend_info().reason);
+    }
+    if (!info[0].IsObject()) type_error(env, "cudaBenchLoraLayer takes { tokens, hidden, intermediate, qDim, kvDim, rank, iters }");
+    Napi::Object o = info[0].As<Napi::Object>();
+    double ms = 0, bytes = 0;
+    const lrk_status s = bench(num(env, o, "tokens"), num(env, o, "hidden"), num(env, o, "intermediate"), num(env, o, "qDim"),
+                               num(env, o, "kvDim"), num(env, o, "rank"), static_cast<int>(num(env, o, "iters")), &ms, &bytes);
+    check(env, *cuda_ops(), s, "cudaBenchLoraLayer");
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("msPerIter", ms);
+    r.Set("bytesHeld", bytes);
+    return r;
+  });
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -239,6 +262,7 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   ops.Set("attention", Napi::Function::New(env, Attention, "attention"));
   ops.Set("factorSum", Napi::Function::New(env, FactorSum, "factorSum"));
   exports.Set("backendOps", ops);
+  exports.Set("cudaBenchLoraLayer", Napi::Function::New(env, CudaBench, "cudaBenchLoraLayer"));
 }
 
 }  // namespace lowrank::addon

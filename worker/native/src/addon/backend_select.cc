@@ -18,6 +18,7 @@ namespace {
 
 BackendInfo g_info;
 const lrk_ops* g_cuda = nullptr;
+void* g_lib = nullptr;
 std::once_flag g_once;
 std::string g_env_error;
 
@@ -66,6 +67,7 @@ std::string try_cuda(BackendInfo* info) {
   if (probe(name, sizeof name, why, sizeof why) != 0) return std::string("no usable CUDA device: ") + why;
   info->device = name;
   g_cuda = table();
+  g_lib = lib;
   return "";
 }
 
@@ -94,6 +96,11 @@ const BackendInfo& backend_info() {
 const lrk_ops* cuda_ops() {
   backend_info();
   return g_cuda;
+}
+
+void* cuda_symbol(const char* name) {
+  backend_info();
+  return g_lib ? dlsym(g_lib, name) : nullptr;
 }
 
 const lrk_ops& ops_for(const std::string& which) {

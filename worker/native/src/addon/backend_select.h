@@ -21,6 +21,9 @@ struct BackendInfo {
 /** The resolution; throws Error("invalid_argument") for an unknown LOWRANK_BACKEND. */
 const BackendInfo& backend_info();
 
+/** A symbol of the loaded CUDA library (its benchmark entry), or nullptr. */
+void* cuda_symbol(const char* name);
+
 /** The CUDA table, or nullptr when the CUDA backend is unavailable. */
 const lrk_ops* cuda_ops();
 
