@@ -42,7 +42,7 @@ extern "C" lrk_status lrk_cuda_adamw(int64_t n, float* p, const float* g, float*
   const auto step_size = static_cast<float>(lr / (1.0 - std::pow(beta1, static_cast<double>(t))));
   const auto bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, static_cast<double>(t))));
   const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
-  adamw_kernel<<<blocks, 256>>>(n, dp.as<float>(), dg.as<float>(), dm.as<float>(), dv.as<float>(),
+  LRK_LAUNCH(adamw_kernel, blocks, 256, 0)(n, dp.as<float>(), dg.as<float>(), dm.as<float>(), dv.as<float>(),
                                 static_cast<float>(1.0 - lr * weight_decay), static_cast<float>(1.0 - beta1),
                                 static_cast<float>(beta2), static_cast<float>(1.0 - beta2), step_size, bc2_sqrt,
                                 static_cast<float>(eps));

@@ -14,7 +14,7 @@ constexpr int64_t kMaxT = 8192;
 
 __global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_t hd, float scale, const float* q,
                                  const float* k, const float* v, float* out) {
-  extern __shared__ float p[];  // [T]
+  LRK_DYNAMIC_SHARED(float, p);  // [T]
   __shared__ float fred[kThreads];
   __shared__ double dred[kThreads];
   const int64_t i = blockIdx.x, h = blockIdx.y, kh = h / group;
@@ -31,7 +31,7 @@ __global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_
   fred[threadIdx.x] = mx;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) fred[threadIdx.x] = fmaxf(fred[threadIdx.x], fred[threadIdx.x + s]);
+    if (static_cast<int>(threadIdx.x) < s) fred[threadIdx.x] = fmaxf(fred[threadIdx.x], fred[threadIdx.x + s]);
     __syncthreads();
   }
   mx = fred[0];
@@ -43,7 +43,7 @@ __global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_
   dred[threadIdx.x] = sum;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) dred[threadIdx.x] += dred[threadIdx.x + s];
+    if (static_cast<int>(threadIdx.x) < s) dred[threadIdx.x] += dred[threadIdx.x + s];
     __syncthreads();
   }
   const auto inv = static_cast<float>(1.0 / dred[0]);
@@ -72,7 +72,7 @@ extern "C" lrk_status lrk_cuda_attention_forward(int64_t T, int64_t heads, int64
   if (lrk_status s = dout.alloc(f32_bytes(T * qd))) return s;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
-  attention_kernel<<<grid, kThreads, f32_bytes(T)>>>(T, heads, heads / kv_heads, head_dim, scale, dq.as<float>(),
+  LRK_LAUNCH(attention_kernel, grid, kThreads, f32_bytes(T))(T, heads, heads / kv_heads, head_dim, scale, dq.as<float>(),
                                                      dk.as<float>(), dv.as<float>(), dout.as<float>());
   LRK_CUDA_SYNC("attention kernel");
   return dout.to_host(out, f32_bytes(T * qd));

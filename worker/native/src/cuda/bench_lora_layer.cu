@@ -25,7 +25,7 @@ __global__ void fill_kernel(T* p, int64_t n, uint32_t seed, float scale) {
 template <typename T>
 lrk_status fill(lowrank::cuda::DeviceBuffer* b, int64_t n, uint32_t seed, float scale) {
   if (lrk_status s = b->alloc(static_cast<size_t>(n) * sizeof(T))) return s;
-  fill_kernel<T><<<static_cast<unsigned>((n + 255) / 256), 256>>>(b->as<T>(), n, seed, scale);
+  LRK_LAUNCH(fill_kernel<T>, static_cast<unsigned>((n + 255) / 256), 256, 0)(b->as<T>(), n, seed, scale);
   return lowrank::cuda::check(cudaGetLastError(), "fill kernel");
 }
 

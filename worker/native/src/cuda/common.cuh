@@ -9,6 +9,17 @@
 
 #include "lowrank/backend_ops.h"
 
+// Kernel launches and dynamic shared memory go through these two macros so that the
+// kernels also compile as plain C++ for the CPU emulation the tests run on machines
+// without a GPU (worker/native/test/cuda_emu: each CUDA thread a host thread).
+#ifdef LRK_CUDA_EMULATION
+#define LRK_LAUNCH(kernel, grid, block, shmem) ::lrk_emu::launcher(grid, block, shmem, kernel)
+#define LRK_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::lrk_emu::dynamic_shared())
+#else
+#define LRK_LAUNCH(kernel, grid, block, shmem) kernel<<<grid, block, shmem>>>
+#define LRK_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 namespace lowrank::cuda {
 
 std::string& last_error_slot();

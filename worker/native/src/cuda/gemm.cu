@@ -66,7 +66,7 @@ template <typename TB>
 void gemm2(int64_t m, int64_t n, const GemmPair<TB>& p1, const GemmPair<float>& p2, float beta, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile), static_cast<unsigned>((m + kTile - 1) / kTile));
-  gemm2_kernel<TB><<<grid, kThreads>>>(m, n, p1, p2, beta, c, ldc);
+  LRK_LAUNCH(gemm2_kernel<TB>, grid, kThreads, 0)(m, n, p1, p2, beta, c, ldc);
 }
 
 template void gemm2<float>(int64_t, int64_t, const GemmPair<float>&, const GemmPair<float>&, float, float*, int64_t);

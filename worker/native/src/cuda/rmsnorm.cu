@@ -16,7 +16,7 @@ __global__ void rmsnorm_kernel(int64_t d, double eps, const float* x, const floa
   part[threadIdx.x] = ss;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    if (static_cast<int>(threadIdx.x) < s) part[threadIdx.x] += part[threadIdx.x + s];
     __syncthreads();
   }
   const auto r = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(part[0] / d)) + eps));
@@ -37,7 +37,7 @@ extern "C" lrk_status lrk_cuda_rmsnorm_forward(int64_t n, int64_t d, double eps,
   if (lrk_status s = dw.alloc(f32_bytes(d), w)) return s;
   if (lrk_status s = dy.alloc(f32_bytes(n * d))) return s;
   if (lrk_status s = dr.alloc(f32_bytes(n))) return s;
-  rmsnorm_kernel<<<static_cast<unsigned>(n), kThreads>>>(d, eps, dx.as<float>(), dw.as<float>(), dy.as<float>(),
+  LRK_LAUNCH(rmsnorm_kernel, static_cast<unsigned>(n), kThreads, 0)(d, eps, dx.as<float>(), dw.as<float>(), dy.as<float>(),
                                                          dr.as<float>());
   LRK_CUDA_SYNC("rmsnorm kernel");
   if (lrk_status s = dy.to_host(y, f32_bytes(n * d))) return s;

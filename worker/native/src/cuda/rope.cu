@@ -40,7 +40,7 @@ extern "C" lrk_status lrk_cuda_rope_apply(float* x, int64_t n, int64_t ld, int64
   if (lrk_status s = dc.alloc(f32_bytes(npos * half), cos)) return s;
   if (lrk_status s = ds.alloc(f32_bytes(npos * half), sin)) return s;
   const int64_t work = n * heads * half;
-  rope_kernel<<<static_cast<unsigned>((work + 255) / 256), 256>>>(dx.as<float>(), n, ld, heads, half,
+  LRK_LAUNCH(rope_kernel, static_cast<unsigned>((work + 255) / 256), 256, 0)(dx.as<float>(), n, ld, heads, half,
                                                                    dp.as<int64_t>(), dc.as<float>(), ds.as<float>(),
                                                                    inverse);
   LRK_CUDA_SYNC("rope kernel");

@@ -22,7 +22,7 @@ extern "C" lrk_status lrk_cuda_swiglu_forward(int64_t n, const float* gate, cons
   if (lrk_status s = dg.alloc(f32_bytes(n), gate)) return s;
   if (lrk_status s = du.alloc(f32_bytes(n), up)) return s;
   if (lrk_status s = da.alloc(f32_bytes(n))) return s;
-  swiglu_kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(n, dg.as<float>(), du.as<float>(), da.as<float>());
+  LRK_LAUNCH(swiglu_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(n, dg.as<float>(), du.as<float>(), da.as<float>());
   LRK_CUDA_SYNC("swiglu kernel");
   return da.to_host(act, f32_bytes(n));
 }
