@@ -122,6 +122,10 @@ describe('the CUDA library built by scripts/build-cuda', () => {
     'lrk_cuda_swiglu_forward',
     'lrk_cuda_attention_forward',
     'lrk_cuda_factor_sum',
+    'lrk_cuda_rmsnorm_backward',
+    'lrk_cuda_swiglu_backward',
+    'lrk_cuda_cross_entropy',
+    'lrk_cuda_dropout_mask',
     'lrk_cuda_bench_lora_layer',
   ];
 

@@ -19,6 +19,10 @@ function assertClose(got: Record<string, ArrayLike<number>>, want: Record<string
     assert.ok(g, `output ${key} is missing`);
     assert.equal(g.length, w.length, `${key}: length`);
     for (let i = 0; i < g.length; i++) assert.ok(Number.isFinite(g[i]), `${key}[${i}] is not finite`);
+    if (tol === 0) {
+      assert.deepEqual(Float32Array.from(g), Float32Array.from(w), `${key}: not the same bytes`);
+      continue;
+    }
     const e = rel(g, w);
     assert.ok(e <= tol, `${key}: rel ${e.toExponential(2)} > ${tol}`);
   }
@@ -26,7 +30,8 @@ function assertClose(got: Record<string, ArrayLike<number>>, want: Record<string
 
 describe('backend ops: CPU against fp64 references', () => {
   for (const c of BACKEND_CASES) {
-    test(`${c.name} [cpu] (rel <= ${c.tolerance})`, () => assertClose(c.run(ops, 'cpu'), c.reference(), c.tolerance));
+    test(`${c.name} [cpu] (${c.tolerance ? `rel <= ${c.tolerance}` : 'same bytes'})`, () =>
+      assertClose(c.run(ops, 'cpu'), c.reference(), c.tolerance));
   }
   test('lora forward with bf16 W against the unrounded fp32 W [cpu] (bf16 path: rel <= 1e-2)', () => {
     const { args, fp32 } = bf16VersusFp32();
@@ -38,7 +43,7 @@ describe('backend ops: CPU against fp64 references', () => {
 
 describe('backend ops: CUDA against the CPU', () => {
   for (const c of BACKEND_CASES) {
-    test(`${c.name} [cuda] (rel <= ${c.tolerance})`, { skip: noGpu }, () =>
+    test(`${c.name} [cuda] (${c.tolerance ? `rel <= ${c.tolerance}` : 'same bytes'})`, { skip: noGpu }, () =>
       assertClose(c.run(ops, 'cuda'), c.run(ops, 'cpu'), c.tolerance),
     );
   }

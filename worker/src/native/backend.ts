@@ -88,6 +88,22 @@ export interface FactorSumArgs {
   terms: { r: number; a: Float32Array; b: Float32Array; weight: number }[];
 }
 
+export interface CrossEntropyArgs {
+  n: number;
+  vocab: number;
+  logits: Float32Array;
+  /** -100: ignored (loss 0, zero gradient). */
+  labels: Int32Array;
+  scale: number;
+}
+export interface DropoutMaskArgs {
+  seed: number | bigint;
+  stream: number | bigint;
+  offset: number | bigint;
+  n: number;
+  p: number;
+}
+
 /** The ops of backend_ops.h; each copies its inputs and returns new arrays. */
 export interface BackendOps {
   loraForward(backend: BackendName, args: LoraForwardArgs): { y: Float32Array; h: Float32Array };
@@ -98,6 +114,16 @@ export interface BackendOps {
   swiglu(backend: BackendName, args: { n: number; gate: Float32Array; up: Float32Array }): { act: Float32Array };
   attention(backend: BackendName, args: AttentionArgs): { out: Float32Array };
   factorSum(backend: BackendName, args: FactorSumArgs): { delta: Float32Array };
+  rmsnormBackward(
+    backend: BackendName,
+    args: Omit<RmsNormArgs, 'eps'> & { rstd: Float32Array; dy: Float32Array; dx: Float32Array; accumulate: boolean },
+  ): { dx: Float32Array };
+  swigluBackward(
+    backend: BackendName,
+    args: { n: number; gate: Float32Array; up: Float32Array; dact: Float32Array },
+  ): { dgate: Float32Array; dup: Float32Array };
+  crossEntropy(backend: BackendName, args: CrossEntropyArgs): { loss: Float32Array; dlogits: Float32Array };
+  dropoutMask(backend: BackendName, args: DropoutMaskArgs): { mask: Float32Array };
 }
 
 function isBackendInfo(v: unknown): v is BackendInfo {

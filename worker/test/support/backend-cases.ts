@@ -5,6 +5,7 @@
  * Shapes are odd on purpose, so the GPU GEMM's 64×64 tiles and 16-deep slices have edges.
  */
 import type { BackendName, BackendOps } from '../../src/native/backend.ts';
+import { philox } from '../../src/native/linalg.ts';
 import { at } from './python-ref.ts';
 import { lcg } from './random-adapter.ts';
 
@@ -15,7 +16,7 @@ export interface BackendCase {
   run(ops: BackendOps, backend: BackendName): Arrays;
   /** The fp64 reference of the CPU result (the same keys). */
   reference(): Arrays;
-  /** rel = ‖x − y‖ / ‖y‖ per output, CPU vs reference and CUDA vs CPU. */
+  /** rel = ‖x − y‖ / ‖y‖ per output, CPU vs reference and CUDA vs CPU; 0: identical bytes. */
   tolerance: number;
 }
 
@@ -282,6 +283,91 @@ function factorSumCase(): BackendCase {
   };
 }
 
+function rmsnormBackwardCase(): BackendCase {
+  const n = 7;
+  const d = 300;
+  const x = rand(81, n * d, 2);
+  const w = rand(82, d);
+  const rstd = Float32Array.from({ length: n }, (_, i) => {
+    let ss = 0;
+    for (let j = 0; j < d; j++) ss += at(x, i * d + j) ** 2;
+    return 1 / Math.sqrt(ss / d + 1e-6);
+  });
+  const args = { n, d, x, w, rstd, dy: rand(83, n * d), dx: rand(84, n * d), accumulate: true };
+  return {
+    name: 'rmsnorm backward (accumulating)',
+    run: (ops, be) => ops.rmsnormBackward(be, args),
+    reference() {
+      const dx = Float64Array.from(args.dx);
+      for (let i = 0; i < n; i++) {
+        let dot = 0;
+        for (let j = 0; j < d; j++) dot += at(w, j) * at(args.dy, i * d + j) * at(x, i * d + j);
+        const r = at(rstd, i);
+        for (let j = 0; j < d; j++)
+          dx[i * d + j] = at(dx, i * d + j) + r * at(w, j) * at(args.dy, i * d + j) - (at(x, i * d + j) * r ** 3 * dot) / d;
+      }
+      return { dx };
+    },
+    tolerance: 1e-6,
+  };
+}
+
+function swigluBackwardCase(): BackendCase {
+  const args = { n: 1000, gate: rand(91, 1000, 4), up: rand(92, 1000), dact: rand(93, 1000) };
+  return {
+    name: 'swiglu backward',
+    run: (ops, be) => ops.swigluBackward(be, args),
+    reference() {
+      const sg = (g: number) => 1 / (1 + Math.exp(-g));
+      return {
+        dgate: Float64Array.from(args.gate, (g, i) => at(args.dact, i) * at(args.up, i) * sg(g) * (1 + g * (1 - sg(g)))),
+        dup: Float64Array.from(args.gate, (g, i) => at(args.dact, i) * g * sg(g)),
+      };
+    },
+    tolerance: 1e-6,
+  };
+}
+
+function crossEntropyCase(): BackendCase {
+  const n = 6;
+  const vocab = 1000; // wider than a block: the GPU walks rows with a stride
+  const args = { n, vocab, logits: rand(101, n * vocab, 8), labels: Int32Array.of(3, -100, 999, 0, 512, -100), scale: 0.25 };
+  return {
+    name: 'cross-entropy loss and softmax backward (ignored labels)',
+    run: (ops, be) => ops.crossEntropy(be, args),
+    reference() {
+      const loss = new Float64Array(n);
+      const dlogits = new Float64Array(n * vocab);
+      for (let i = 0; i < n; i++) {
+        const y = at(args.labels, i);
+        if (y === -100) continue;
+        const z = Array.from(args.logits.subarray(i * vocab, (i + 1) * vocab));
+        const mx = Math.max(...z);
+        const lse = mx + Math.log(z.reduce((s, v) => s + Math.exp(v - mx), 0));
+        loss[i] = lse - at(z, y);
+        for (let j = 0; j < vocab; j++) dlogits[i * vocab + j] = (Math.exp(at(z, j) - lse) - (j === y ? 1 : 0)) * args.scale;
+      }
+      return { loss, dlogits };
+    },
+    tolerance: 1e-5,
+  };
+}
+
+/** Dropout masks must be the same bytes everywhere (METHODS §8.2): tolerance 0. */
+function dropoutCase(): BackendCase {
+  const args = { seed: 0x1234_5678_9abcn, stream: 0xfedc_ba98_7654_3210n, offset: 3, n: 1001, p: 0.3 };
+  return {
+    name: 'dropout mask from Philox (odd offset and length)',
+    run: (ops, be) => ops.dropoutMask(be, args),
+    reference() {
+      const words = philox(args.seed, args.stream, args.n, 'u32', args.offset);
+      const keep = Math.fround(1 / Math.fround(1 - Math.fround(args.p)));
+      return { mask: Float32Array.from(words, (w) => ((w >>> 8) * 2 ** -24 >= Math.fround(args.p) ? keep : 0)) };
+    },
+    tolerance: 0,
+  };
+}
+
 export const BACKEND_CASES: BackendCase[] = [
   loraForwardCase('lora forward fp32 (37×70 → 53, r 6)', { n: 37, in: 70, out: 53, r: 6, scale: 1.5 }, 1),
   loraForwardCase('lora forward fp32, several tiles (130×96 → 80, r 8)', { n: 130, in: 96, out: 80, r: 8, scale: 2 }, 2),
@@ -297,6 +383,10 @@ export const BACKEND_CASES: BackendCase[] = [
   swigluCase(),
   attentionCase(),
   factorSumCase(),
+  rmsnormBackwardCase(),
+  swigluBackwardCase(),
+  crossEntropyCase(),
+  dropoutCase(),
 ];
 
 /** The bf16 check against the unrounded weights (§8.1 bf16 paths: rel ≤ 1e-2). */

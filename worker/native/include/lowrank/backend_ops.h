@@ -68,6 +68,19 @@ typedef struct {
      weighted sum of factor products of PEFT's `linear`/`cat` merges (METHODS §2.2). */
   lrk_status (*factor_sum)(int64_t count, const int64_t* ranks, int64_t out, int64_t in, const float* const* b,
                            const float* const* a, const float* weight, float* delta);
+  /* dx [n, d] (+)= rstd·(w⊙dy) − x·rstd³/d·Σ(w⊙dy⊙x) (accumulate = 1 adds). */
+  lrk_status (*rmsnorm_backward)(int64_t n, int64_t d, const float* x, const float* w, const float* rstd,
+                                 const float* dy, float* dx, int accumulate);
+  /* dgate = dact ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))), dup = dact ⊙ silu(g). */
+  lrk_status (*swiglu_backward)(int64_t n, const float* gate, const float* up, const float* dact, float* dgate,
+                                float* dup);
+  /* Per row of logits [n, vocab]: loss[i] = logsumexp − z[label] and dlogits = scale·(softmax −
+     onehot); label −100: loss 0 and a zero gradient row. */
+  lrk_status (*cross_entropy)(int64_t n, int64_t vocab, const float* logits, const int32_t* labels, float scale,
+                              float* loss, float* dlogits);
+  /* LoRA dropout mask (P10): mask[i] = u >= p ? 1/(1 − p) : 0, u = Philox uniform element
+     offset + i of (seed, stream). The same bytes on every backend. */
+  lrk_status (*dropout_mask)(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask);
   const char* (*last_error)(void);
 } lrk_ops;
 

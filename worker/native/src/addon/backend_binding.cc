@@ -175,6 +175,75 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const lrk_ops& ops = pick(info);
+    Napi::Object o = info[1].As<Napi::Object>();
+    const int64_t n = num(env, o, "n"), d = num(env, o, "d");
+    std::vector<float> x = f32(env, o, "x", n * d), w = f32(env, o, "w", d), rstd = f32(env, o, "rstd", n);
+    std::vector<float> dy = f32(env, o, "dy", n * d), dx = f32(env, o, "dx", n * d);
+    check(env, ops,
+          ops.rmsnorm_backward(n, d, x.data(), w.data(), rstd.data(), dy.data(), dx.data(),
+                               o.Get("accumulate").ToBoolean() ? 1 : 0),
+          "rmsnormBackward");
+    return result(env, {{"dx", &dx}});
+  });
+}
+
+Napi::Value SwiGluBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const lrk_ops& ops = pick(info);
+    Napi::Object o = info[1].As<Napi::Object>();
+    const int64_t n = num(env, o, "n");
+    std::vector<float> g = f32(env, o, "gate", n), u = f32(env, o, "up", n), da = f32(env, o, "dact", n);
+    std::vector<float> dg(static_cast<size_t>(n)), du(static_cast<size_t>(n));
+    check(env, ops, ops.swiglu_backward(n, g.data(), u.data(), da.data(), dg.data(), du.data()), "swigluBackward");
+    return result(env, {{"dgate", &dg}, {"dup", &du}});
+  });
+}
+
+// crossEntropy(backend, { n, vocab, logits, labels: Int32Array, scale }) -> { loss, dlogits }.
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const lrk_ops& ops = pick(info);
+    Napi::Object o = info[1].As<Napi::Object>();
+    const int64_t n = num(env, o, "n"), vocab = num(env, o, "vocab");
+    std::vector<float> z = f32(env, o, "logits", n * vocab);
+    Napi::Value lv = o.Get("labels");
+    if (!lv.IsTypedArray() || lv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        static_cast<int64_t>(lv.As<Napi::Int32Array>().ElementLength()) != n)
+      type_error(env, "labels must be an Int32Array of n entries");
+    Napi::Int32Array la = lv.As<Napi::Int32Array>();
+    std::vector<int32_t> labels(la.Data(), la.Data() + n);
+    std::vector<float> loss(static_cast<size_t>(n)), g(static_cast<size_t>(n * vocab));
+    check(env, ops,
+          ops.cross_entropy(n, vocab, z.data(), labels.data(), static_cast<float>(get_double(env, o.Get("scale"), "scale")),
+                            loss.data(), g.data()),
+          "crossEntropy");
+    return result(env, {{"loss", &loss}, {"dlogits", &g}});
+  });
+}
+
+// dropoutMask(backend, { seed, stream, offset, n, p }) -> { mask }; seed/stream BigInt or safe integers.
+Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const lrk_ops& ops = pick(info);
+    Napi::Object o = info[1].As<Napi::Object>();
+    const int64_t n = num(env, o, "n");
+    std::vector<float> mask(static_cast<size_t>(n));
+    check(env, ops,
+          ops.dropout_mask(get_u64(env, o.Get("seed"), "seed"), get_u64(env, o.Get("stream"), "stream"),
+                           get_u64(env, o.Get("offset"), "offset"), n, static_cast<float>(get_double(env, o.Get("p"), "p")),
+                           mask.data()),
+          "dropoutMask");
+    return result(env, {{"mask", &mask}});
+  });
+}
+
 // factorSum(backend, { out, in, terms: [{ r, a, b, weight }] }) -> { delta }.
 Napi::Value FactorSum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -261,6 +330,10 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   ops.Set("swiglu", Napi::Function::New(env, SwiGlu, "swiglu"));
   ops.Set("attention", Napi::Function::New(env, Attention, "attention"));
   ops.Set("factorSum", Napi::Function::New(env, FactorSum, "factorSum"));
+  ops.Set("rmsnormBackward", Napi::Function::New(env, RmsNormBackward, "rmsnormBackward"));
+  ops.Set("swigluBackward", Napi::Function::New(env, SwiGluBackward, "swigluBackward"));
+  ops.Set("crossEntropy", Napi::Function::New(env, CrossEntropy, "crossEntropy"));
+  ops.Set("dropoutMask", Napi::Function::New(env, DropoutMask, "dropoutMask"));
   exports.Set("backendOps", ops);
   exports.Set("cudaBenchLoraLayer", Napi::Function::New(env, CudaBench, "cudaBenchLoraLayer"));
 }

@@ -48,5 +48,12 @@ lrk_status lrk_cpu_attention_forward(int64_t T, int64_t heads, int64_t kv_heads,
                                      const float* k, const float* v, float* out);
 lrk_status lrk_cpu_factor_sum(int64_t count, const int64_t* ranks, int64_t out, int64_t in, const float* const* b,
                               const float* const* a, const float* weight, float* delta);
+lrk_status lrk_cpu_rmsnorm_backward(int64_t n, int64_t d, const float* x, const float* w, const float* rstd,
+                                    const float* dy, float* dx, int accumulate);
+lrk_status lrk_cpu_swiglu_backward(int64_t n, const float* gate, const float* up, const float* dact, float* dgate,
+                                   float* dup);
+lrk_status lrk_cpu_cross_entropy(int64_t n, int64_t vocab, const float* logits, const int32_t* labels, float scale,
+                                 float* loss, float* dlogits);
+lrk_status lrk_cpu_dropout_mask(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask);
 const char* lrk_cpu_last_error(void);
 }

@@ -20,5 +20,12 @@ LRK_API lrk_status lrk_cuda_attention_forward(int64_t T, int64_t heads, int64_t 
                                       const float* k, const float* v, float* out);
 LRK_API lrk_status lrk_cuda_factor_sum(int64_t count, const int64_t* ranks, int64_t out, int64_t in, const float* const* b,
                                const float* const* a, const float* weight, float* delta);
+LRK_API lrk_status lrk_cuda_rmsnorm_backward(int64_t n, int64_t d, const float* x, const float* w, const float* rstd,
+                                    const float* dy, float* dx, int accumulate);
+LRK_API lrk_status lrk_cuda_swiglu_backward(int64_t n, const float* gate, const float* up, const float* dact, float* dgate,
+                                   float* dup);
+LRK_API lrk_status lrk_cuda_cross_entropy(int64_t n, int64_t vocab, const float* logits, const int32_t* labels, float scale,
+                                 float* loss, float* dlogits);
+LRK_API lrk_status lrk_cuda_dropout_mask(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask);
 LRK_API const char* lrk_cuda_last_error(void);
 }
