@@ -126,6 +126,7 @@ describe('the CUDA library built by scripts/build-cuda', () => {
     'lrk_cuda_swiglu_backward',
     'lrk_cuda_cross_entropy',
     'lrk_cuda_dropout_mask',
+    'lrk_cuda_attention_backward',
     'lrk_cuda_bench_lora_layer',
   ];
 

@@ -124,6 +124,10 @@ export interface BackendOps {
   ): { dgate: Float32Array; dup: Float32Array };
   crossEntropy(backend: BackendName, args: CrossEntropyArgs): { loss: Float32Array; dlogits: Float32Array };
   dropoutMask(backend: BackendName, args: DropoutMaskArgs): { mask: Float32Array };
+  attentionBackward(
+    backend: BackendName,
+    args: AttentionArgs & { dout: Float32Array },
+  ): { dq: Float32Array; dk: Float32Array; dv: Float32Array };
 }
 
 function isBackendInfo(v: unknown): v is BackendInfo {

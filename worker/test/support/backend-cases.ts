@@ -368,6 +368,71 @@ function dropoutCase(): BackendCase {
   };
 }
 
+/** fp64 attention backward by finite algebra on the recomputed P (the CPU op's formula). */
+function attentionBackwardCase(): BackendCase {
+  const T = 21;
+  const heads = 4;
+  const kvHeads = 2;
+  const headDim = 8;
+  const qd = heads * headDim;
+  const kvd = kvHeads * headDim;
+  const args = {
+    T,
+    heads,
+    kvHeads,
+    headDim,
+    q: rand(111, T * qd),
+    k: rand(112, T * kvd),
+    v: rand(113, T * kvd),
+    dout: rand(114, T * qd),
+  };
+  return {
+    name: 'causal GQA attention backward',
+    run: (ops, be) => ops.attentionBackward(be, args),
+    reference() {
+      const dq = new Float64Array(T * qd);
+      const dk = new Float64Array(T * kvd);
+      const dv = new Float64Array(T * kvd);
+      const s = 1 / Math.sqrt(headDim);
+      for (let h = 0; h < heads; h++) {
+        const g = Math.floor(h / (heads / kvHeads));
+        const qv = (i: number, e: number) => at(args.q, i * qd + h * headDim + e);
+        const kv = (j: number, e: number) => at(args.k, j * kvd + g * headDim + e);
+        const vv = (j: number, e: number) => at(args.v, j * kvd + g * headDim + e);
+        const dov = (i: number, e: number) => at(args.dout, i * qd + h * headDim + e);
+        for (let i = 0; i < T; i++) {
+          const sc = Array.from({ length: i + 1 }, (_, j) => {
+            let d = 0;
+            for (let e = 0; e < headDim; e++) d += qv(i, e) * kv(j, e);
+            return d * s;
+          });
+          const mx = Math.max(...sc);
+          const ex = sc.map((x) => Math.exp(x - mx));
+          const sum = ex.reduce((a, b) => a + b, 0);
+          const p = ex.map((x) => x / sum);
+          const dp = p.map((_, j) => {
+            let d = 0;
+            for (let e = 0; e < headDim; e++) d += dov(i, e) * vv(j, e);
+            return d;
+          });
+          const dot = p.reduce((a, pj, j) => a + pj * at(dp, j), 0);
+          for (let j = 0; j <= i; j++) {
+            const pj = at(p, j);
+            const ds = pj * (at(dp, j) - dot);
+            for (let e = 0; e < headDim; e++) {
+              dq[i * qd + h * headDim + e] = at(dq, i * qd + h * headDim + e) + s * ds * kv(j, e);
+              dk[j * kvd + g * headDim + e] = at(dk, j * kvd + g * headDim + e) + s * ds * qv(i, e);
+              dv[j * kvd + g * headDim + e] = at(dv, j * kvd + g * headDim + e) + pj * dov(i, e);
+            }
+          }
+        }
+      }
+      return { dq, dk, dv };
+    },
+    tolerance: 2e-5,
+  };
+}
+
 export const BACKEND_CASES: BackendCase[] = [
   loraForwardCase('lora forward fp32 (37×70 → 53, r 6)', { n: 37, in: 70, out: 53, r: 6, scale: 1.5 }, 1),
   loraForwardCase('lora forward fp32, several tiles (130×96 → 80, r 8)', { n: 130, in: 96, out: 80, r: 8, scale: 2 }, 2),
@@ -387,6 +452,7 @@ export const BACKEND_CASES: BackendCase[] = [
   swigluBackwardCase(),
   crossEntropyCase(),
   dropoutCase(),
+  attentionBackwardCase(),
 ];
 
 /** The bf16 check against the unrounded weights (§8.1 bf16 paths: rel ≤ 1e-2). */

@@ -81,6 +81,11 @@ typedef struct {
   /* LoRA dropout mask (P10): mask[i] = u >= p ? 1/(1 − p) : 0, u = Philox uniform element
      offset + i of (seed, stream). The same bytes on every backend. */
   lrk_status (*dropout_mask)(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask);
+  /* The backward of attention_forward: dq [T, H·hd], dk/dv [T, KVH·hd] from dout [T, H·hd],
+     P recomputed from q and k: dS = P ⊙ (dout vᵀ − rowsum), dq = s dS k, dk = s dSᵀ q, dv = Pᵀ dout
+     (the heads of a KV group summed in head order). */
+  lrk_status (*attention_backward)(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q,
+                                   const float* k, const float* v, const float* dout, float* dq, float* dk, float* dv);
   const char* (*last_error)(void);
 } lrk_ops;
 

@@ -244,6 +244,22 @@ Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const lrk_ops& ops = pick(info);
+    Napi::Object o = info[1].As<Napi::Object>();
+    const int64_t T = num(env, o, "T"), h = num(env, o, "heads"), kvh = num(env, o, "kvHeads"), hd = num(env, o, "headDim");
+    std::vector<float> q = f32(env, o, "q", T * h * hd), k = f32(env, o, "k", T * kvh * hd), v = f32(env, o, "v", T * kvh * hd);
+    std::vector<float> dout = f32(env, o, "dout", T * h * hd);
+    std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+    check(env, ops,
+          ops.attention_backward(T, h, kvh, hd, q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data()),
+          "attentionBackward");
+    return result(env, {{"dq", &dq}, {"dk", &dk}, {"dv", &dv}});
+  });
+}
+
 // factorSum(backend, { out, in, terms: [{ r, a, b, weight }] }) -> { delta }.
 Napi::Value FactorSum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -334,6 +350,7 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   ops.Set("swigluBackward", Napi::Function::New(env, SwiGluBackward, "swigluBackward"));
   ops.Set("crossEntropy", Napi::Function::New(env, CrossEntropy, "crossEntropy"));
   ops.Set("dropoutMask", Napi::Function::New(env, DropoutMask, "dropoutMask"));
+  ops.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
   exports.Set("backendOps", ops);
   exports.Set("cudaBenchLoraLayer", Napi::Function::New(env, CudaBench, "cudaBenchLoraLayer"));
 }

@@ -55,5 +55,7 @@ lrk_status lrk_cpu_swiglu_backward(int64_t n, const float* gate, const float* up
 lrk_status lrk_cpu_cross_entropy(int64_t n, int64_t vocab, const float* logits, const int32_t* labels, float scale,
                                  float* loss, float* dlogits);
 lrk_status lrk_cpu_dropout_mask(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask);
+lrk_status lrk_cpu_attention_backward(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q,
+                                      const float* k, const float* v, const float* dout, float* dq, float* dk, float* dv);
 const char* lrk_cpu_last_error(void);
 }

@@ -27,5 +27,7 @@ LRK_API lrk_status lrk_cuda_swiglu_backward(int64_t n, const float* gate, const 
 LRK_API lrk_status lrk_cuda_cross_entropy(int64_t n, int64_t vocab, const float* logits, const int32_t* labels, float scale,
                                  float* loss, float* dlogits);
 LRK_API lrk_status lrk_cuda_dropout_mask(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask);
+LRK_API lrk_status lrk_cuda_attention_backward(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q,
+                                      const float* k, const float* v, const float* dout, float* dq, float* dk, float* dv);
 LRK_API const char* lrk_cuda_last_error(void);
 }

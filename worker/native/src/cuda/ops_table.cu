@@ -59,6 +59,6 @@ extern "C" int lrk_cuda_probe(char* device_name, size_t name_len, char* why, siz
 extern "C" const lrk_ops* lrk_cuda_ops(void) {
   static const lrk_ops table = {lrk_cuda_lora_forward, lrk_cuda_lora_backward,   lrk_cuda_adamw,
                                 lrk_cuda_rmsnorm_forward, lrk_cuda_rope_apply,    lrk_cuda_swiglu_forward,
-                                lrk_cuda_attention_forward, lrk_cuda_factor_sum, lrk_cuda_rmsnorm_backward, lrk_cuda_swiglu_backward, lrk_cuda_cross_entropy, lrk_cuda_dropout_mask, lrk_cuda_last_error};
+                                lrk_cuda_attention_forward, lrk_cuda_factor_sum, lrk_cuda_rmsnorm_backward, lrk_cuda_swiglu_backward, lrk_cuda_cross_entropy, lrk_cuda_dropout_mask, lrk_cuda_attention_backward, lrk_cuda_last_error};
   return &table;
 }
