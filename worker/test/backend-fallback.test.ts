@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -148,6 +148,28 @@ describe('the CUDA library built by scripts/build-cuda', () => {
       assert.ok(needed.length > 0, `${file}: no NEEDED entries parsed`);
       for (const lib of needed) assert.doesNotMatch(String(lib), /cuda|cublas/, `${file} links ${lib}`);
     }
+  });
+
+  test('carries sm_80 and sm_90 SASS and compute_90 PTX (its .nv_fatbin section)', { skip: notBuilt }, async () => {
+    const { stdout } = await exec('readelf', ['-S', '-W', cudaLib]);
+    const sec = /\.nv_fatbin\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)/.exec(stdout);
+    assert.ok(sec?.[1] && sec[2], 'no .nv_fatbin section');
+    const offset = Number.parseInt(sec[1], 16);
+    const fat = readFileSync(cudaLib).subarray(offset, offset + Number.parseInt(sec[2], 16));
+    // One fatbin per object: magic 0xBA55ED50, header size (u16 at 6), payload size (u64 at 8);
+    // each entry: kind (u16: 1 PTX, 2 ELF), header size (u32 at 4), size (u64 at 8), arch (u32 at 28).
+    const seen = new Set<string>();
+    for (let p = 0; p + 16 <= fat.length; ) {
+      if (fat.readUInt32LE(p) !== 0xba55ed50) {
+        p += 8;
+        continue;
+      }
+      const end = p + fat.readUInt16LE(p + 6) + Number(fat.readBigUInt64LE(p + 8));
+      for (let q = p + fat.readUInt16LE(p + 6); q < end; q += fat.readUInt32LE(q + 4) + Number(fat.readBigUInt64LE(q + 8)))
+        seen.add(`${fat.readUInt16LE(q) === 1 ? 'compute' : 'sm'}_${fat.readUInt32LE(q + 28)}`);
+      p = end;
+    }
+    assert.deepEqual([...seen].sort(), ['compute_90', 'sm_80', 'sm_90']);
   });
 
   test('is dlopen()ed and probed: with a fake driver its probe reports the driver as unusable', { skip: notBuilt }, async () => {
