@@ -90,7 +90,7 @@ describe('LOWRANK_BACKEND', () => {
     assert.match(String(res?.message), /LOWRANK_BACKEND must be cpu, cuda or auto, got "gpu"/);
   });
 
-  test('lora-worker run logs the backend at startup, and refuses cuda without a GPU (retryable)', async () => {
+  test('lora-worker run logs the backend at startup, refuses cuda without a GPU (75) and a bad value (64)', async () => {
     const worker = (backend: string): Promise<Child> =>
       exec(process.execPath, [cli, 'run', '--spec', join(examples, 'adapterjob-train-lora.yaml'), '--work-dir', join(tmp, 'work')], {
         env: { ...process.env, LOWRANK_BACKEND: backend, LOWRANK_CUDA_LIBRARY: missingLib, LOWRANK_REGISTRY_URL: 'http://127.0.0.1:9' },
@@ -105,6 +105,9 @@ describe('LOWRANK_BACKEND', () => {
     const cuda = await worker('cuda');
     assert.equal(cuda.code, EXIT.retryable, cuda.stderr);
     assert.match(cuda.stderr, /LOWRANK_BACKEND=cuda but the CUDA backend is unavailable/);
+    const bad = await worker('gpu');
+    assert.equal(bad.code, EXIT.usage, bad.stderr);
+    assert.match(bad.stderr, /LOWRANK_BACKEND must be cpu, cuda or auto, got "gpu"/);
   });
 });
 

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { LowrankError } from '@lowrank/crds/errors';
 import { createLogger } from '@lowrank/crds/log';
+import { callNative } from './native-error.ts';
 
 const addonPath = join(import.meta.dirname, '..', '..', 'native', 'build', 'Release', 'lowrank_native.node');
 
@@ -37,12 +38,8 @@ export function loadNative(): NativeAddon {
  */
 function checkBackend(addon: NativeAddon): void {
   if (typeof addon.backendInfo !== 'function') return;
-  let info: { requested?: string; backend?: string; reason?: string; library?: string };
-  try {
-    info = (addon.backendInfo as () => typeof info)();
-  } catch {
-    return; // an invalid LOWRANK_BACKEND: backendInfo() reports it where it is asked for
-  }
+  // An invalid LOWRANK_BACKEND throws here (invalid_request), before any op can run.
+  const info = callNative(() => (addon.backendInfo as () => { requested?: string; backend?: string; reason?: string; library?: string })());
   if (info.requested === 'cpu' || info.backend !== 'cpu') return;
   if (info.requested === 'cuda') {
     throw new LowrankError('unavailable', `LOWRANK_BACKEND=cuda but the CUDA backend is unavailable: ${info.reason ?? 'unknown reason'}`);
