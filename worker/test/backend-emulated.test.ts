@@ -32,6 +32,11 @@ test('the CUDA half of the cross-backend suite passes on the emulated kernels', 
   const r = await exec(process.execPath, ['--test', '--test-reporter=tap', suite], { env, maxBuffer: 1 << 24 }).catch(
     (e: { stdout: string; stderr: string }) => assert.fail(`the suite failed on the emulated kernels:\n${e.stdout}\n${e.stderr}`),
   );
+  const probe = `import { backendInfo } from ${JSON.stringify(join(import.meta.dirname, '..', 'src', 'native', 'backend.ts'))};
+    console.log(JSON.stringify(backendInfo()));`;
+  const info = JSON.parse((await exec(process.execPath, ['--input-type=module', '-e', probe], { env })).stdout);
+  assert.equal(info.backend, 'cuda');
+  assert.match(info.device, /^CPU emulation of the CUDA kernels \(not a GPU\)/, 'the suite did not run on the emulation');
   const cudaLines = r.stdout.split('\n').filter((l) => /^\s*(not )?ok \d+ - .*\[cuda\]/.test(l));
   assert.equal(cudaLines.length, BACKEND_CASES.length + 1, r.stdout);
   for (const l of cudaLines) assert.match(l, /^\s*ok \d+ - (?!.*# SKIP)/, l);

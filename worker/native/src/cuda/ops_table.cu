@@ -47,7 +47,14 @@ extern "C" int lrk_cuda_probe(char* device_name, size_t name_len, char* why, siz
     copy_out(why, why_len, std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e));
     return static_cast<int>(e);
   }
-  copy_out(device_name, name_len, std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ")");
+  // The versions go with the device (METHODS §8.2: a version records its CUDA libraries).
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  auto ver = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  copy_out(device_name, name_len,
+           std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + "; driver CUDA " +
+               ver(driver) + ", runtime " + ver(runtime) + ")");
   if (prop.major < 8) {
     copy_out(why, why_len, std::string(prop.name) + " has compute capability " + std::to_string(prop.major) + "." +
                                std::to_string(prop.minor) + "; the CUDA backend needs 8.0 or newer");

@@ -83,6 +83,8 @@ const char* cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetDeviceCount(int* n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device);
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total);
+cudaError_t cudaDriverGetVersion(int* v);
+cudaError_t cudaRuntimeGetVersion(int* v);
 cudaError_t cudaEventCreate(cudaEvent_t* e);
 cudaError_t cudaEventRecord(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b);

@@ -88,6 +88,14 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   *free_bytes = *total = size_t{1} << 34;
   return cudaSuccess;
 }
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 0;  // no driver: the emulation
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 0;
+  return cudaSuccess;
+}
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = new lrk_emu_event;
   return cudaSuccess;
