@@ -78,7 +78,8 @@ function validate(rest: string[]): void {
  */
 function logNativeBackend(resultFile: string | undefined): void {
   try {
-    createLogger('worker').info({ event: 'native_backend', ...backendInfo() }, 'native backend');
+    // `engine`: where the job's own compute runs; no engine path calls the CUDA ops yet (docs/cuda.md).
+    createLogger('worker').info({ event: 'native_backend', ...backendInfo(), engine: 'cpu' }, 'native backend');
   } catch (err) {
     const e = asLowrankError(err);
     const exitCode = e instanceof LowrankError && e.code === 'invalid_request' ? EXIT.usage : EXIT.retryable;

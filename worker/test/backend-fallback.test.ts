@@ -101,7 +101,11 @@ describe('LOWRANK_BACKEND', () => {
     // The example's dataset lives in S3, so the job itself stops early (65); the startup line comes first.
     const cpu = await worker('cpu');
     const line = jsonLines(cpu.stdout).find((l) => l.event === 'native_backend');
-    assert.deepEqual({ requested: line?.requested, backend: line?.backend }, { requested: 'cpu', backend: 'cpu' }, cpu.stdout);
+    assert.deepEqual(
+      { requested: line?.requested, backend: line?.backend, engine: line?.engine },
+      { requested: 'cpu', backend: 'cpu', engine: 'cpu' },
+      cpu.stdout,
+    );
     const cuda = await worker('cuda');
     assert.equal(cuda.code, EXIT.retryable, cuda.stderr);
     assert.match(cuda.stderr, /LOWRANK_BACKEND=cuda but the CUDA backend is unavailable/);
