@@ -8,9 +8,11 @@
 import { parseArgs } from 'node:util';
 import type { JobResource } from '@lowrank/crds';
 import { asLowrankError, LowrankError } from '@lowrank/crds/errors';
+import { createLogger } from '@lowrank/crds/log';
 import { stringify } from 'yaml';
 import { startExecutor } from './executor/executor.ts';
 import { EXIT } from './exit-codes.ts';
+import { backendInfo } from './native/backend.ts';
 import { runJob, writeResult } from './run/run.ts';
 import { readSpecFile } from './spec-file.ts';
 
@@ -25,7 +27,8 @@ const USAGE = `usage: lora-worker <command> [options]
              as a new version; a training job
              checkpoints into the work dir and resumes from it when run again;
              env: LOWRANK_REGISTRY_URL, LOWRANK_TOKEN, LOWRANK_JOB_ID (the registry
-             job to report progress to), LOWRANK_RESULT_FILE, LOWRANK_WORK_DIR
+             job to report progress to), LOWRANK_RESULT_FILE, LOWRANK_WORK_DIR,
+             LOWRANK_BACKEND (cpu | cuda | auto, default auto: CUDA when a GPU is usable)
   executor [--concurrency N] [--logs-dir DIR]
              the local executor: takes jobs submitted to the registry (POST /v1/jobs)
              from its Redis queue and runs each as a 'lora-worker run' child process;
@@ -69,6 +72,23 @@ function validate(rest: string[]): void {
   process.stderr.write(`${values.spec}: valid ${resource.kind}\n`);
 }
 
+/**
+ * The startup line naming the compute backend (cpu or cuda, the GPU, or why not). An
+ * explicit LOWRANK_BACKEND=cuda without a usable GPU stops here: retryable, since another
+ * node may have one.
+ */
+function logNativeBackend(resultFile: string | undefined): void {
+  try {
+    // `engine`: where the job's own compute runs; no engine path calls the CUDA ops yet (docs/cuda.md).
+    createLogger('worker').info({ event: 'native_backend', ...backendInfo(), engine: 'cpu' }, 'native backend');
+  } catch (err) {
+    const e = asLowrankError(err);
+    const exitCode = e instanceof LowrankError && e.code === 'invalid_request' ? EXIT.usage : EXIT.retryable;
+    if (resultFile) writeResult(resultFile, { status: 'failed', reason: e.code, message: e.toText(), exitCode });
+    fail(exitCode, `lora-worker run: ${e.toText()}`);
+  }
+}
+
 async function run(rest: string[]): Promise<void> {
   const values = args('run', rest, {
     spec: { type: 'string' },
@@ -80,6 +100,7 @@ async function run(rest: string[]): Promise<void> {
   const env = process.env;
   const resultFile = values['result-file'] ?? env.LOWRANK_RESULT_FILE;
   const resource = readSpec(values.spec, resultFile);
+  logNativeBackend(resultFile);
   const result = await runJob(resource, {
     registryUrl: values.registry ?? env.LOWRANK_REGISTRY_URL ?? env.LOWRANK_REGISTRY,
     token: env.LOWRANK_TOKEN,

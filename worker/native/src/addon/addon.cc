@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lowrank::addon::InitDelta(env, exports);
   lowrank::addon::InitTrain(env, exports);
   lowrank::addon::InitGenerate(env, exports);
+  lowrank::addon::InitBackend(env, exports);
   return exports;
 }
 

@@ -11,6 +11,7 @@ void InitLinalg(Napi::Env env, Napi::Object exports);
 void InitDelta(Napi::Env env, Napi::Object exports);  // delta_binding.cc
 void InitTrain(Napi::Env env, Napi::Object exports);
 void InitGenerate(Napi::Env env, Napi::Object exports);  // generate_binding.cc (ICM-LoRA CVAE)
+void InitBackend(Napi::Env env, Napi::Object exports);  // backend_binding.cc (CPU/CUDA ops)
 
 /** Runs fn, turning lowrank::Error into a JS Error carrying `.code`. */
 template <typename F>

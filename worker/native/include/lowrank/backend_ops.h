@@ -1,0 +1,105 @@
+/*
+ * The flat C API shared by the CPU and CUDA backends (METHODS §7: P1 fused LoRA GEMM,
+ * P16 RMSNorm/RoPE/SwiGLU/attention/AdamW, the weighted factor sum of the merges).
+ *
+ * Every op exists twice with this exact signature: lrk_cpu_<op> in the core
+ * (src/cpu/, plain loops + OpenBLAS, the math of the training engine) and lrk_cuda_<op>
+ * in liblowrank_cuda.so (src/cuda/), which the addon dlopen()s at run time so that the
+ * addon never links the CUDA runtime. Buffers are host memory, row-major, caller-owned;
+ * the CUDA side stages them through device memory. A status is returned, never thrown;
+ * lrk_<backend>_last_error() gives the thread's message for the last failure.
+ */
+#ifndef LOWRANK_BACKEND_OPS_H_
+#define LOWRANK_BACKEND_OPS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Exported from liblowrank_cuda.so, which is built with hidden visibility otherwise. */
+#define LRK_API __attribute__((visibility("default")))
+
+typedef enum {
+  LRK_OK = 0,
+  LRK_INVALID_ARGUMENT = 1, /* a shape or pointer is wrong; the message names it */
+  LRK_DEVICE_ERROR = 2,     /* a CUDA call failed (no device, out of memory, launch) */
+} lrk_status;
+
+/* The dtype of a frozen weight W: fp32, or bf16 (raw bits) widened to fp32 in the GEMM. */
+typedef enum { LRK_F32 = 0, LRK_BF16 = 1 } lrk_dtype;
+
+/* Bumped whenever a signature below changes; the addon refuses a library of another version. */
+#define LRK_BACKEND_ABI 1
+
+/*
+ * The ops, as a table of function pointers (one per backend). Shapes in the comments;
+ * the math of each is the training engine's (src/train), which the CPU half implements.
+ */
+typedef struct {
+  /* y [n, out] = x [n, in] Wᵀ + s·(x Aᵀ) Bᵀ; h [n, r] = x Aᵀ (kept for the backward).
+     W [out, in] in w_dtype, A [r, in], B [out, r]; r = 0: plain linear (h unused). */
+  lrk_status (*lora_forward)(int64_t n, int64_t in, int64_t out, int64_t r, float scale, const float* x,
+                             const void* w, lrk_dtype w_dtype, const float* a, const float* b, float* y, float* h);
+  /* dx [n, in] = dy W + s (dy B) A; gb [out, r] += s dyᵀ h; ga [r, in] += s (dy B)ᵀ x.
+     dx may be NULL (no input gradient). */
+  lrk_status (*lora_backward)(int64_t n, int64_t in, int64_t out, int64_t r, float scale, const float* x,
+                              const float* h, const float* dy, const void* w, lrk_dtype w_dtype, const float* a,
+                              const float* b, float* dx, float* ga, float* gb);
+  /* torch.optim.AdamW (single-tensor path, fp32) on n parameters, step t >= 1. */
+  lrk_status (*adamw)(int64_t n, float* p, const float* g, float* m, float* v, double lr, double beta1, double beta2,
+                      double eps, double weight_decay, int64_t t);
+  /* y [n, d] = w ⊙ x·rstd, rstd [n] = (mean(x²) + eps)^-½ (LlamaRMSNorm, fp32). */
+  lrk_status (*rmsnorm_forward)(int64_t n, int64_t d, double eps, const float* x, const float* w, float* y,
+                                float* rstd);
+  /* In place on x [n, ld] (heads·head_dim used per row): row i at position pos[i] of the
+     tables cos/sin [npos, head_dim/2]; inverse = 1 rotates back (the backward). */
+  lrk_status (*rope_apply)(float* x, int64_t n, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* pos,
+                           int64_t npos, const float* cos, const float* sin, int inverse);
+  /* act [n] = silu(gate) ⊙ up. */
+  lrk_status (*swiglu_forward)(int64_t n, const float* gate, const float* up, float* act);
+  /* Causal GQA attention of one sequence: q [T, H·hd], k/v [T, KVH·hd] -> out [T, H·hd],
+     softmax(q kᵀ / √hd) over keys j <= i, probabilities in fp32. */
+  lrk_status (*attention_forward)(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q,
+                                  const float* k, const float* v, float* out);
+  /* delta [out, in] = Σ_i weight[i] · B_i A_i with B_i [out, r_i], A_i [r_i, in]: the
+     weighted sum of factor products of PEFT's `linear`/`cat` merges (METHODS §2.2). */
+  lrk_status (*factor_sum)(int64_t count, const int64_t* ranks, int64_t out, int64_t in, const float* const* b,
+                           const float* const* a, const float* weight, float* delta);
+  /* dx [n, d] (+)= rstd·(w⊙dy) − x·rstd³/d·Σ(w⊙dy⊙x) (accumulate = 1 adds). */
+  lrk_status (*rmsnorm_backward)(int64_t n, int64_t d, const float* x, const float* w, const float* rstd,
+                                 const float* dy, float* dx, int accumulate);
+  /* dgate = dact ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))), dup = dact ⊙ silu(g). */
+  lrk_status (*swiglu_backward)(int64_t n, const float* gate, const float* up, const float* dact, float* dgate,
+                                float* dup);
+  /* Per row of logits [n, vocab]: loss[i] = logsumexp − z[label] and dlogits = scale·(softmax −
+     onehot); label −100: loss 0 and a zero gradient row. */
+  lrk_status (*cross_entropy)(int64_t n, int64_t vocab, const float* logits, const int32_t* labels, float scale,
+                              float* loss, float* dlogits);
+  /* LoRA dropout mask (P10): mask[i] = u >= p ? 1/(1 − p) : 0, u = Philox uniform element
+     offset + i of (seed, stream). The same bytes on every backend. */
+  lrk_status (*dropout_mask)(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask);
+  /* The backward of attention_forward: dq [T, H·hd], dk/dv [T, KVH·hd] from dout [T, H·hd],
+     P recomputed from q and k: dS = P ⊙ (dout vᵀ − rowsum), dq = s dS k, dk = s dSᵀ q, dv = Pᵀ dout
+     (the heads of a KV group summed in head order). */
+  lrk_status (*attention_backward)(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q,
+                                   const float* k, const float* v, const float* dout, float* dq, float* dk, float* dv);
+  const char* (*last_error)(void);
+} lrk_ops;
+
+/* The CPU table (always present). */
+const lrk_ops* lrk_cpu_ops(void);
+
+/* Exported by liblowrank_cuda.so. */
+LRK_API int lrk_cuda_abi(void);
+/* 0 when a device is usable; else a CUDA error code, with the reason in `why`. */
+LRK_API int lrk_cuda_probe(char* device_name, size_t name_len, char* why, size_t why_len);
+LRK_API const lrk_ops* lrk_cuda_ops(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOWRANK_BACKEND_OPS_H_ */
