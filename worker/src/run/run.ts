@@ -13,6 +13,7 @@ import { asLowrankError, LowrankError } from '@lowrank/crds/errors';
 import type { AdapterJobSpecDefaulted, AdapterMergeSpecDefaulted, CompressionJobSpecDefaulted } from '@lowrank/crds/types';
 import { RegistryClient } from '@lowrank/registry-api/cli/client';
 import { EXIT } from '../exit-codes.ts';
+import { runTransfer } from '../transfer/transfer-job.ts';
 import { runCompress } from './compress-job.ts';
 import { runMerge } from './merge-job.ts';
 import { publish, type VersionRef } from './output.ts';
@@ -49,8 +50,10 @@ async function execute(resource: JobResource, ctx: RunContext): Promise<JobOutco
       return runMerge(resource.spec as unknown as AdapterMergeSpecDefaulted, ctx);
     case 'CompressionJob':
       return runCompress(resource.spec as unknown as CompressionJobSpecDefaulted, ctx);
-    case 'AdapterJob':
-      return runTrain(resource.spec as unknown as AdapterJobSpecDefaulted, ctx);
+    case 'AdapterJob': {
+      const spec = resource.spec as unknown as AdapterJobSpecDefaulted;
+      return spec.mode === 'transfer' ? runTransfer(spec, ctx) : runTrain(spec, ctx);
+    }
     default:
       throw new LowrankError('invalid_spec', `kind ${(resource as { kind: string }).kind} is not run by this worker`);
   }
