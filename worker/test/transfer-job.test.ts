@@ -256,7 +256,8 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
         `kept ${md.syntheticKept} (rejected ${md.rejectedByDiscriminator}, duplicates ${md.duplicatesRemoved}, over-length ${md.overLength}); ` +
         `discriminator accuracy ${md.discriminatorAccuracy.toFixed(3)}; accuracy on ${md.evaluation.records} held-out real records: ` +
         `teacher ${md.teacherScore.toFixed(3)}, untrained target ${md.baselineScore.toFixed(3)}, student ${md.studentScore.toFixed(3)}; ` +
-        `completion loss: teacher ${md.completionLoss.teacher.toFixed(3)}, untrained target ${md.completionLoss.baseline.toFixed(3)}, student ${md.completionLoss.student.toFixed(3)}\n`,
+        `completion loss: teacher ${md.completionLoss.teacher.toFixed(3)}, untrained target ${md.completionLoss.baseline.toFixed(3)}, student ${md.completionLoss.student.toFixed(3)}; ` +
+        `student = teacher on ${(100 * md.teacherStudentAgreement).toFixed(1)}% of ${md.agreementRecords} held-out synthetic prompts\n`,
     );
     assert.equal(md.kind, 'transfer');
     assert.equal(md.sourceBase, 'tiny/source');
@@ -273,6 +274,7 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
     // The measured claim: better than the target base without the adapter, on real held-out data.
     assert.ok(md.studentScore > md.baselineScore + 0.2, `student ${md.studentScore} vs untrained target ${md.baselineScore}`);
     assert.ok(md.completionLoss.student < md.completionLoss.baseline);
+    assert.ok(md.teacherStudentAgreement > 0 && md.agreementRecords > 0);
     assert.deepEqual(
       v.lineage.map((l: any) => [l.relation, l.parent ?? l.parentRef]),
       [
@@ -292,6 +294,22 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
     const text = logs.lines.map((l: any) => l.text).join('\n');
     for (const stage of ['reading the source version', 'generating and filtering', 'distilling', 'evaluating'])
       assert.ok(text.includes(`transfer: ${stage}`), stage);
+  });
+
+  it('generator source without an eval set: scored on the seeds only, flagged weak', async () => {
+    const res = await worker(
+      transferSpec(
+        { generator: 'source', candidates: 512, keep: 100, evalDataset: undefined },
+        { output: { repository: 'nlp/next-target-weak' }, training: { maxSteps: 60, microBatchSize: 16, logEvery: 20 } },
+      ),
+    );
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+    const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/next-target-weak/versions/1');
+    const md = v.methodMetadata;
+    assert.equal(md.generator, 'source');
+    assert.deepEqual(md.evaluation, { set: 'seeds', weak: true, records: 5, metric: 'exact-match accuracy (greedy)' });
+    assert.ok(md.syntheticGenerated <= 512 && md.syntheticKept > 0 && md.syntheticKept <= 100, JSON.stringify(md));
+    assert.equal(v.lineage[0].relation, 'transferred_from');
   });
 
   it('refuses bad transfer specs and a missing seed key with exit 65 and what to fix', async () => {

@@ -12,18 +12,22 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
+import { taskAccuracy } from '../eval/task-accuracy.ts';
 import { TrainModel } from '../native/train.ts';
 import { type ResolvedBase, resolveBase } from '../run/base-model.ts';
 import { checkSpec, trainAdapter, trainOutcome } from '../run/train-job.ts';
 import type { JobOutcome, RunContext } from '../run/types.ts';
 import { TextTokenizer } from '../tokenizer/tokenizer.ts';
-import { readRecords } from './records.ts';
+import { readRecords, recordsOf } from './records.ts';
 import { scoreOn } from './score.ts';
 import { seedKey } from './seed-crypto.ts';
 import { loadSource, type TransferSource } from './source.ts';
 import { synthesize } from './synthesize.ts';
 
 type Spec = AdapterJobSpecDefaulted;
+
+/** Synthetic records held out of distillation: the student's eval loss and its agreement with the teacher. */
+const DISTIL_HOLDOUT = 0.1;
 type Transfer = NonNullable<Spec['transfer']>;
 
 function refuse(field: string, what: string): never {
@@ -110,7 +114,7 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
     mode: 'train',
     transfer: undefined,
     method,
-    dataset: { path: dataPath, format: 'prompt-completion', evalFraction: 0, packing: false, maxSeqLength, split: 'train' },
+    dataset: { path: dataPath, format: 'prompt-completion', evalFraction: DISTIL_HOLDOUT, packing: false, maxSeqLength, split: 'train' },
     training: { ...spec.training, transferable: false },
   } as unknown as Spec;
   const checked = checkSpec(distilSpec);
@@ -170,6 +174,9 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
   target.model.setAdapter({});
   const baseline = await scoreOn(target.model, target.tok, evalRecords, n);
   const student = await scoreOn(run.model, run.tok, evalRecords, n);
+  // Held-out synthetic prompts: does the student answer as the teacher did?
+  const heldOut = recordsOf(run.data.eval);
+  const agreement = heldOut.length ? (await taskAccuracy(run.model, run.tok, heldOut, { maxNewTokens: n })).accuracy : undefined;
   ctx.reporter.log.info(
     { event: 'transfer-scores', teacher: teacher.accuracy, baseline: baseline.accuracy, student: student.accuracy, weak },
     `accuracy on ${evalRecords.length} real records${weak ? ' (the seeds only: weak)' : ''}: teacher ${teacher.accuracy}, untrained target ${baseline.accuracy}, student ${student.accuracy}`,
@@ -207,6 +214,7 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
     studentScore: student.accuracy,
     baselineScore: baseline.accuracy,
     lossless: student.accuracy >= teacher.accuracy,
+    ...(agreement === undefined ? {} : { teacherStudentAgreement: agreement, agreementRecords: heldOut.length }),
     completionLoss: { teacher: teacher.completionLoss, baseline: baseline.completionLoss, student: student.completionLoss },
   };
   return {
