@@ -183,6 +183,7 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
         `discriminator accuracy ${md.discriminatorAccuracy.toFixed(3)}; accuracy on ${md.evaluation.records} held-out real records: ` +
         `teacher ${md.teacherScore.toFixed(3)}, untrained target ${md.baselineScore.toFixed(3)}, student ${md.studentScore.toFixed(3)}; ` +
         `completion loss: teacher ${md.completionLoss.teacher.toFixed(3)}, untrained target ${md.completionLoss.baseline.toFixed(3)}, student ${md.completionLoss.student.toFixed(3)}; ` +
+        `MMD² to the seeds: accepted ${md.mmdToSeeds.accepted.toFixed(4)}, unfiltered ${md.mmdToSeeds.unfiltered.toFixed(4)}; ` +
         `student = teacher on ${(100 * md.teacherStudentAgreement).toFixed(1)}% of ${md.agreementRecords} held-out synthetic prompts\n`,
     );
     assert.equal(md.kind, 'transfer');
@@ -201,6 +202,8 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
     assert.ok(md.studentScore > md.baselineScore + 0.2, `student ${md.studentScore} vs untrained target ${md.baselineScore}`);
     assert.ok(md.completionLoss.student < md.completionLoss.baseline);
     assert.ok(md.teacherStudentAgreement > 0 && md.agreementRecords > 0);
+    // Filtering brings the synthetic prompts closer to the real seeds (as in the paper).
+    assert.ok(md.mmdToSeeds.accepted < md.mmdToSeeds.unfiltered, JSON.stringify(md.mmdToSeeds));
     assert.deepEqual(
       v.lineage.map((l: any) => [l.relation, l.parent ?? l.parentRef]),
       [

@@ -53,8 +53,13 @@ export interface SynthesisCounts {
   meanPRealAll: number;
 }
 
+/** Candidates kept aside before filtering, to compare with the accepted ones (MMD to the seeds). */
+const UNFILTERED_SAMPLE = 512;
+
 export interface Synthesis extends SynthesisCounts {
   records: SeedRecord[];
+  acceptedTexts: string[];
+  unfiltered: string[];
   teacherUnfinished: number;
 }
 
@@ -69,6 +74,7 @@ export async function synthesize(
   const round = o.round ?? 256;
   const dedup = new DedupFilter(o.dedupJaccard);
   const accepted: string[] = [];
+  const unfiltered: string[] = [];
   const c = { generated: 0, overLength: 0, empty: 0, rejected: 0 };
   let sumAll = 0;
   let sumAccepted = 0;
@@ -95,6 +101,7 @@ export async function synthesize(
       if (!ok) c.overLength++;
       return ok;
     });
+    unfiltered.push(...fit.slice(0, UNFILTERED_SAMPLE - unfiltered.length));
     discriminator.model.setAdapter(discriminator.adapter);
     const p = await scoreReal(discriminator.model, discriminator.tok, discriminator.labels, fit, discriminator.maxLen);
     fit.forEach((text, i) => {
@@ -135,5 +142,5 @@ export async function synthesize(
     if (out.ended && out.text.trim() !== '') records.push({ prompt: accepted[i] as string, completion: out.text });
     else teacherUnfinished++;
   });
-  return { ...summary(), records, teacherUnfinished };
+  return { ...summary(), records, acceptedTexts: accepted, unfiltered, teacherUnfinished };
 }

@@ -18,6 +18,7 @@ import { type ResolvedBase, resolveBase } from '../run/base-model.ts';
 import { checkSpec, trainAdapter, trainOutcome } from '../run/train-job.ts';
 import type { JobOutcome, RunContext } from '../run/types.ts';
 import { TextTokenizer } from '../tokenizer/tokenizer.ts';
+import { EmbeddingTable, medianBandwidth, mmd2 } from './mmd.ts';
 import { readRecords, recordsOf } from './records.ts';
 import { scoreOn } from './score.ts';
 import { seedKey } from './seed-crypto.ts';
@@ -158,6 +159,13 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
       'invalid_request',
       `no synthetic sample survived (generated ${syn.generated}, over-length ${syn.overLength}, rejected by the discriminator ${syn.rejected}, duplicates ${syn.duplicatesExact + syn.duplicatesNear}, unfinished by the teacher ${syn.teacherUnfinished}): lower spec.transfer.acceptThreshold or raise candidates`,
     );
+  // How close the accepted prompts are to the seeds, against the unfiltered candidates.
+  const table = EmbeddingTable.load(srcBase.dir);
+  const [seedsE, acceptedE, unfilteredE] = [src.seeds.map((s) => s.prompt), syn.acceptedTexts.slice(0, 512), syn.unfiltered].map((t) =>
+    table.embed(source.tok, t),
+  ) as [Float64Array[], Float64Array[], Float64Array[]];
+  const bw = medianBandwidth([...seedsE, ...acceptedE, ...unfilteredE]);
+  const mmd = { accepted: mmd2(seedsE, acceptedE, bw), unfiltered: mmd2(seedsE, unfilteredE, bw), unfilteredSample: unfilteredE.length };
   mkdirSync(join(ctx.workDir, 'synthetic'), { recursive: true });
   writeFileSync(dataPath, `${syn.records.map((r) => JSON.stringify(r)).join('\n')}\n`);
 
@@ -208,6 +216,11 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
     empty: syn.empty,
     teacherUnfinished: syn.teacherUnfinished,
     meanPReal: { accepted: syn.meanPRealAccepted, all: syn.meanPRealAll },
+    mmdToSeeds: {
+      ...mmd,
+      embedding: "mean of the source base's input embeddings over the prompt's tokens, L2-normalised",
+      kernel: 'gaussian, bandwidth = median pairwise squared distance (pooled)',
+    },
     teacherDecoding: t.distillation.teacherDecoding,
     evaluation: { set: weak ? 'seeds' : 'evalDataset', weak, records: evalRecords.length, metric: 'exact-match accuracy (greedy)' },
     teacherScore: teacher.accuracy,
