@@ -35,6 +35,12 @@ export async function loadSource(t: Transfer, key: Buffer, ctx: RunContext): Pro
   const stage0 = JSON.parse(readFileSync(file, 'utf8')) as Stage0File;
   if (stage0.format !== 'lowrank-transfer-stage0-v1')
     throw new LowrankError('invalid_file', `${name}: ${STAGE0_FILE} is not lowrank-transfer-stage0-v1`);
+  const hint = t.sourceAdapter.rank;
+  if (hint !== undefined && hint !== adapter.adapter.config.r)
+    throw new LowrankError(
+      'invalid_spec',
+      `spec.transfer.sourceAdapter.rank: ${hint} given, but ${name} has r = ${adapter.adapter.config.r}; fix or drop the hint`,
+    );
   if (adapter.adapter.config.use_dora)
     throw new LowrankError('invalid_spec', `spec.transfer.sourceAdapter: ${name} is DoRA; transferring DoRA adapters is not supported yet`);
   const enc = JSON.parse(readFileSync(join(adapter.dir, stage0.seeds.file), 'utf8')) as EncryptedSeeds;
