@@ -1,8 +1,8 @@
 /**
  * Trans-LoRA end to end against a real registry (PostgreSQL, Redis, MinIO), on two small
- * Llama bases made here: a source (hidden 32, 2 layers, seed 3) and a genuinely different
- * target (hidden 48, 3 layers, seed 11), sharing one byte-level BPE tokenizer, both
- * pretrained briefly (ReLoRA-style, worker/src/pretrain/relora.ts) so adapters can learn.
+ * Llama bases made here (support/transfer-bases.ts): a source (hidden 32, 2 layers, seed 3,
+ * a 100-merge BPE tokenizer) and a genuinely different target (hidden 48, 3 layers, seed 11,
+ * a 160-merge tokenizer), both pretrained briefly so adapters can learn.
  *   - stage 0: a transferable train job on the next-digit task keeps encrypted seeds (only
  *     their hashes in public metadata) and a discriminator in the version;
  *   - stage 1: a transfer job submitted over REST and run by the local executor generates
@@ -178,7 +178,7 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
     const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/next-target/versions/1');
     const md = v.methodMetadata;
     process.stderr.write(
-      `transfer tiny/source (h32, 2 layers) -> tiny/target (h48, 3 layers): generated ${md.syntheticGenerated}, accepted ${md.syntheticAccepted}, ` +
+      `transfer tiny/source (h32, 2 layers, 100-merge BPE) -> tiny/target (h48, 3 layers, 160-merge BPE): generated ${md.syntheticGenerated}, accepted ${md.syntheticAccepted}, ` +
         `kept ${md.syntheticKept} (rejected ${md.rejectedByDiscriminator}, duplicates ${md.duplicatesRemoved}, over-length ${md.overLength}); ` +
         `discriminator accuracy ${md.discriminatorAccuracy.toFixed(3)}; accuracy on ${md.evaluation.records} held-out real records: ` +
         `teacher ${md.teacherScore.toFixed(3)}, untrained target ${md.baselineScore.toFixed(3)}, student ${md.studentScore.toFixed(3)}; ` +
@@ -195,7 +195,7 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
     const { body: src } = await api('ada', 'GET', '/v1/repos/nlp/next-source/versions/1');
     assert.deepEqual(md.seedHashes, src.methodMetadata.transfer.seeds.hashes);
     assert.equal(md.discriminatorAccuracy, src.methodMetadata.transfer.discriminator.accuracy);
-    assert.ok(md.syntheticKept > 50 && md.syntheticKept <= 300, `kept ${md.syntheticKept}`);
+    assert.ok(md.syntheticKept > 50 && md.syntheticKept <= 400, `kept ${md.syntheticKept}`);
     assert.ok(md.syntheticGenerated >= md.syntheticAccepted);
     assert.ok(md.lossCurve.length >= 3);
     // The measured claim: better than the target base without the adapter, on real held-out data.

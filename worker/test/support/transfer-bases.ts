@@ -1,7 +1,7 @@
 /**
  * Two small Llama bases for Trans-LoRA tests: a source (hidden 32, 2 layers, seed 3) and a
- * genuinely different target (hidden 48, 3 layers, seed 11) sharing one byte-level BPE
- * tokenizer, both pretrained briefly (ReLoRA-style, worker/src/pretrain/relora.ts) so that
+ * genuinely different target (hidden 48, 3 layers, seed 11), with different byte-level BPE
+ * tokenizers (100 and 160 merges of the same corpus), both pretrained briefly (ReLoRA-style, worker/src/pretrain/relora.ts) so that
  * adapters learn, and the next-digit task as train / held-out eval JSONL.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -71,9 +71,9 @@ function pretrainingDocs(): { docs: string[]; lines: string[] } {
 
 export async function writeTransferBases(sourceDir: string, targetDir: string): Promise<void> {
   const { docs, lines } = pretrainingDocs();
-  const files = trainByteLevelBpe(lines, 100, 128);
-  await makeBase(sourceDir, files, docs, { hidden: 32, layers: 2, seed: 3 });
-  await makeBase(targetDir, files, docs, { hidden: 48, layers: 3, seed: 11 });
+  // Different tokenizers too (100 vs 160 merges): distillation is on text, so it crosses them.
+  await makeBase(sourceDir, trainByteLevelBpe(lines, 100, 128), docs, { hidden: 32, layers: 2, seed: 3 });
+  await makeBase(targetDir, trainByteLevelBpe(lines, 160, 128), docs, { hidden: 48, layers: 3, seed: 11 });
 }
 
 const writeJsonl = (path: string, records: TaskRecord[]) => writeFileSync(path, `${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
