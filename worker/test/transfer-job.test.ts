@@ -261,6 +261,11 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
         /spec\.transfer\.seedSamples: 8 asked, but nlp\/next-source@1 kept 5/,
       ],
       [
+        'a missing eval set',
+        transferSpec({ evalDataset: { path: join(tmp, 'nowhere.jsonl') } }),
+        /spec\.transfer\.evalDataset: .*nowhere\.jsonl does not exist/,
+      ],
+      [
         'a wrong rank hint',
         transferSpec({ sourceAdapter: { repository: 'nlp/next-source', version: 1, rank: 4 } }),
         /sourceAdapter\.rank: 4 given, but nlp\/next-source@1 has r = 8/,

@@ -23,7 +23,7 @@ import { readRecords, recordsOf } from './records.ts';
 import { scoreOn } from './score.ts';
 import { seedKey } from './seed-crypto.ts';
 import { loadSource, type TransferSource } from './source.ts';
-import { synthesize } from './synthesize.ts';
+import { type Party, synthesize } from './synthesize.ts';
 
 type Spec = AdapterJobSpecDefaulted;
 
@@ -104,12 +104,18 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
   });
   const tgtBase = await resolveBase(spec.baseModel, ctx.client, ctx.workDir);
   const source = await loadModel(srcBase, 'the source base');
-  const target = await loadModel(tgtBase, 'spec.baseModel');
+  // The target model is loaded here only to generate; distillation loads its own.
+  let target: { model: TrainModel; tok: TextTokenizer } | undefined = await loadModel(tgtBase, 'spec.baseModel');
+  const targetTok = target.tok;
+  const targetPositions = target.model.config.maxPositionEmbeddings;
   const method = studentMethod(spec, src);
+  // Read now: a bad eval set fails the job before any generation.
+  const weak = !t.evalDataset;
+  const evalRecords = t.evalDataset ? readRecords(t.evalDataset.path as string, 'spec.transfer.evalDataset') : src.seeds;
 
   // The distillation spec is a train spec over the synthetic set; checked before any generation.
   const dataPath = join(ctx.workDir, 'synthetic', 'distil.jsonl');
-  const maxSeqLength = Math.min(1024, target.model.config.maxPositionEmbeddings, source.model.config.maxPositionEmbeddings);
+  const maxSeqLength = Math.min(1024, targetPositions, source.model.config.maxPositionEmbeddings);
   const distilSpec = {
     ...spec,
     mode: 'train',
@@ -122,7 +128,7 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
 
   const completionTokens = s0.maxCompletionTokens + 2;
   const maxNewTokens = Math.min(t.sampling.maxNewTokens, Math.floor(maxSeqLength / 2));
-  const gen =
+  let gen: Party | undefined =
     t.generator === 'target'
       ? { ...target, adapter: {} }
       : { ...source, adapter: t.generator === 'source-adapter' ? src.adapter.adapter.modules : {} };
@@ -132,7 +138,7 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
     gen,
     { ...source, adapter: src.discriminator.modules, labels: s0.discriminator.labels, maxLen: maxSeqLength },
     { ...source, adapter: src.adapter.adapter.modules },
-    target.tok,
+    targetTok,
     src.seeds,
     {
       candidates: t.candidates,
@@ -166,6 +172,9 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
   ) as [Float64Array[], Float64Array[], Float64Array[]];
   const bw = medianBandwidth([...seedsE, ...acceptedE, ...unfilteredE]);
   const mmd = { accepted: mmd2(seedsE, acceptedE, bw), unfiltered: mmd2(seedsE, unfilteredE, bw), unfilteredSample: unfilteredE.length };
+  // Nothing holds the generation-time target model any more: it can go before distillation loads one.
+  gen = undefined;
+  target = undefined;
   mkdirSync(join(ctx.workDir, 'synthetic'), { recursive: true });
   writeFileSync(dataPath, `${syn.records.map((r) => JSON.stringify(r)).join('\n')}\n`);
 
@@ -174,17 +183,16 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
   const outcome = trainOutcome(distilSpec, run, join(ctx.workDir, 'output', 'adapter'));
 
   await stage('evaluating');
-  const weak = !t.evalDataset;
-  const evalRecords = t.evalDataset ? readRecords(t.evalDataset.path as string, 'spec.transfer.evalDataset') : src.seeds;
   const n = completionTokens;
   source.model.setAdapter(src.adapter.adapter.modules);
   const teacher = await scoreOn(source.model, source.tok, evalRecords, n);
-  target.model.setAdapter({});
-  const baseline = await scoreOn(target.model, target.tok, evalRecords, n);
   const student = await scoreOn(run.model, run.tok, evalRecords, n);
   // Held-out synthetic prompts: does the student answer as the teacher did?
   const heldOut = recordsOf(run.data.eval);
   const agreement = heldOut.length ? (await taskAccuracy(run.model, run.tok, heldOut, { maxNewTokens: n })).accuracy : undefined;
+  // The untrained target: the distilled model with its adapter taken off (already written out).
+  run.model.setAdapter({});
+  const baseline = await scoreOn(run.model, run.tok, evalRecords, n);
   ctx.reporter.log.info(
     { event: 'transfer-scores', teacher: teacher.accuracy, baseline: baseline.accuracy, student: student.accuracy, weak },
     `accuracy on ${evalRecords.length} real records${weak ? ' (the seeds only: weak)' : ''}: teacher ${teacher.accuracy}, untrained target ${baseline.accuracy}, student ${student.accuracy}`,
