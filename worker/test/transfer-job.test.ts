@@ -225,10 +225,20 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
       assert.ok(text.includes(`transfer: ${stage}`), stage);
   });
 
-  it('generator source without an eval set: scored on the seeds only, flagged weak', async () => {
+  it('generator source, sampled teacher, a local discriminator, no eval set: scored on the seeds only, flagged weak', async () => {
+    // The stage-0 discriminator given as a local directory (spec.transfer.discriminator.path).
+    const local = join(tmp, 'pulled-for-discriminator');
+    await pull(new RegistryClient({ registry: reg.base, token: tok.ada }), 'nlp/next-source', '1', local);
     const res = await worker(
       transferSpec(
-        { generator: 'source', candidates: 512, keep: 100, evalDataset: undefined },
+        {
+          generator: 'source',
+          candidates: 512,
+          keep: 100,
+          evalDataset: undefined,
+          discriminator: { path: join(local, 'transfer', 'discriminator') },
+          distillation: { teacherDecoding: 'sample' },
+        },
         { output: { repository: 'nlp/next-target-weak' }, training: { maxSteps: 60, microBatchSize: 16, logEvery: 20 } },
       ),
     );
@@ -236,6 +246,8 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
     const { body: v } = await api('ada', 'GET', '/v1/repos/nlp/next-target-weak/versions/1');
     const md = v.methodMetadata;
     assert.equal(md.generator, 'source');
+    assert.equal(md.teacherDecoding, 'sample');
+    assert.equal(md.discriminator.ref, `file:${join(local, 'transfer', 'discriminator')}`);
     assert.deepEqual(md.evaluation, { set: 'seeds', weak: true, records: 5, metric: 'exact-match accuracy (greedy)' });
     assert.ok(md.syntheticGenerated <= 512 && md.syntheticKept > 0 && md.syntheticKept <= 100, JSON.stringify(md));
     assert.equal(v.lineage[0].relation, 'transferred_from');

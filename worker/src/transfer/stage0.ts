@@ -54,7 +54,9 @@ export interface Stage0File {
     trainSize: number;
     steps: number;
     rank: number;
-    negatives: { generated: number; kept: number; overLength: number; empty: number };
+    negatives: { generated: number; kept: number; overLength: number; empty: number; temperature: number; topP: number };
+    lr: number;
+    finalLoss: number;
   };
   fewShot: { template: string; k: number };
 }
@@ -166,7 +168,16 @@ export async function runStage0(
       trainSize: d.trainSize,
       steps: d.steps,
       rank: DISCRIMINATOR.rank,
-      negatives: { generated: negatives.generated, kept: negatives.texts.length, overLength: negatives.overLength, empty: negatives.empty },
+      negatives: {
+        generated: negatives.generated,
+        kept: negatives.texts.length,
+        overLength: negatives.overLength,
+        empty: negatives.empty,
+        temperature: NEGATIVES.temperature,
+        topP: NEGATIVES.topP,
+      },
+      lr: DISCRIMINATOR.lr,
+      finalLoss: d.finalLoss,
     },
     fewShot: { template: FEWSHOT_TEMPLATE, k },
   };
