@@ -49,8 +49,8 @@ const api = (who: keyof typeof tok, method: string, path: string, body?: unknown
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
 
-const worker = (spec: unknown, env: Record<string, string> = { LOWRANK_SEED_KEY: SEED_KEY }) =>
-  runWorker(spec, { registry: reg.base, token: tok.ada, tmp, env });
+const worker = (spec: unknown, env: Record<string, string> = { LOWRANK_SEED_KEY: SEED_KEY }, workDir?: string) =>
+  runWorker(spec, { registry: reg.base, token: tok.ada, tmp, env, ...(workDir ? { workDir } : {}) });
 
 function sourceSpec(over: { [k: string]: any } = {}): any {
   return {
@@ -251,6 +251,28 @@ describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfe
     assert.deepEqual(md.evaluation, { set: 'seeds', weak: true, records: 5, metric: 'exact-match accuracy (greedy)' });
     assert.ok(md.syntheticGenerated <= 512 && md.syntheticKept > 0 && md.syntheticKept <= 100, JSON.stringify(md));
     assert.equal(v.lineage[0].relation, 'transferred_from');
+  });
+
+  it('a retry in the same work dir regenerates the same synthetic set and resumes distillation from its checkpoint', async () => {
+    const workDir = join(tmp, 'retried-transfer');
+    const spec = (repo: string) =>
+      transferSpec(
+        { candidates: 768, keep: 120 },
+        { output: { repository: repo }, training: { maxSteps: 60, microBatchSize: 16, logEvery: 10, checkpointEvery: 20 } },
+      );
+    const first = await worker(spec('nlp/next-target-first'), undefined, workDir);
+    assert.equal(first.code, 0, first.stderr + first.stdout);
+    // The first run left its step-40 checkpoint (none is written at the last step).
+    const again = await worker(spec('nlp/next-target-again'), undefined, workDir);
+    assert.equal(again.code, 0, again.stderr + again.stdout);
+    const [{ body: a }, { body: b }] = await Promise.all([
+      api('ada', 'GET', '/v1/repos/nlp/next-target-first/versions/1'),
+      api('ada', 'GET', '/v1/repos/nlp/next-target-again/versions/1'),
+    ]);
+    assert.equal(b.methodMetadata.resumedFromStep, 40);
+    assert.equal(b.methodMetadata.datasetDigest, a.methodMetadata.datasetDigest, 'the same synthetic set');
+    assert.deepEqual(b.methodMetadata.lossCurve, a.methodMetadata.lossCurve);
+    assert.equal(b.methodMetadata.studentScore, a.methodMetadata.studentScore);
   });
 
   it('refuses bad transfer specs and a missing seed key with exit 65 and what to fix', async () => {
