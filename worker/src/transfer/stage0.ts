@@ -91,8 +91,8 @@ export async function runStage0(
     .map((i) => records[i] as (typeof records)[number]);
   mkdirSync(join(outDir, 'transfer'), { recursive: true });
   writeFileSync(join(outDir, SEEDS_FILE), `${JSON.stringify(encryptSeeds(seeds, key))}\n`);
-  const maxPromptTokens = Math.max(...records.map((r) => tok.encode(r.prompt).length));
-  const maxCompletionTokens = Math.max(...records.map((r) => tok.encode(r.completion, false).length));
+  const maxPromptTokens = records.reduce((m, r) => Math.max(m, tok.encode(r.prompt).length), 0);
+  const maxCompletionTokens = records.reduce((m, r) => Math.max(m, tok.encode(r.completion, false).length), 0);
 
   // Negatives: prompts the source base (adapter off) writes few-shot from the seeds.
   await ctx.reporter.progress({ stage: 'transfer stage 0: generating negatives' }, true);

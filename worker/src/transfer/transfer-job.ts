@@ -21,7 +21,7 @@ import { TextTokenizer } from '../tokenizer/tokenizer.ts';
 import { EmbeddingTable, medianBandwidth, mmd2 } from './mmd.ts';
 import { readRecords, recordsOf } from './records.ts';
 import { scoreOn } from './score.ts';
-import { seedKey } from './seed-crypto.ts';
+import { type SeedRecord, seedKey } from './seed-crypto.ts';
 import { loadSource, type TransferSource } from './source.ts';
 import { type Party, synthesize } from './synthesize.ts';
 
@@ -183,16 +183,19 @@ export async function runTransfer(spec: Spec, ctx: RunContext): Promise<JobOutco
   const outcome = trainOutcome(distilSpec, run, join(ctx.workDir, 'output', 'adapter'));
 
   await stage('evaluating');
-  const n = completionTokens;
+  // Room for the longest expected answer in each model's own tokens (+ eos and one spare).
+  const room = (tok: TextTokenizer, rs: SeedRecord[]) => rs.reduce((m, r) => Math.max(m, tok.encode(r.completion, false).length), 0) + 2;
   source.model.setAdapter(src.adapter.adapter.modules);
-  const teacher = await scoreOn(source.model, source.tok, evalRecords, n);
-  const student = await scoreOn(run.model, run.tok, evalRecords, n);
+  const teacher = await scoreOn(source.model, source.tok, evalRecords, room(source.tok, evalRecords));
+  const student = await scoreOn(run.model, run.tok, evalRecords, room(run.tok, evalRecords));
   // Held-out synthetic prompts: does the student answer as the teacher did?
   const heldOut = recordsOf(run.data.eval);
-  const agreement = heldOut.length ? (await taskAccuracy(run.model, run.tok, heldOut, { maxNewTokens: n })).accuracy : undefined;
+  const agreement = heldOut.length
+    ? (await taskAccuracy(run.model, run.tok, heldOut, { maxNewTokens: room(run.tok, heldOut) })).accuracy
+    : undefined;
   // The untrained target: the distilled model with its adapter taken off (already written out).
   run.model.setAdapter({});
-  const baseline = await scoreOn(run.model, run.tok, evalRecords, n);
+  const baseline = await scoreOn(run.model, run.tok, evalRecords, room(run.tok, evalRecords));
   ctx.reporter.log.info(
     { event: 'transfer-scores', teacher: teacher.accuracy, baseline: baseline.accuracy, student: student.accuracy, weak },
     `accuracy on ${evalRecords.length} real records${weak ? ' (the seeds only: weak)' : ''}: teacher ${teacher.accuracy}, untrained target ${baseline.accuracy}, student ${student.accuracy}`,
