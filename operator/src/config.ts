@@ -20,6 +20,9 @@ export interface OperatorConfig {
   /** Secret (in the custom resource's namespace) holding the registry token under `tokenSecretKey`. */
   tokenSecretName: string;
   tokenSecretKey: string;
+  /** Secret (in the custom resource's namespace) holding the Trans-LoRA seed key (LOWRANK_SEED_KEY) under `seedKeySecretKey`. */
+  seedKeySecretName: string;
+  seedKeySecretKey: string;
   /** ServiceAccount of worker pods; empty: the namespace default. */
   workerServiceAccount: string;
   /** Node selector and tolerations added to pods that request GPUs (a GPU node pool). */
@@ -97,6 +100,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     progressSeconds: int(env, 'LOWRANK_PROGRESS_SECONDS', 10, 1, 3600),
     tokenSecretName: env.LOWRANK_TOKEN_SECRET || 'lowrank-registry-token',
     tokenSecretKey: env.LOWRANK_TOKEN_SECRET_KEY || 'token',
+    seedKeySecretName: env.LOWRANK_SEED_KEY_SECRET || 'lowrank-seed-key',
+    seedKeySecretKey: env.LOWRANK_SEED_KEY_SECRET_KEY || 'key',
     workerServiceAccount: env.LOWRANK_WORKER_SERVICE_ACCOUNT ?? '',
     gpuNodeSelector: json(
       env,

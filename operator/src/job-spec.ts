@@ -5,7 +5,8 @@
  * - the spec: the custom resource as accepted (apiVersion/kind/metadata/spec, defaults
  *   applied) in a ConfigMap mounted read-only at /etc/lowrank/spec/resource.json. A file,
  *   not an env var: specs reach tens of KiB and env shows up in `kubectl describe pod`.
- * - env: LOWRANK_REGISTRY_URL, LOWRANK_TOKEN (from a Secret), LOWRANK_RESULT_FILE.
+ * - env: LOWRANK_REGISTRY_URL, LOWRANK_TOKEN (from a Secret), LOWRANK_RESULT_FILE; for
+ *   Trans-LoRA AdapterJobs LOWRANK_SEED_KEY (from an optional Secret).
  * - the result: LOWRANK_RESULT_FILE is the container's terminationMessagePath, so the
  *   JSON result ({"status":"succeeded","output":{...}} or {"status":"failed","reason":...})
  *   comes back in the pod's container status without exec or log scraping.
@@ -122,6 +123,13 @@ export function buildJob(cr: Resource, name: string, cfg: OperatorConfig): V1Job
   // The registry job record the worker reports progress to (see progress.ts).
   const jobId = registryJobId(cr.metadata.annotations);
   if (jobId) env.push({ name: 'LOWRANK_JOB_ID', value: jobId });
+  // Trans-LoRA seeds are encrypted under a key from a Secret; optional, so a missing one
+  // reaches the worker, which fails the job (exit 65) naming LOWRANK_SEED_KEY.
+  if (cr.kind === 'AdapterJob' && (s.mode === 'transfer' || (s.training as { transferable?: boolean } | undefined)?.transferable === true))
+    env.push({
+      name: 'LOWRANK_SEED_KEY',
+      valueFrom: { secretKeyRef: { name: cfg.seedKeySecretName, key: cfg.seedKeySecretKey, optional: true } },
+    } as (typeof env)[number]);
   const retry = s.retry ?? {};
   return {
     apiVersion: 'batch/v1',

@@ -57,6 +57,16 @@ describe('the Job built for each example', () => {
       assert.equal(file2.kind, cr.kind);
       assert.deepEqual(file2.spec, cr.spec);
       assert.equal(admit(file2).accepted, true);
+      // Trans-LoRA jobs (mode transfer, or train with transferable) get the seed key from an optional Secret.
+      const seedKey = c?.env?.find((e) => e.name === 'LOWRANK_SEED_KEY');
+      const transfer =
+        cr.kind === 'AdapterJob' &&
+        (cr.spec.mode === 'transfer' || (cr.spec.training as { transferable?: boolean } | undefined)?.transferable === true);
+      assert.deepEqual(
+        seedKey?.valueFrom?.secretKeyRef,
+        transfer ? { name: 'lowrank-seed-key', key: 'key', optional: true } : undefined,
+        file,
+      );
     });
   }
 

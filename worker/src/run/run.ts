@@ -15,6 +15,7 @@ import { RegistryClient } from '@lowrank/registry-api/cli/client';
 import { EXIT } from '../exit-codes.ts';
 import { runGenerate } from '../generate/generate-job.ts';
 import { runTrainGenerator } from '../generate/train-generator-job.ts';
+import { runTransfer } from '../transfer/transfer-job.ts';
 import { runCompress } from './compress-job.ts';
 import { runMerge } from './merge-job.ts';
 import { publish, type VersionRef } from './output.ts';
@@ -55,6 +56,7 @@ async function execute(resource: JobResource, ctx: RunContext): Promise<JobOutco
       const spec = resource.spec as unknown as AdapterJobSpecDefaulted;
       if (spec.mode === 'generate') return runGenerate(spec, ctx);
       if (spec.mode === 'train-generator') return runTrainGenerator(spec, ctx);
+      if (spec.mode === 'transfer') return runTransfer(spec, ctx);
       return runTrain(spec, ctx);
     }
     default:

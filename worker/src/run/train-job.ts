@@ -11,13 +11,15 @@ import { join } from 'node:path';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { chunk, type Row, toBatch, toRows } from '../data/batches.ts';
-import { permutation, prepareDataset } from '../data/dataset.ts';
+import { type PreparedDataset, permutation, prepareDataset } from '../data/dataset.ts';
 import { checkDatasetUri, fetchDataset } from '../data/remote.ts';
 import { type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, TrainModel } from '../native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../native/train-checkpoint.ts';
 import { TextTokenizer } from '../tokenizer/tokenizer.ts';
-import { initAdapter } from './adapter-init.ts';
-import { resolveBase } from './base-model.ts';
+import { seedKey } from '../transfer/seed-crypto.ts';
+import { checkTransferableData, runStage0 } from '../transfer/stage0.ts';
+import { type AdapterInit, initAdapter } from './adapter-init.ts';
+import { type ResolvedBase, resolveBase } from './base-model.ts';
 import { pullLatestCheckpoint, pushCheckpoint } from './remote-checkpoints.ts';
 import { writeTrainedAdapter } from './trained-adapter.ts';
 import type { JobOutcome, RunContext } from './types.ts';
@@ -38,7 +40,7 @@ function refuse(field: string, what: string): never {
 }
 
 /** Spec checks the schema cannot make (what this worker and engine support). */
-function checkSpec(spec: Spec) {
+export function checkSpec(spec: Spec) {
   if (spec.mode !== 'train') refuse('spec.mode', `${spec.mode} AdapterJobs are not run by this worker yet; mode train is`);
   const method = spec.method ?? refuse('spec.method', 'is required in mode train');
   const dataset = spec.dataset ?? refuse('spec.dataset', 'is required in mode train');
@@ -53,8 +55,49 @@ function checkSpec(spec: Spec) {
     refuse('spec.schedule.minLrRatio', 'the engine decays to 0 (transformers semantics); set 0');
   if (spec.schedule?.warmupSteps !== undefined && spec.schedule.warmupRatio !== undefined)
     refuse('spec.schedule', 'set warmupSteps or warmupRatio, not both');
-  if (spec.training?.transferable) refuse('spec.training.transferable', 'Trans-LoRA stage 0 is not implemented by this worker yet');
   return { method, dataset };
+}
+
+type Method = NonNullable<Spec['method']>;
+type DatasetSpec = NonNullable<Spec['dataset']>;
+
+/** A finished training run: the model (adapter set) and what the version records about it. */
+export interface TrainedRun {
+  base: ResolvedBase;
+  tok: TextTokenizer;
+  model: TrainModel;
+  data: PreparedDataset;
+  method: Method;
+  dataset: DatasetSpec;
+  alpha: number;
+  useRslora: boolean;
+  targets: Projection[];
+  total: number;
+  mb: number;
+  accum: number;
+  opt: { lr: number; betas: number[]; eps: number; weightDecay: number; maxGradNorm: number };
+  schedule: NonNullable<Spec['schedule']> & { warmupSteps: number };
+  curve: CurvePoint[];
+  lastLoss: number;
+  final: { loss: number; perplexity: number; tokens: number } | undefined;
+  baseEval: number | undefined;
+  resumedFrom: number | undefined;
+  /** How the adapter was initialised, and so how it is exported (PiSSA/LoRA-GA: rank 2r for the original base). */
+  init: AdapterInit;
+}
+
+export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
+  const { method, dataset } = checkSpec(spec);
+  // Trans-LoRA stage 0 needs the seed key and prompt-completion data: refused before training, not after.
+  const transferable = spec.training?.transferable === true;
+  if (transferable) seedKey();
+  const run = await trainAdapter(spec, ctx, method, dataset, transferable ? (data) => checkTransferableData(data) : undefined);
+  const outcome = trainOutcome(spec, run, join(ctx.workDir, 'output', 'adapter'));
+  if (transferable) {
+    const stage0 = await runStage0(run, spec, ctx, outcome.dir);
+    outcome.methodMetadata.transfer = stage0;
+  }
+  return outcome;
 }
 
 /** Runs of the same job (same inputs and settings) share checkpoints; another job's are ignored. */
@@ -77,8 +120,18 @@ function latestCheckpoint(root: string): string | undefined {
   return steps.length ? join(root, steps.at(-1) as string) : undefined;
 }
 
-export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
-  const { method, dataset } = checkSpec(spec);
+/**
+ * Trains `method` on `dataset` over spec.baseModel with the spec's optimizer, schedule and
+ * loop (mode train, and the distillation of mode transfer). `onData` may refuse the data
+ * before any step is taken.
+ */
+export async function trainAdapter(
+  spec: Spec,
+  ctx: RunContext,
+  method: Method,
+  dataset: DatasetSpec,
+  onData?: (data: PreparedDataset) => void,
+): Promise<TrainedRun> {
   const opt = {
     lr: 2e-4,
     betas: [0.9, 0.999],
@@ -131,6 +184,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     seed: spec.seed,
     split: dataset.split,
   });
+  onData?.(data);
   const mb = training.microBatchSize;
   const accum = training.gradientAccumulation;
   const trainRows = toRows(data.train, dataset.packing, dataset.maxSeqLength);
@@ -304,8 +358,34 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
   const last = curve.at(-1);
   if (final && last && last.step === step) last.evalLoss = final.loss;
   else if (final) curve.push({ step, loss: lastLoss, evalLoss: final.loss });
+  return {
+    base,
+    tok,
+    model,
+    data,
+    method,
+    dataset,
+    alpha,
+    useRslora,
+    targets,
+    total,
+    mb,
+    accum,
+    opt,
+    schedule: { ...schedule, warmupSteps },
+    curve,
+    lastLoss,
+    final,
+    baseEval,
+    resumedFrom,
+    init,
+  };
+}
 
-  const dir = join(ctx.workDir, 'output', 'adapter');
+/** Writes the run's adapter as a PEFT directory at `dir` and describes it (metadata, metrics, lineage). */
+export function trainOutcome(spec: Spec, run: TrainedRun, dir: string): JobOutcome {
+  const { base, model, method, dataset, data, alpha, useRslora, targets, total, mb, accum, opt, curve, final, baseEval, lastLoss } = run;
+  const { resumedFrom, schedule, init } = run;
   rmSync(dir, { recursive: true, force: true });
   const exported = init.exportAdapter(model.adapter());
   writeTrainedAdapter(dir, exported.modules, model.magnitudes(), {
@@ -342,7 +422,7 @@ export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome>
     microBatchSize: mb,
     gradientAccumulation: accum,
     optimizer: { type: 'adamw', ...opt },
-    schedule: { ...schedule, warmupSteps },
+    schedule,
     // The engine computes in f32 on every device it runs on today.
     computePrecision: 'f32',
     seed: spec.seed,
