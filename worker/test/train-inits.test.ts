@@ -5,8 +5,6 @@
  * Per shape, on all seven projections (tolerances of §8.1, fp32):
  *   PiSSA (exact SVD): s·BA (sign-free) and W_res equal PEFT's init_lora_weights="pissa" (rel ≤ 1e-5),
  *     and the logits on W_res + s·BA equal those of the base (rel ≤ 1e-5).
- *     Where an fp32 reference (PEFT's fp32 SVD, the LoRA-SB replica's fp32 autograd) differs from us by more
- *     than the tolerance, its fp64 result settles (§8.1): ours within the tolerance of it and closer to it.
  *   LoRA-GA: the engine's frozen-weight gradients G equal PEFT preprocess_loraga's (rel ≤ 1e-4, §8.1
  *     gradients); from the same G our factors equal PEFT's lora_ga_init (variant peft, exact SVD under
  *     the §0.1 sign rule on both sides: A, B and W_res rel ≤ 1e-5) for five direction/scale/γ cases.
@@ -15,6 +13,9 @@
  *   LoRA-SB: loss and logits (rel ≤ 1e-5) and ∂L/∂R (rel ≤ 2e-5) equal a PyTorch replica's autograd, with
  *     and without LoRA dropout (our masks injected); the init's B R A equals [ref]'s exact-SVD factors
  *     (rel ≤ 1e-5), σ within 1e-5·σ1.
+ *   Where an fp32 reference (PEFT's fp32 SVD for PiSSA, the LoRA-SB replica's fp32 autograd) differs from us
+ *   by more than the tolerance, its fp64 run settles (§8.1): ours within the tolerance of it and closer to it.
+ *   The worst errors per shape and method are logged as {"event": "init-parity", ...} lines.
  * On the tiny Llama of the train job (a BPE tokenizer and the next-digit task), the jobs (PiSSA exact
  * and randomized, LoRA-GA reference and peft, EVA, LoRA-SB): eval loss drops; base-changing ones
  * (§0.5) train on W_res and publish rank 2r (A' = [A; A0], B' = [B | −B0]); the adapter loaded by
