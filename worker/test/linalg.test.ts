@@ -185,6 +185,10 @@ describe('linalg parity with torch.linalg', () => {
       const ours = svd(m);
       assertSvdClose(ours, torchSvd(`svd-${id}`), id);
       assert.ok(rel(reconstruct(ours), m.data) <= 1e-6);
+      // computed in double (the exact inits' path), rounded to fp32: the same checks
+      const ours64 = svd(m, { precision: 'f64' });
+      assertSvdClose(ours64, torchSvd(`svd-${id}`), `${id} (f64)`);
+      assert.ok(rel(reconstruct(ours64), m.data) <= 1e-6);
     });
 
     it(`qr of ${id} matches torch and is orthonormal with diag(R) ≥ 0`, () => {
@@ -314,6 +318,10 @@ describe('Philox stream and argument checks', () => {
 
   it('rejects bad shapes with TypeError and non-finite input with LowrankError(invalid_request)', () => {
     assert.throws(() => svd({ rows: 2, cols: 3, data: new Float32Array(5) }), TypeError);
+    assert.throws(
+      () => svd({ rows: 1, cols: 1, data: new Float32Array(1) }, { precision: 'f16' as 'f32' }),
+      /svd precision must be f32 or f64/,
+    );
     assert.throws(() => factoredSvd({ r: 2, in: 3, out: 4, A: new Float32Array(6), B: new Float32Array(7), scale: 1 }), TypeError);
     assert.throws(
       () => svd({ rows: 2, cols: 2, data: new Float32Array([1, Number.NaN, 0, 1]) }),

@@ -1,7 +1,7 @@
 /**
  * The native training engine against PyTorch + transformers + PEFT (versions pinned in
  * worker/test/python/requirements.txt) on tiny random models the test creates, one per
- * family shape:
+ * family shape (worker/test/support/family-shapes.ts, shared with train-inits.test.ts):
  *   llama   GQA, llama3 rope scaling, LoRA on all seven projections;
  *   qwen2   q/k/v biases, rsLoRA on q/v/o/down;
  *   mistral sliding window (4) shorter than the sequence, LoRA on q/k/gate/up;
@@ -23,67 +23,14 @@ import { readSafetensors, tensorToFloat32 } from '../src/native/safetensors.ts';
 import { initLora, type OptimizerOptions, type TokenBatch, TrainModel } from '../src/native/train.ts';
 import { exportForOriginalBase, pissaInit } from '../src/native/train-init.ts';
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
+import { FAMILY_SHAPES, makeFamilyModels } from './support/family-shapes.ts';
 import { delta64, rel } from './support/numeric.ts';
 import { type Entry, loadF32, readJson, runPython, saveF32, writeJson } from './support/python-ref.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'lowrank-train-parity-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-// No eos/bos: generate() then always runs max_new_tokens on both sides.
-const tiny = {
-  hidden_size: 32,
-  intermediate_size: 48,
-  num_hidden_layers: 2,
-  vocab_size: 96,
-  max_position_embeddings: 64,
-  eos_token_id: null,
-  bos_token_id: null,
-};
-const models = [
-  {
-    id: 'llama',
-    family: 'llama',
-    seed: 1,
-    config: {
-      ...tiny,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      rope_theta: 500000,
-      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
-    },
-    adapter: { r: 4, alpha: 8, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
-  },
-  {
-    id: 'qwen2',
-    family: 'qwen2',
-    seed: 2,
-    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 1, rope_theta: 1000000 },
-    adapter: { r: 6, alpha: 12, use_rslora: true, targets: ['q_proj', 'v_proj', 'o_proj', 'down_proj'] },
-  },
-  {
-    id: 'mistral',
-    family: 'mistral',
-    seed: 3,
-    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 2, sliding_window: 4 },
-    adapter: { r: 2, alpha: 5, targets: ['q_proj', 'k_proj', 'gate_proj', 'up_proj'] },
-  },
-  {
-    id: 'dora',
-    family: 'llama',
-    seed: 5,
-    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 2, attention_bias: true },
-    adapter: { r: 4, alpha: 8, use_dora: true, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'down_proj'] },
-  },
-  {
-    id: 'smollm',
-    family: 'llama',
-    seed: 4,
-    dtype: 'bf16',
-    max_shard_size: '20KB',
-    config: { ...tiny, num_attention_heads: 4, num_key_value_heads: 4, tie_word_embeddings: true },
-    adapter: { r: 4, alpha: 4, targets: ['q_proj', 'v_proj', 'down_proj'] },
-  },
-];
+const models = FAMILY_SHAPES;
 
 /** Deterministic pseudo-random tokens (an LCG: the test's data, not a secret). */
 function tokens(rows: number, seq: number, vocab: number, salt: number): number[][] {
@@ -177,8 +124,7 @@ const cases: Case[] = models.map((m, k) => {
 const outs = new Map<string, Out>();
 
 before(() => {
-  writeJson(work, 'spec.json', { models });
-  runPython('train_ref.py', 'make', work);
+  makeFamilyModels(work, models);
   writeJson(work, 'cases.json', { cases });
   runPython('train_ref.py', 'run', work);
   for (const c of cases) outs.set(c.id, readJson(work, `${c.id}.out.json`) as Out);

@@ -58,7 +58,7 @@ export type Seed = bigint | number;
 interface LinalgNative {
   matmul(a: Matrix, transA: boolean, b: Matrix, transB: boolean, alpha: number, beta: number, c?: Matrix): Matrix;
   qr(m: Matrix): { q: Matrix; r: Matrix };
-  svd(m: Matrix): SvdResult;
+  svd(m: Matrix, f64?: boolean): SvdResult;
   randomizedSvd(m: Matrix, rank: number, oversample: number, niter: number, seed: Seed, stream: Seed): SvdResult;
   factoredSvd(m: LoraModule): SvdResult;
   refactor(m: LoraModule, rank: number, targetScale: number, split: Split): LoraModule;
@@ -125,9 +125,11 @@ export function qr(m: Matrix): { q: Matrix; r: Matrix } {
 }
 
 /** Thin SVD (LAPACK gesdd, gesvd as fallback): u [rows, k], s [k], vt [k, cols]. */
-export function svd(m: Matrix): SvdResult {
+export function svd(m: Matrix, opts: { precision?: 'f32' | 'f64' } = {}): SvdResult {
   checkMatrix(m, 'm');
-  return callNative(() => native().svd(m));
+  const precision = opts.precision ?? 'f32';
+  if (precision !== 'f32' && precision !== 'f64') throw new TypeError('svd precision must be f32 or f64');
+  return callNative(() => native().svd(m, precision === 'f64'));
 }
 
 export interface RandomizedSvdOptions {

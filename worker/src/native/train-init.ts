@@ -78,7 +78,7 @@ export function pissaInit(model: TrainModel, o: PissaOptions): Record<string, Lo
       if (niter > 0) {
         if (o.seed === undefined) throw new TypeError('the randomized SVD (niter > 0) needs a seed');
         f = randomizedSvd(m, { rank: r, oversample, niter, seed: o.seed, stream: streamId(`pissa:${path}`) });
-      } else f = svd(m);
+      } else f = svd(m, { precision: 'f64' }); // fp32 LAPACK's truncation error reaches 1e-5 at gaps ~1e-2·σ1
       const { u, s, vt } = f;
       const k = u.cols;
       const A = new Float32Array(r * inDim);

@@ -90,7 +90,7 @@ function predictsSomething(b: TokenBatch): boolean {
 function topSingular(w: Float32Array, out: number, inDim: number, o: LoraGaOptions, path: string): number {
   const m = { rows: out, cols: inDim, data: w };
   const f = o.exactSvd
-    ? svd(m)
+    ? svd(m, { precision: 'f64' })
     : randomizedSvd(m, { rank: 1, oversample: 0, niter: 4, seed: o.seed, stream: streamId(`lora-ga:${path}:W`) });
   return f.s[0] ?? 0;
 }
@@ -114,7 +114,7 @@ export function loraGaFactors(
   const m = { rows: out, cols: inDim, data: G };
   const f: SvdResult =
     o.exactSvd || q === Math.min(out, inDim)
-      ? svd(m)
+      ? svd(m, { precision: 'f64' }) // exact: in double, as the singular vectors at small gaps need
       : randomizedSvd(m, { rank: q, oversample: 0, niter: 4, seed: o.seed, stream: streamId(`lora-ga:${path}`) });
   const k = f.u.cols;
   let aIdx: number[];

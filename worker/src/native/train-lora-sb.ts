@@ -46,7 +46,7 @@ export function loraSbFactors(
   for (let i = 0; i < out; i++) for (let j = 0; j < inDim; j++) t[j * out + i] = dW[i * inDim + j] as number;
   const m = { rows: inDim, cols: out, data: t };
   const f = o.exactSvd
-    ? svd(m)
+    ? svd(m, { precision: 'f64' })
     : randomizedSvd(m, { rank: r, oversample: 0, niter: o.niter, seed: o.seed, stream: streamId(`lora-sb:${path}`) });
   const k = f.u.cols;
   const A = new Float32Array(r * inDim); // Uᵀ [r, in]

@@ -12,7 +12,8 @@
       alpha_pattern and target_modules.
   inits_ref.py lorasb DIR   DIR/lorasb.json {"base", "modules": {path: {"A", "B", "R", "mask"?}}, "scale", "tokens", "labels",
       "dW": {path: entry}, "r"}: a PyTorch replica of LoRA-SB (y = base(x) + s·B(R(Ax)), only R requires grad): loss,
-      logits and autograd's dL/dR per module; and [ref]'s init from the injected update estimates with the exact SVD
+      logits and autograd's dL/dR per module, and the same in fp64 ("loss64", "logits64", "gradR64": fp64 settles
+      disagreements, METHODS §8.1); and [ref]'s init from the injected update estimates with the exact SVD
       (dW^T = U diag(S) V^T: B = V, R = diag(S), A = U^T): B R A and S per module.
 """
 import copy
@@ -108,9 +109,10 @@ class LoraSbLinear(torch.nn.Module):
     def __init__(self, base, A, B, R, scale, mask=None):
         super().__init__()
         self.base, self.scale = base, scale
-        self.A, self.B = torch.tensor(A), torch.tensor(B)
+        self.register_buffer("A", torch.tensor(A))
+        self.register_buffer("B", torch.tensor(B))
         self.R = torch.nn.Parameter(torch.tensor(R))
-        self.mask = None if mask is None else torch.tensor(mask)
+        self.register_buffer("mask", None if mask is None else torch.tensor(mask))
 
     def forward(self, x):
         xd = x if self.mask is None else x * self.mask.view(x.shape)
@@ -118,9 +120,9 @@ class LoraSbLinear(torch.nn.Module):
             torch.nn.functional.linear(torch.nn.functional.linear(xd, self.A), self.R), self.B)
 
 
-def lorasb(d):
-    spec = read_json(d, "lorasb.json")
-    model = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32)
+def lorasb_replica(d, spec, dtype):
+    """The replica in `dtype` (fp32, or fp64 to settle disagreements): loss, logits and dL/dR per module."""
+    model = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=torch.float32).to(dtype)
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = {}
@@ -128,14 +130,23 @@ def lorasb(d):
         parent_path, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_path)
         mask = load(d, e["mask"]) if "mask" in e else None
-        w = LoraSbLinear(getattr(parent, child), load(d, e["A"]), load(d, e["B"]), load(d, e["R"]), spec["scale"], mask)
+        w = LoraSbLinear(getattr(parent, child), load(d, e["A"]), load(d, e["B"]), load(d, e["R"]), spec["scale"], mask).to(dtype)
         setattr(parent, child, w)
         wrapped[path] = w
     out = model(input_ids=torch.tensor(spec["tokens"]), labels=torch.tensor(spec["labels"]))
     out.loss.backward()
-    res = {"loss": out.loss.item(), "logits": save(d, "lorasb.logits", out.logits.detach()), "gradR": {}, "init": {}}
-    for path, w in wrapped.items():
-        res["gradR"][path] = save(d, f"lorasb.{path}.gradR", w.R.grad)
+    return out.loss.item(), out.logits.detach().float(), {path: w.R.grad.float() for path, w in wrapped.items()}
+
+
+def lorasb(d):
+    spec = read_json(d, "lorasb.json")
+    loss, logits, grads = lorasb_replica(d, spec, torch.float32)
+    loss64, logits64, grads64 = lorasb_replica(d, spec, torch.float64)
+    res = {"loss": loss, "logits": save(d, "lorasb.logits", logits), "gradR": {}, "init": {},
+           "loss64": loss64, "logits64": save(d, "lorasb.logits64", logits64), "gradR64": {}}
+    for path, g in grads.items():
+        res["gradR"][path] = save(d, f"lorasb.{path}.gradR", g)
+        res["gradR64"][path] = save(d, f"lorasb.{path}.gradR64", grads64[path])
     r = spec["r"]
     for path, e in spec.get("dW", {}).items():
         dW = torch.tensor(load(d, e)).double()

@@ -196,13 +196,16 @@ def dropout(d):
 
 
 def pissa(d):
-    """DIR/pissa.json {"model", "r", "alpha", "targets", "tokens"}: PEFT's init_lora_weights="pissa" on
-    the model's base: per module A, B and the residual base weight, and the logits before and after."""
+    """DIR/pissa.json {"model" | "base", "r", "alpha", "targets", "tokens"}: PEFT's init_lora_weights="pissa" on
+    the model's base (DIR/<model>/base, or the directory "base"): per module A, B and the residual base weight,
+    the fp64 rank-r truncation of W and W minus it ("delta64", "W64"), and the logits before and after."""
     spec = read_json(d, "pissa.json")
-    base = AutoModelForCausalLM.from_pretrained(os.path.join(d, spec["model"], "base"), dtype=torch.float32)
+    base_dir = spec["base"] if "base" in spec else os.path.join(d, spec["model"], "base")
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     tokens = torch.tensor(spec["tokens"])
     with torch.no_grad():
         before = base(input_ids=tokens).logits
+    originals = {name: m.weight.detach().clone() for name, m in base.named_modules() if isinstance(m, torch.nn.Linear)}
     model = get_peft_model(base, LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], target_modules=spec["targets"],
                                             init_lora_weights="pissa", lora_dropout=0.0))
     with torch.no_grad():
@@ -211,11 +214,20 @@ def pissa(d):
     for name, mod in model.named_modules():
         if hasattr(mod, "lora_A") and "default" in mod.lora_A:
             path = name.removeprefix("base_model.model.")
+            # fp64 settles disagreements (METHODS §8.1): the rank-r truncation of the original W in double.
+            w = (mod.base_layer.weight.detach().double() +
+                 mod.scaling["default"] * mod.lora_B["default"].weight.detach().double() @ mod.lora_A["default"].weight.detach().double())
+            orig = originals[path].double()
+            U, S, Vh = torch.linalg.svd(orig, full_matrices=False)
+            low = (U[:, :spec["r"]] * S[:spec["r"]]) @ Vh[:spec["r"]]
             res["modules"][path] = {
                 "A": save(d, f"pissa.{path}.A", mod.lora_A["default"].weight.detach()),
                 "B": save(d, f"pissa.{path}.B", mod.lora_B["default"].weight.detach()),
                 "W": save(d, f"pissa.{path}.W", mod.base_layer.weight.detach()),
+                "delta64": save(d, f"pissa.{path}.delta64", low.float()),
+                "W64": save(d, f"pissa.{path}.W64", (orig - low).float()),
             }
+            assert torch.allclose(w, orig, atol=1e-5), path
     write_json(d, "pissa.out.json", res)
     print(json.dumps({"ok": True}))
 

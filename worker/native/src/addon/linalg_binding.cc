@@ -48,9 +48,14 @@ Napi::Value Qr(const Napi::CallbackInfo& info) {
   });
 }
 
+// svd(m, f64?): the thin SVD, computed in double when f64 is true (results rounded to fp32).
 Napi::Value SvdThin(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value { return to_svd(env, svd_thin(get_dense(env, info[0], "m"))); });
+  return guarded(env, [&]() -> Napi::Value {
+    Matrix m = get_dense(env, info[0], "m");
+    bool f64 = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    return to_svd(env, f64 ? svd_thin_f64(m) : svd_thin(m));
+  });
 }
 
 // randomizedSvd(m, rank, oversample, niter, seed, stream).
