@@ -19,7 +19,6 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { serviceEnv } from '@lowrank/e2e/env';
 import { Redis } from 'ioredis';
-import { createToken } from '../../registry-api/src/auth/tokens.ts';
 import { RegistryClient } from '../../registry-api/src/cli/client.ts';
 import { pull } from '../../registry-api/src/cli/transfer.ts';
 import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
@@ -28,6 +27,7 @@ import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { taskScorer } from '../src/generate/score.ts';
 import { pretrainRelora, textExamples } from '../src/pretrain/relora.ts';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.ts';
+import { seedNlpTeam } from './support/registry-users.ts';
 import { writeTinyBase } from './support/tiny-base.ts';
 import { runWorker } from './support/worker-cli.ts';
 
@@ -128,12 +128,7 @@ before(async () => {
   writeJsonl(validationPath, addDigitTask(HELD_OUT, 48, 999));
   reg = await startRegistry({ redis: new Redis(redisUrl) });
   await reg.redis.flushdb();
-  const org = await reg.prisma.organization.create({ data: { name: 'acme' } });
-  const nlp = await reg.prisma.team.create({ data: { name: 'nlp', organizationId: org.id } });
-  const ada = await reg.prisma.user.create({ data: { handle: 'ada', memberships: { create: { teamId: nlp.id } } } });
-  const root = await reg.prisma.user.create({ data: { handle: 'root', isAdmin: true } });
-  tok.ada = (await createToken(reg.prisma, { userId: ada.id, name: 't', scope: 'write' })).token;
-  tok.admin = (await createToken(reg.prisma, { userId: root.id, name: 'executor', scope: 'admin' })).token;
+  Object.assign(tok, await seedNlpTeam(reg.prisma));
   // The family: one adapter per task, two train jobs at a time (2 cores).
   const ks = [...FAMILY, HELD_OUT];
   for (let i = 0; i < ks.length; i += 2) {

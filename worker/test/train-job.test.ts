@@ -19,7 +19,6 @@ import { promisify } from 'node:util';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { serviceEnv } from '@lowrank/e2e/env';
 import { Redis } from 'ioredis';
-import { createToken } from '../../registry-api/src/auth/tokens.ts';
 import { RegistryClient } from '../../registry-api/src/cli/client.ts';
 import { pull, push } from '../../registry-api/src/cli/transfer.ts';
 import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
@@ -27,6 +26,7 @@ import { s3Config } from '../../registry-api/test/support/s3.ts';
 import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
 import { pythonDir, referencePython } from './support/python-ref.ts';
+import { seedNlpTeam } from './support/registry-users.ts';
 import { writeTaskJsonl, writeTinyBase } from './support/tiny-base.ts';
 import { runWorker } from './support/worker-cli.ts';
 
@@ -102,12 +102,7 @@ before(async () => {
   writeTaskJsonl(dataPath, 400, 5);
   reg = await startRegistry({ redis: new Redis(redisUrl) });
   await reg.redis.flushdb();
-  const org = await reg.prisma.organization.create({ data: { name: 'acme' } });
-  const nlp = await reg.prisma.team.create({ data: { name: 'nlp', organizationId: org.id } });
-  const ada = await reg.prisma.user.create({ data: { handle: 'ada', memberships: { create: { teamId: nlp.id } } } });
-  const root = await reg.prisma.user.create({ data: { handle: 'root', isAdmin: true } });
-  tok.ada = (await createToken(reg.prisma, { userId: ada.id, name: 't', scope: 'write' })).token;
-  tok.admin = (await createToken(reg.prisma, { userId: root.id, name: 'executor', scope: 'admin' })).token;
+  Object.assign(tok, await seedNlpTeam(reg.prisma));
 });
 
 describe('lora-worker run: AdapterJob train', () => {

@@ -19,13 +19,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { serviceEnv } from '@lowrank/e2e/env';
 import { Redis } from 'ioredis';
-import { createToken } from '../../registry-api/src/auth/tokens.ts';
 import { RegistryClient } from '../../registry-api/src/cli/client.ts';
 import { pull } from '../../registry-api/src/cli/transfer.ts';
 import { startRegistry, type TestRegistry } from '../../registry-api/test/support/app.ts';
 import { corpus, type TaskRecord } from '../src/data/synthetic.ts';
 import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { decryptSeeds } from '../src/transfer/seed-crypto.ts';
+import { seedNlpTeam } from './support/registry-users.ts';
 import { writeDigitData, writeTransferBases } from './support/transfer-bases.ts';
 import { runWorker } from './support/worker-cli.ts';
 
@@ -105,12 +105,7 @@ before(async () => {
   writeDigitData(trainPath, evalPath);
   reg = await startRegistry({ redis: new Redis(redisUrl) });
   await reg.redis.flushdb();
-  const org = await reg.prisma.organization.create({ data: { name: 'acme' } });
-  const nlp = await reg.prisma.team.create({ data: { name: 'nlp', organizationId: org.id } });
-  const ada = await reg.prisma.user.create({ data: { handle: 'ada', memberships: { create: { teamId: nlp.id } } } });
-  const root = await reg.prisma.user.create({ data: { handle: 'root', isAdmin: true } });
-  tok.ada = (await createToken(reg.prisma, { userId: ada.id, name: 't', scope: 'write' })).token;
-  tok.admin = (await createToken(reg.prisma, { userId: root.id, name: 'executor', scope: 'admin' })).token;
+  Object.assign(tok, await seedNlpTeam(reg.prisma));
 });
 
 describe('Trans-LoRA: stage 0 (transferable train job) and stage 1 (mode transfer)', () => {

@@ -1,0 +1,14 @@
+/** The registry users the worker tests act as: ada of team nlp (write) and a site admin (the executor's token). */
+import { createToken } from '../../../registry-api/src/auth/tokens.ts';
+import type { PrismaClient } from '../../../registry-api/src/generated/prisma/client.ts';
+
+export async function seedNlpTeam(prisma: PrismaClient): Promise<{ ada: string; admin: string }> {
+  const org = await prisma.organization.create({ data: { name: 'acme' } });
+  const nlp = await prisma.team.create({ data: { name: 'nlp', organizationId: org.id } });
+  const ada = await prisma.user.create({ data: { handle: 'ada', memberships: { create: { teamId: nlp.id } } } });
+  const root = await prisma.user.create({ data: { handle: 'root', isAdmin: true } });
+  return {
+    ada: (await createToken(prisma, { userId: ada.id, name: 't', scope: 'write' })).token,
+    admin: (await createToken(prisma, { userId: root.id, name: 'executor', scope: 'admin' })).token,
+  };
+}
