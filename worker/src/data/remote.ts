@@ -8,7 +8,7 @@
  * and other S3-compatible stores). Downloads land in a temporary name renamed into place.
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -142,6 +142,5 @@ export async function fetchDataset(uri: string, workDir: string, log: Log): Prom
   const started = Date.now();
   const path = uri.startsWith('s3://') ? await fetchS3(uri, dir) : await fetchHttp(uri, dir);
   log.info({ event: 'dataset-fetched', uri, path, ms: Date.now() - started }, `dataset ${uri} is at ${path}`);
-  if (existsSync(`${path}.partial`)) rmSync(`${path}.partial`, { force: true });
   return path;
 }
