@@ -2,8 +2,9 @@
  * Job checkpoints in the database: a checkpoint's files are blobs counted in
  * Blob.refCount like a version's files, so garbage collection keeps them while the job
  * runs, and releases them (after the usual grace period) once the job ends or a newer
- * checkpoint replaces them. Digest locks are taken in sorted order, the same lock that
- * upload and collection take, so a checkpoint never refers to bytes being collected.
+ * checkpoint replaces them. Digest locks (the lock upload and collection take) are taken
+ * in sorted order before any change, and are re-entrant within the transaction, so a
+ * checkpoint never refers to bytes being collected and concurrent saves cannot deadlock.
  */
 import { LowrankError } from '@lowrank/crds/errors';
 import type { JobCheckpoint, JobCheckpointFile, Prisma, PrismaClient } from '../generated/prisma/client.ts';
@@ -52,10 +53,13 @@ export async function saveCheckpoint(db: PrismaClient, jobId: string, input: Che
   return db.$transaction(async (tx) => {
     // One writer per job at a time: concurrent saves (a stale attempt) cannot interleave.
     await tx.$queryRaw`SELECT id FROM "Job" WHERE id = ${jobId}::uuid FOR UPDATE`;
+    // Every digest this save may touch (the job's current files, which it may release, and
+    // the new ones), locked once in sorted order: two jobs sharing blobs cannot deadlock.
+    const held = await tx.jobCheckpointFile.findMany({ where: { jobId }, select: { blobDigest: true } });
+    const digests = [...new Set(input.files.map((f) => f.digest))].sort();
+    for (const d of [...new Set([...held.map((f) => f.blobDigest), ...digests])].sort()) await lockDigest(tx, d);
     // Saving a step again (a retry that reached it anew) replaces the old record.
     await releaseCheckpoints(tx, jobId, [input.step]);
-    const digests = [...new Set(input.files.map((f) => f.digest))].sort();
-    for (const d of digests) await lockDigest(tx, d);
     const blobs = new Map((await tx.blob.findMany({ where: { digest: { in: digests } } })).map((b) => [b.digest, b]));
     const errors = input.files.flatMap((f, i) => {
       const b = blobs.get(f.digest);
