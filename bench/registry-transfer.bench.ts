@@ -1,18 +1,21 @@
 /**
  * Push and pull throughput of the registry against the raw S3 SDK, same bytes, same run.
  *
- *   scripts/bench registry-transfer [--mib 1024] [--files 8]
+ *   scripts/bench registry-transfer [--mib 1024] [--files 8] [--rounds 3]
  *
  * Starts a registry process (blobs in MinIO) on a fresh database and bucket, as deployed:
  * writes an adapter set of N random files totalling M MiB, then times:
  *   peer:     @aws-sdk/lib-storage Upload of each file to S3, and GetObject of each back
  *             into a file;
- *   ours:     `lora push` and `lora pull` (the CLI's functions): direct presigned
- *             multipart uploads to S3, verified whole by the registry, then commit; pulls
- *             redirected to presigned S3 URLs, each file's sha256 checked by the client;
- *   proxied:  HTTP PUT of each blob through the registry + commit, and GET of each file
- *             through it (the path of clients that do not use direct transfers).
- * Prints MiB/s and the ratio to the peer (goal: >= 0.9 for ours).
+ *   ours:     `lora push` and `lora pull` (the CLI's functions): each file hashed, then
+ *             sent straight to S3 in one presigned PUT whose SHA-256 S3 checks (multipart,
+ *             verified whole by the registry, above 1 GiB), then commit; pulls redirected
+ *             to presigned S3 URLs, each file's sha256 checked by the client;
+ *   proxied:  HTTP PUT of each blob through the registry + commit (fresh bytes, so that
+ *             nothing is deduplicated), and GET of each file through it (the path of
+ *             clients that do not use direct transfers).
+ * Rounds alternate which side goes first; prints the medians in MiB/s and the median of
+ * the per-round ratios to the peer (goal: >= 0.9 for ours).
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -37,6 +40,7 @@ const arg = (name: string, fallback: number) => {
 };
 const totalMiB = arg('mib', 1024);
 const nFiles = arg('files', 8);
+const rounds = arg('rounds', 3);
 const env = (k: string) => {
   const v = process.env[k];
   if (!v) throw new Error(`${k} is not set; run through scripts/bench, which starts the services`);
@@ -92,24 +96,24 @@ const team = await prisma.team.create({ data: { name: 'bench', organizationId: o
 const user = await prisma.user.create({ data: { handle: 'bench', memberships: { create: { teamId: team.id, role: 'maintainer' } } } });
 const token = (await createToken(prisma, { userId: user.id, name: 'bench', scope: 'write' })).token;
 const auth = { authorization: `Bearer ${token}` };
-for (const name of ['set', 'proxied'])
-  await fetch(`${base}/v1/repos`, {
-    method: 'POST',
-    headers: { ...auth, 'content-type': 'application/json' },
-    body: JSON.stringify({ namespace: 'bench', name, baseModel: 'm' }),
-  });
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-transfer-'));
-const setDir = join(dir, 'set');
-mkdirSync(setDir);
-const files: { path: string; size: number; digest: string }[] = [];
 const perFile = Math.floor((totalMiB << 20) / nFiles);
-for (let i = 0; i < nFiles; i++) {
-  const data = randomBytes(perFile);
-  const path = join(setDir, `adapter-${i}.safetensors`);
-  writeFileSync(path, data);
-  files.push({ path, size: perFile, digest: `sha256:${createHash('sha256').update(data).digest('hex')}` });
+/** N random files; the proxied path stores a blob once, so it gets fresh bytes every round. */
+function fileSet(name: string): { dir: string; files: { path: string; size: number; digest: string }[] } {
+  const setDir = join(dir, name);
+  mkdirSync(setDir);
+  const files = [];
+  for (let i = 0; i < nFiles; i++) {
+    const data = randomBytes(perFile);
+    const path = join(setDir, `adapter-${i}.safetensors`);
+    writeFileSync(path, data);
+    files.push({ path, size: perFile, digest: `sha256:${createHash('sha256').update(data).digest('hex')}` });
+  }
+  return { dir: setDir, files };
 }
+const set = fileSet('set');
+const files = set.files;
 const bytes = files.reduce((n, f) => n + f.size, 0);
 const mibps = (ms: number) => bytes / 2 ** 20 / (ms / 1000);
 const time = async (fn: () => Promise<unknown>) => {
@@ -117,8 +121,16 @@ const time = async (fn: () => Promise<unknown>) => {
   await fn();
   return performance.now() - t;
 };
+const repo = async (name: string) => {
+  const r = await fetch(`${base}/v1/repos`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ namespace: 'bench', name, baseModel: 'm' }),
+  });
+  if (!r.ok) throw new Error(`repository ${name}: ${r.status} ${await r.text()}`);
+};
 
-const peerPush = await time(() =>
+const peerPush = () =>
   Promise.all(
     files.map((f, i) =>
       new Upload({
@@ -128,27 +140,21 @@ const peerPush = await time(() =>
         queueSize: 4,
       }).done(),
     ),
-  ),
-);
-const peerPull = await time(() =>
+  );
+const peerPull = (round: number) =>
   Promise.all(
     files.map(async (_f, i) =>
       pipeline(
         (await raw.send(new GetObjectCommand({ Bucket: bucket, Key: `peer/${i}` }))).Body as Readable,
-        createWriteStream(join(dir, `peer-${i}`)),
+        createWriteStream(join(dir, `peer-${round}-${i}`)),
       ),
     ),
-  ),
-);
-
+  );
 const client = new RegistryClient({ registry: base, token });
-const oursPush = await time(() => push(client, setDir, 'bench/set'));
-const oursPull = await time(() => pull(client, 'bench/set', '1', join(dir, 'pulled')));
-
-const proxiedPush = await time(async () => {
+const proxiedPush = async (name: string, proxied: typeof files) => {
   await Promise.all(
-    files.map(async (f) => {
-      const r = await fetch(`${base}/v1/repos/bench/proxied/blobs/${f.digest}`, {
+    proxied.map(async (f) => {
+      const r = await fetch(`${base}/v1/repos/bench/${name}/blobs/${f.digest}`, {
         method: 'PUT',
         headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(statSync(f.path).size) },
         body: Readable.toWeb(createReadStream(f.path)) as ReadableStream,
@@ -157,33 +163,76 @@ const proxiedPush = await time(async () => {
       if (!r.ok) throw new Error(`upload ${r.status}: ${await r.text()}`);
     }),
   );
-  const c = await fetch(`${base}/v1/repos/bench/proxied/versions`, {
+  const c = await fetch(`${base}/v1/repos/bench/${name}/versions`, {
     method: 'POST',
     headers: { ...auth, 'content-type': 'application/json' },
     body: JSON.stringify({
-      files: files.map((f, i) => ({ path: `adapter-${i}.safetensors`, digest: f.digest, size: f.size })),
+      files: proxied.map((f, i) => ({ path: `adapter-${i}.safetensors`, digest: f.digest, size: f.size })),
       config: {},
     }),
   });
   if (!c.ok) throw new Error(`commit ${c.status}: ${await c.text()}`);
-});
-const proxiedPull = await time(() =>
+};
+const proxiedPull = (name: string) =>
   Promise.all(
     files.map(async (_f, i) => {
-      const r = await fetch(`${base}/v1/repos/bench/proxied/versions/1/files/adapter-${i}.safetensors`, { headers: auth });
+      const r = await fetch(`${base}/v1/repos/bench/${name}/versions/1/files/adapter-${i}.safetensors`, { headers: auth });
       for await (const _ of r.body as unknown as AsyncIterable<Uint8Array>) {
       }
     }),
-  ),
-);
+  );
 
-const row = (what: string, ours: number, peer: number) =>
-  `${what.padEnd(13)} ${mibps(ours).toFixed(0).padStart(5)} MiB/s   raw S3 SDK ${mibps(peer).toFixed(0).padStart(5)} MiB/s   ratio ${(peer / ours).toFixed(2)}x`;
-console.log(`registry transfer: ${nFiles} files, ${(bytes / 2 ** 20).toFixed(0)} MiB, MinIO on loopback, node ${process.version}`);
-console.log(row('push', oursPush, peerPush));
-console.log(row('pull', oursPull, peerPull));
-console.log(row('push proxied', proxiedPush, peerPush));
-console.log(row('pull proxied', proxiedPull, peerPull));
+// Rounds alternate which side goes first, so load from elsewhere on the machine falls on both.
+const ms: Record<'push' | 'pull' | 'peerPush' | 'peerPull' | 'proxiedPush' | 'proxiedPull', number[]> = {
+  push: [],
+  pull: [],
+  peerPush: [],
+  peerPull: [],
+  proxiedPush: [],
+  proxiedPull: [],
+};
+for (let round = 0; round < rounds; round++) {
+  // Each round pushes into a new repository: it must send every byte again (no dedup across repositories).
+  await repo(`set-${round}`);
+  await repo(`proxied-${round}`);
+  const proxied = fileSet(`proxied-${round}`).files;
+  const ours = async () => {
+    ms.push.push(await time(() => push(client, set.dir, `bench/set-${round}`)));
+    ms.pull.push(await time(() => pull(client, `bench/set-${round}`, '1', join(dir, `pulled-${round}`))));
+  };
+  const peer = async () => {
+    ms.peerPush.push(await time(peerPush));
+    ms.peerPull.push(await time(() => peerPull(round)));
+  };
+  if (round % 2 === 0) {
+    await peer();
+    await ours();
+  } else {
+    await ours();
+    await peer();
+  }
+  ms.proxiedPush.push(await time(() => proxiedPush(`proxied-${round}`, proxied)));
+  ms.proxiedPull.push(await time(() => proxiedPull(`proxied-${round}`)));
+  rmSync(join(dir, `proxied-${round}`), { recursive: true });
+  rmSync(join(dir, `pulled-${round}`), { recursive: true });
+  for (let i = 0; i < nFiles; i++) rmSync(join(dir, `peer-${round}-${i}`));
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
+};
+const row = (what: string, ours: number[], peer: number[]) => {
+  const ratios = ours.map((o, i) => (peer[i] as number) / o);
+  return `${what.padEnd(13)} ${mibps(median(ours)).toFixed(0).padStart(5)} MiB/s   raw S3 SDK ${mibps(median(peer)).toFixed(0).padStart(5)} MiB/s   ratio ${median(ratios).toFixed(2)}x (rounds: ${ratios.map((r) => r.toFixed(2)).join(' ')})`;
+};
+console.log(
+  `registry transfer: ${nFiles} files, ${(bytes / 2 ** 20).toFixed(0)} MiB, ${rounds} rounds (medians), MinIO on loopback, node ${process.version}`,
+);
+console.log(row('push', ms.push, ms.peerPush));
+console.log(row('pull', ms.pull, ms.peerPull));
+console.log(row('push proxied', ms.proxiedPush, ms.peerPush));
+console.log(row('pull proxied', ms.proxiedPull, ms.peerPull));
 
 registry.kill('SIGTERM');
 await new Promise((r) => registry.once('exit', r));

@@ -222,7 +222,7 @@ export type paths = {
         };
         get?: never;
         put?: never;
-        /** Presigned PUT URLs for parts; each URL requires the header x-amz-checksum-sha256 with the part's SHA-256 (base64), which S3 checks. */
+        /** Presigned PUT URLs for parts; each URL requires the headers it comes with (x-amz-checksum-sha256: the part's SHA-256 in base64, which S3 checks). In mode single, part 1 is the whole blob and its sha256 must be the digest's. */
         post: operations["presignUploadParts"];
         delete?: never;
         options?: never;
@@ -244,7 +244,7 @@ export type paths = {
         };
         get?: never;
         put?: never;
-        /** Completes the upload once every part is in S3; the registry hashes the whole object and keeps it only if it has the session's digest and size. */
+        /** Completes the upload once every part is in S3. Multipart: the registry hashes the whole object and keeps it only if it has the session's digest and size. Single: S3 checked the bytes against the digest on arrival; 409 when this session's PUT is not there (send it again). */
         post: operations["completeUpload"];
         delete?: never;
         options?: never;
@@ -865,6 +865,11 @@ export type components = {
             id?: string;
             /** @enum {string} */
             state: "open" | "exists" | "proxy";
+            /**
+             * @description single: one part, the whole blob, PUT in one request that S3 checks against the digest (nothing is read back); multipart: parts of partSize, hashed whole by the registry on completion.
+             * @enum {string}
+             */
+            mode?: "single" | "multipart";
             digest: string;
             size: number;
             partSize?: number;
@@ -1477,6 +1482,7 @@ export interface operations {
             401: components["responses"]["Problem"];
             403: components["responses"]["Problem"];
             404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
             422: components["responses"]["Problem"];
         };
     };

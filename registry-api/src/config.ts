@@ -4,6 +4,7 @@
  *   LOWRANK_HOST (127.0.0.1), LOWRANK_PORT (8080; 0 = any free port), DATABASE_URL, REDIS_URL,
  *   LOWRANK_BLOB_STORE (filesystem | s3), LOWRANK_DATA_DIR (<repo>/.lowrank, filesystem blobs),
  *   S3_ENDPOINT, S3_REGION, S3_BUCKET (lowrank), S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_FORCE_PATH_STYLE,
+ *   LOWRANK_S3_SINGLE_PUT_MAX_BYTES (1 GiB: direct uploads up to it go in one S3-checked request; 0 = multipart),
  *   LOWRANK_MAX_BLOB_BYTES (20 GiB)
  */
 import { join } from 'node:path';
@@ -58,6 +59,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           const store = new S3BlobStore({
             bucket: env.S3_BUCKET ?? 'lowrank',
             ...(env.LOWRANK_S3_PUBLIC_ENDPOINT ? { publicEndpoint: env.LOWRANK_S3_PUBLIC_ENDPOINT } : {}),
+            singlePutMaxBytes: integer(env, 'LOWRANK_S3_SINGLE_PUT_MAX_BYTES', 2 ** 30, 0, 5 * 2 ** 30),
             client: {
               endpoint: required(env, 'S3_ENDPOINT'),
               region: env.S3_REGION ?? 'us-east-1',

@@ -10,6 +10,9 @@
  *     them, and the answer looks the same either way, so nothing leaks whether it existed.
  * The caller holds the digest's lock across complete(). Parts already uploaded are
  * listed, so an interrupted upload resumes where it stopped.
+ *
+ * Blobs up to `singlePutMaxBytes` go in one request instead, checked by S3 itself
+ * (single-put.ts), when the store is one that checks checksums.
  */
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -29,9 +32,15 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LowrankError } from '@lowrank/crds/errors';
 import { HashingStream } from './digest.ts';
+import { SINGLE_PUT, SinglePuts } from './single-put.ts';
 
-/** S3's largest single-request copy. */
+/** S3's largest single-request copy (and PUT). */
 const MAX_COPY = 5 * 2 ** 30;
+/**
+ * One request up to 1 GiB: S3 checks it whole, so nothing is read back; an interrupted
+ * one is sent again from the start, which the parts of a multipart upload avoid.
+ */
+const DEFAULT_SINGLE_PUT_MAX = 2 ** 30;
 
 export interface UploadedPart {
   number: number;
@@ -47,16 +56,31 @@ export class DirectUploads {
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #keyOf: (digest: string) => string;
+  readonly single: SinglePuts;
+  /** Blobs up to this size are sent in one request (S3's limit for one PUT is 5 GiB); 0: always multipart. */
+  readonly singlePutMaxBytes: number;
 
-  constructor(s3: S3Client, presigner: S3Client, bucket: string, prefix: string, keyOf: (digest: string) => string) {
+  constructor(
+    s3: S3Client,
+    presigner: S3Client,
+    bucket: string,
+    prefix: string,
+    keyOf: (digest: string) => string,
+    singlePutMaxBytes = DEFAULT_SINGLE_PUT_MAX,
+  ) {
     this.#s3 = s3;
     this.#presigner = presigner;
     this.#bucket = bucket;
     this.#prefix = prefix;
     this.#keyOf = keyOf;
+    this.single = new SinglePuts(s3, presigner, bucket, prefix);
+    this.singlePutMaxBytes = Math.min(singlePutMaxBytes, MAX_COPY);
   }
 
-  async create(digest: string): Promise<{ key: string; uploadId: string }> {
+  /** Where a new session's bytes go: the blob's address for one request, or a multipart upload. */
+  async create(digest: string, size: number): Promise<{ key: string; uploadId: string }> {
+    if (size <= this.singlePutMaxBytes && (await this.single.verifiesChecksums()))
+      return { key: this.#keyOf(digest), uploadId: SINGLE_PUT };
     const key = (await this.#exists(this.#keyOf(digest))) ? `${this.#prefix}uploads/${randomUUID()}` : this.#keyOf(digest);
     const res = await this.#s3.send(
       new CreateMultipartUploadCommand({
@@ -80,6 +104,7 @@ export class DirectUploads {
   }
 
   async parts(key: string, uploadId: string): Promise<UploadedPart[]> {
+    if (uploadId === SINGLE_PUT) return []; // sent again whole; a HEAD would tell whether the blob exists
     const out: UploadedPart[] = [];
     let marker: string | undefined;
     do {
@@ -98,8 +123,9 @@ export class DirectUploads {
     return out;
   }
 
-  /** Drops the upload's parts; an object at the key (a stored blob, maybe) is never touched. */
+  /** Drops a multipart upload's parts; an object at the key (a stored blob, maybe) is never touched. */
   async abort(key: string, uploadId: string): Promise<void> {
+    if (uploadId === SINGLE_PUT) throw new LowrankError('internal', 'a single-request upload is dropped by abortSession');
     await this.#s3.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId })).catch(() => {});
   }
 

@@ -39,6 +39,8 @@ export interface S3BlobStoreOptions {
   queueSize?: number;
   /** The S3 endpoint as clients reach it, when it differs from the registry's (presigned URLs are signed for it). */
   publicEndpoint?: string;
+  /** Direct uploads up to this size go in one S3-checked request (default 1 GiB; 0: always multipart). */
+  singlePutMaxBytes?: number;
 }
 
 const status = (err: unknown) => (err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined);
@@ -63,7 +65,14 @@ export class S3BlobStore implements BlobStore {
           endpoint: options.publicEndpoint,
         })
       : this.s3;
-    this.direct = new DirectUploads(this.s3, this.presigner, options.bucket, options.prefix ?? '', (d) => this.key(d));
+    this.direct = new DirectUploads(
+      this.s3,
+      this.presigner,
+      options.bucket,
+      options.prefix ?? '',
+      (d) => this.key(d),
+      options.singlePutMaxBytes,
+    );
   }
 
   private key(digest: string): string {

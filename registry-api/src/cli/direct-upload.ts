@@ -1,19 +1,25 @@
 /**
  * The client side of direct uploads: opens (or resumes) the blob's upload session, sends
- * the parts S3 does not have yet straight to their presigned URLs, four at a time, each
- * with its SHA-256 so S3 refuses a corrupted part, then asks the registry to complete and
- * verify. Returns false when the registry cannot take direct uploads (filesystem store).
+ * the bytes straight to S3 through presigned URLs, then asks the registry to complete and
+ * verify. Mode single: the whole file in one streamed PUT whose SHA-256 (the digest) S3
+ * checks. Multipart: the parts S3 does not have yet, four at a time, each with its SHA-256
+ * so S3 refuses a corrupted part. Returns false when the registry cannot take direct
+ * uploads (filesystem store).
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RegistryClient } from './client.ts';
+import { putFile } from './http-stream.ts';
+import { eachLimit } from './limit.ts';
 
 const PARALLEL = 4;
 
 interface Session {
   id?: string;
   state: 'open' | 'exists' | 'proxy';
+  /** Absent from registries older than single-request uploads: multipart. */
+  mode?: 'single' | 'multipart';
   partSize: number;
   partCount: number;
   uploadedParts: { number: number; size: number }[];
@@ -33,6 +39,34 @@ export async function uploadDirect(
     onBytes(file.size);
     return true;
   }
+  if (session.mode === 'single') {
+    const sha256 = Buffer.from(file.digest.slice('sha256:'.length), 'hex').toString('base64');
+    const { parts } = await client.json<{ parts: { url: string; headers: Record<string, string> }[] }>(
+      'POST',
+      `${session.location}/parts`,
+      { parts: [{ number: 1, sha256 }] },
+    );
+    const put = parts[0];
+    if (!put) throw new LowrankError('internal', `the registry signed no URL for ${file.abs}`);
+    await putFile(put.url, put.headers, file, onBytes);
+  } else await sendParts(client, session, file, onBytes);
+  try {
+    await client.json('POST', `${session.location}:complete`);
+  } catch (err) {
+    // Another upload stored the same blob meanwhile (multipart), or its PUT of the same bytes came after ours (single): once more.
+    const again = err instanceof LowrankError && (err.code === 'conflict' || (session.mode === 'single' && err.code === 'invalid_file'));
+    if (again && !retried) return uploadDirect(client, repo, file, onBytes, true);
+    throw err;
+  }
+  return true;
+}
+
+async function sendParts(
+  client: RegistryClient,
+  session: Session,
+  file: { abs: string; digest: string; size: number },
+  onBytes: (n: number) => void,
+): Promise<void> {
   const done = new Set(session.uploadedParts.map((p) => p.number));
   onBytes(session.uploadedParts.reduce((n, p) => n + p.size, 0));
   const todo = Array.from({ length: session.partCount }, (_, i) => i + 1).filter((n) => !done.has(n));
@@ -67,16 +101,8 @@ export async function uploadDirect(
         );
       onBytes(length);
     };
-    for (let i = 0; i < todo.length; i += PARALLEL) await Promise.all(todo.slice(i, i + PARALLEL).map(sendPart));
+    await eachLimit(todo, PARALLEL, sendPart);
   } finally {
     await fh.close();
   }
-  try {
-    await client.json('POST', `${session.location}:complete`);
-  } catch (err) {
-    // Another upload stored the same blob meanwhile: once more, now proving it against the stored copy.
-    if (err instanceof LowrankError && err.code === 'conflict' && !retried) return uploadDirect(client, repo, file, onBytes, true);
-    throw err;
-  }
-  return true;
 }

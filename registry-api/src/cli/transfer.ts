@@ -1,38 +1,21 @@
 /** `lora push` and `lora pull`: a directory to a version and back, verified by sha256. */
 import { createHash } from 'node:crypto';
-import {
-  createReadStream,
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-} from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RegistryClient } from './client.ts';
 import { uploadDirect } from './direct-upload.ts';
+import { getToFile } from './http-stream.ts';
+import { eachLimit } from './limit.ts';
+import { progress } from './progress.ts';
 
 /** Files at least this large go straight to S3 when the registry offers it. */
 const DIRECT_MIN_BYTES = 16 * 2 ** 20;
-/** Files transferred at once (a direct upload also sends 4 parts at once). */
+/** Files sent at once (a multipart upload also sends 4 parts at once). */
 const FILES_AT_ONCE = 4;
-
-/** Runs fn over items, at most `limit` at a time; the first failure rejects (the others finish). */
-async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await fn(items[next++] as T);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-}
-
-import { progress } from './progress.ts';
+/** Files received at once: one stream each, so more of them keep a fast link busy. */
+const PULLS_AT_ONCE = 8;
 
 interface LocalFile {
   path: string;
@@ -92,10 +75,12 @@ export async function push(
   options: PushOptions = {},
 ): Promise<{ number: number; uploaded: number; skipped: number }> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new LowrankError('invalid_request', `${dir} is not a directory`);
-  const files: LocalFile[] = [];
-  for (const abs of listFiles(dir)) {
-    files.push({ path: relative(dir, abs).split(sep).join('/'), abs, size: statSync(abs).size, digest: await sha256File(abs) });
-  }
+  const files: LocalFile[] = listFiles(dir).map((abs) => ({
+    path: relative(dir, abs).split(sep).join('/'),
+    abs,
+    size: statSync(abs).size,
+    digest: '',
+  }));
   if (files.length === 0) throw new LowrankError('invalid_request', `${dir} has no files to push`);
   let config: Record<string, unknown> = {};
   const configFile = files.find((f) => f.path === 'adapter_config.json');
@@ -106,17 +91,21 @@ export async function push(
       throw new LowrankError('invalid_file', `${configFile.abs} is not valid JSON: ${(err as Error).message}`);
     }
   }
-  const todo: LocalFile[] = [];
-  for (const f of files) {
-    const head = await client.request('HEAD', `/v1/repos/${repo}/blobs/${f.digest}`);
-    if (head.status !== 200) todo.push(f);
-  }
   const bar = progress(
     `push ${repo}`,
-    todo.reduce((n, f) => n + f.size, 0),
+    files.reduce((n, f) => n + f.size, 0),
   );
+  let uploaded = 0;
   try {
-    await eachLimit(todo, FILES_AT_ONCE, async (f) => {
+    // Each lane hashes its file when it reaches it, so hashing overlaps the other lanes' transfers.
+    await eachLimit(files, FILES_AT_ONCE, async (f) => {
+      f.digest = await sha256File(f.abs);
+      const head = await client.request('HEAD', `/v1/repos/${repo}/blobs/${f.digest}`);
+      if (head.status === 200) {
+        bar.add(f.size);
+        return;
+      }
+      uploaded++;
       if (f.size >= DIRECT_MIN_BYTES && (await uploadDirect(client, repo, f, (n) => bar.add(n)))) {
         bar.fileDone(f.path, { size: f.size, digest: f.digest, direct: true });
         return;
@@ -146,7 +135,7 @@ export async function push(
     ...(options.metrics ? { metrics: options.metrics } : {}),
     ...(options.jobId ? { jobId: options.jobId } : {}),
   });
-  return { number: version.number, uploaded: todo.length, skipped: files.length - todo.length };
+  return { number: version.number, uploaded, skipped: files.length - uploaded };
 }
 
 export async function pull(
@@ -173,33 +162,20 @@ export async function pull(
     todo.reduce((n, f) => n + f.size, 0),
   );
   try {
-    await eachLimit(todo, FILES_AT_ONCE, async (f) => {
+    await eachLimit(todo, PULLS_AT_ONCE, async (f) => {
       const target = join(dir, ...f.path.split('/'));
       mkdirSync(dirname(target), { recursive: true });
       const tmp = `${target}.lowrank-partial`;
-      const res = await client.request(
-        'GET',
-        // direct=1: straight from S3 when the registry can (the digest is checked below either way).
-        `/v1/repos/${repo}/versions/${version.number}/files/${f.path.split('/').map(encodeURIComponent).join('/')}?direct=1`,
-      );
-      const hash = createHash('sha256');
+      // direct=1: straight from S3 when the registry can (the digest is checked below either way).
+      const url = `${client.base}/v1/repos/${repo}/versions/${version.number}/files/${f.path.split('/').map(encodeURIComponent).join('/')}?direct=1`;
+      let got: string;
       try {
-        await pipeline(
-          Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
-          counting((n) => bar.add(n)),
-          new Transform({
-            transform(chunk: Buffer, _enc, cb) {
-              hash.update(chunk);
-              cb(null, chunk);
-            },
-          }),
-          createWriteStream(tmp),
-        );
+        got = (await getToFile(url, client.headers(), tmp, (n) => bar.add(n))).digest;
       } catch (err) {
         if (existsSync(tmp)) unlinkSync(tmp);
+        if (err instanceof LowrankError) throw err;
         throw new LowrankError('unavailable', `download of ${f.path} failed: ${(err as Error).message}; run the pull again to resume`);
       }
-      const got = `sha256:${hash.digest('hex')}`;
       if (got !== f.digest) {
         unlinkSync(tmp);
         throw new LowrankError(

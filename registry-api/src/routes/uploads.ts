@@ -3,11 +3,15 @@
  * opens or resumes the session for a digest, presignUploadParts signs part URLs (each
  * carrying its part's SHA-256), completeUpload verifies the whole blob and records it,
  * abortUpload gives up. On a filesystem store the answer says to PUT the blob instead.
+ * A session of mode `single` has one part, the whole blob, which S3 checks against the
+ * digest as it arrives (blobs/single-put.ts); `multipart` sessions are hashed on completion.
  */
+import { randomUUID } from 'node:crypto';
 import { LowrankError } from '@lowrank/crds/errors';
 import type { RequestHandler, Response } from 'express';
+import { checksumOf, SINGLE_PUT } from '../blobs/single-put.ts';
 import type { Repository, UploadSession } from '../generated/prisma/client.ts';
-import { lockDigest, recordLocked } from '../versions/blobs.ts';
+import { abortSession, lockDigest, recordLocked } from '../versions/blobs.ts';
 import { type Context, paramsOf, principalOf, repositoryFor } from './context.ts';
 
 const MIN_PART = 16 * 2 ** 20;
@@ -24,6 +28,7 @@ async function sessionView(ctx: Context, repo: Repository, s: UploadSession) {
   return {
     id: s.id,
     state: 'open' as const,
+    mode: s.uploadId === SINGLE_PUT ? ('single' as const) : ('multipart' as const),
     digest: s.digest,
     size,
     partSize: s.partSize,
@@ -66,24 +71,26 @@ export function startUpload(ctx: Context): RequestHandler {
       return;
     }
     if (open) {
-      await ctx.blobs.direct.abort(open.key, open.uploadId);
+      await abortSession(ctx.prisma, ctx.blobs, open);
       await ctx.prisma.uploadSession.delete({ where: { id: open.id } });
     }
-    const { key, uploadId } = await ctx.blobs.direct.create(digest);
+    const { key, uploadId } = await ctx.blobs.direct.create(digest, size);
+    const single = uploadId === SINGLE_PUT;
     const session = await ctx.prisma.uploadSession
       .create({
         data: {
+          id: randomUUID(),
           repositoryId: repo.id,
           digest,
           size: BigInt(size),
           key,
           uploadId,
-          partSize: partSizeFor(size),
+          partSize: single ? size : partSizeFor(size),
           createdById: principalOf(res)?.userId ?? null,
         },
       })
       .catch(async (err: unknown) => {
-        await ctx.blobs.direct?.abort(key, uploadId);
+        if (!single) await ctx.blobs.direct?.abort(key, uploadId);
         throw new LowrankError('conflict', `another upload of ${digest} started at the same moment; start again to resume it`, {
           cause: err,
         });
@@ -106,6 +113,19 @@ export function presignUploadParts(ctx: Context): RequestHandler {
         errors: bad.map((p) => ({ path: 'body.parts.number', message: `part ${p.number} is past the last part (${partCount})` })),
       });
     const direct = ctx.blobs.direct as NonNullable<typeof ctx.blobs.direct>;
+    if (session.uploadId === SINGLE_PUT) {
+      const checksum = checksumOf(session.digest);
+      const wrong = parts.filter((p) => p.sha256 !== checksum);
+      if (wrong.length > 0)
+        throw new LowrankError(
+          'invalid_request',
+          `this upload sends the whole blob in one request (mode single): part 1's sha256 must be the session's digest, ${checksum} in base64`,
+          { errors: wrong.map(() => ({ path: 'body.parts.sha256', message: `must be ${checksum}` })) },
+        );
+      const put = await direct.single.presign(session.key, session.id, session.digest, URL_SECONDS);
+      res.json({ expiresInSeconds: URL_SECONDS, parts: [{ number: 1, ...put }] });
+      return;
+    }
     const urls = await Promise.all(
       parts.map(async (p) => ({
         number: p.number,
@@ -122,6 +142,7 @@ export function completeUpload(ctx: Context): RequestHandler {
     const { repo, session } = await sessionFor(ctx, res);
     const direct = ctx.blobs.direct as NonNullable<typeof ctx.blobs.direct>;
     const size = Number(session.size);
+    if (session.uploadId === SINGLE_PUT) return completeSingle(ctx, res, repo, session);
     const uploaded = await direct.parts(session.key, session.uploadId);
     const have = uploaded.reduce((n, p) => n + p.size, 0);
     if (have !== size)
@@ -154,6 +175,32 @@ export function completeUpload(ctx: Context): RequestHandler {
   };
 }
 
+/** A single-request upload: a HEAD under the digest's lock, since S3 checked the bytes as they arrived. */
+async function completeSingle(ctx: Context, res: Response, repo: Repository, session: UploadSession): Promise<void> {
+  const direct = ctx.blobs.direct as NonNullable<typeof ctx.blobs.direct>;
+  const size = Number(session.size);
+  const outcome = await ctx.prisma.$transaction(
+    async (tx) => {
+      await lockDigest(tx, session.digest);
+      const result = await direct.single.verify(session.key, session.id, { digest: session.digest, size });
+      if (result === 'stored') await recordLocked(tx, ctx.blobs, session.digest, size);
+      return result;
+    },
+    { maxWait: 60_000 },
+  );
+  if (outcome === 'missing')
+    throw new LowrankError(
+      'invalid_file',
+      'S3 holds nothing from this session (not sent yet, or another upload of the same bytes replaced it): PUT the file to the URL from .../parts with its headers, then complete again',
+    );
+  await ctx.prisma.uploadSession.delete({ where: { id: session.id } }).catch(() => {});
+  ctx.log.info(
+    { repo: `${repo.namespace}/${repo.name}`, digest: session.digest, size, user: principalOf(res)?.handle, mode: 'single' },
+    'blob uploaded directly',
+  );
+  res.status(201).json({ digest: session.digest, size });
+}
+
 export function getUpload(ctx: Context): RequestHandler {
   return async (_req, res) => {
     const { repo, session } = await sessionFor(ctx, res);
@@ -164,7 +211,7 @@ export function getUpload(ctx: Context): RequestHandler {
 export function abortUpload(ctx: Context): RequestHandler {
   return async (_req, res) => {
     const { session } = await sessionFor(ctx, res);
-    await ctx.blobs.direct?.abort(session.key, session.uploadId);
+    await abortSession(ctx.prisma, ctx.blobs, session);
     await ctx.prisma.uploadSession.delete({ where: { id: session.id } });
     res.status(204).end();
   };

@@ -9,8 +9,9 @@
  */
 import type { Readable } from 'node:stream';
 import { LowrankError } from '@lowrank/crds/errors';
+import { SINGLE_PUT } from '../blobs/single-put.ts';
 import type { BlobStore, PutOptions, PutResult } from '../blobs/store.ts';
-import type { Prisma, PrismaClient } from '../generated/prisma/client.ts';
+import type { Prisma, PrismaClient, UploadSession } from '../generated/prisma/client.ts';
 
 export const lockDigest = (tx: Prisma.TransactionClient, digest: string) =>
   tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${digest}))`;
@@ -45,12 +46,27 @@ export async function recordLocked(tx: Prisma.TransactionClient, store: BlobStor
   else if (existing.refCount === 0) await tx.blob.update({ where: { digest }, data: { unreferencedAt: new Date() } });
 }
 
+/**
+ * Gives a direct upload up: a multipart upload's parts are dropped; what a single-request
+ * upload sent to the blob's address is deleted unless the blob is recorded (then those
+ * bytes are the blob, which another repository may hold) or another PUT replaced it.
+ */
+export async function abortSession(db: PrismaClient, store: BlobStore, session: UploadSession): Promise<void> {
+  const direct = store.direct;
+  if (!direct) return;
+  if (session.uploadId !== SINGLE_PUT) return direct.abort(session.key, session.uploadId);
+  await db.$transaction(async (tx) => {
+    await lockDigest(tx, session.digest);
+    if (!(await tx.blob.findUnique({ where: { digest: session.digest } }))) await direct.single.drop(session.key, session.id);
+  });
+}
+
 /** Direct uploads left open longer than the grace period (a client that gave up) are aborted. */
 export async function abortStaleUploads(db: PrismaClient, store: BlobStore, graceMs: number, now = new Date()): Promise<number> {
   if (!store.direct) return 0;
   const stale = await db.uploadSession.findMany({ where: { createdAt: { lte: new Date(now.getTime() - graceMs) } }, take: 1000 });
   for (const s of stale) {
-    await store.direct.abort(s.key, s.uploadId);
+    await abortSession(db, store, s);
     await db.uploadSession.delete({ where: { id: s.id } }).catch(() => {});
   }
   return stale.length;

@@ -31,10 +31,22 @@ const quiet = createLogger('registry-test', { write: () => {} } as never);
 
 /** postprocess: queue diagnostics on commit and run the post-processing worker (give it its own Redis database). */
 export async function startRegistry(
-  options: { redis?: Redis; maxBlobBytes?: number; postprocess?: boolean; blobs?: BlobStore; rateLimit?: RateLimitOptions } = {},
+  options: {
+    redis?: Redis;
+    maxBlobBytes?: number;
+    postprocess?: boolean;
+    blobs?: BlobStore;
+    rateLimit?: RateLimitOptions;
+    /** Direct uploads up to this size in one request (the store's default: 1 GiB; 0: always multipart). */
+    singlePutMaxBytes?: number;
+  } = {},
 ): Promise<TestRegistry> {
   const { url, prisma } = await migratedPrisma();
-  const { store: s3, raw, bucket } = await freshBucket();
+  const {
+    store: s3,
+    raw,
+    bucket,
+  } = await freshBucket('', options.singlePutMaxBytes === undefined ? {} : { singlePutMaxBytes: options.singlePutMaxBytes });
   const store = options.blobs ?? s3;
   const db = new pg.Pool({ connectionString: url });
   const redis = options.redis ?? new Redis(serviceEnv('REDIS_URL'));

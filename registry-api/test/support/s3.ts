@@ -16,10 +16,13 @@ export function s3Config(): S3ClientConfig {
   };
 }
 
-export async function freshBucket(prefix = ''): Promise<{ bucket: string; raw: S3Client; store: S3BlobStore; spoolDir: string }> {
+export async function freshBucket(
+  prefix = '',
+  options: { singlePutMaxBytes?: number } = {},
+): Promise<{ bucket: string; raw: S3Client; store: S3BlobStore; spoolDir: string }> {
   const bucket = `test-${randomBytes(6).toString('hex')}`;
   const raw = new S3Client(s3Config());
   await raw.send(new CreateBucketCommand({ Bucket: bucket }));
   const spoolDir = mkdtempSync(join(tmpdir(), 'spool-'));
-  return { bucket, raw, spoolDir, store: new S3BlobStore({ bucket, prefix, client: s3Config(), spoolDir, partSize: 5 << 20 }) };
+  return { bucket, raw, spoolDir, store: new S3BlobStore({ bucket, prefix, client: s3Config(), spoolDir, partSize: 5 << 20, ...options }) };
 }
