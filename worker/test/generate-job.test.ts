@@ -27,7 +27,7 @@ import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { taskScorer } from '../src/generate/score.ts';
 import { pretrainRelora, textExamples } from '../src/pretrain/relora.ts';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.ts';
-import { seedNlpTeam } from './support/registry-users.ts';
+import { registryApi, seedNlpTeam } from './support/registry-users.ts';
 import { writeTinyBase } from './support/tiny-base.ts';
 import { runWorker } from './support/worker-cli.ts';
 
@@ -43,12 +43,7 @@ const describeTask = (k: number) => `Add ${k} to each digit, modulo 10.`;
 const dataPath = (k: number) => join(tmp, `add-${k}.jsonl`);
 const validationPath = join(tmp, 'add-4-validation.jsonl');
 
-const api = (who: keyof typeof tok, method: string, path: string, body?: unknown): Promise<any> =>
-  fetch(`${reg.base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${tok[who]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
+const api = registryApi(() => reg.base, tok);
 
 const worker = (spec: unknown) => runWorker(spec, { registry: reg.base, token: tok.ada, tmp });
 

@@ -24,6 +24,7 @@ import { readSafetensors, tensorToFloat32, writeSafetensors } from '../src/nativ
 import { readPeftAdapter, writePeftAdapter } from '../src/peft/adapter-dir.ts';
 import { mergeIntoBase } from '../src/peft/merge-into-base.ts';
 import { lcg, randomModule } from './support/random-adapter.ts';
+import { registryApi } from './support/registry-users.ts';
 import { runWorker } from './support/worker-cli.ts';
 
 const run = promisify(execFile);
@@ -42,12 +43,7 @@ function randomAdapter(seed: number, r: number): Record<string, LoraModule> {
 
 const worker = (spec: unknown, env: Record<string, string> = {}) => runWorker(spec, { registry: reg.base, token: tok.ada, tmp, env });
 
-const api = (who: keyof typeof tok, method: string, path: string, body?: unknown): Promise<any> =>
-  fetch(`${reg.base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${tok[who]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
+const api = registryApi(() => reg.base, tok);
 
 const versionCount = async () => reg.prisma.version.count();
 

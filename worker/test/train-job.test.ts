@@ -26,7 +26,7 @@ import { s3Config } from '../../registry-api/test/support/s3.ts';
 import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { readPeftAdapter } from '../src/peft/adapter-dir.ts';
 import { pythonDir, referencePython } from './support/python-ref.ts';
-import { seedNlpTeam } from './support/registry-users.ts';
+import { registryApi, seedNlpTeam } from './support/registry-users.ts';
 import { writeTaskJsonl, writeTinyBase } from './support/tiny-base.ts';
 import { runWorker } from './support/worker-cli.ts';
 
@@ -40,12 +40,7 @@ const baseDir = join(tmp, 'base');
 const dataPath = join(tmp, 'task.jsonl');
 const redisUrl = `${serviceEnv('REDIS_URL').replace(/\/\d*$/, '')}/8`;
 
-const api = (who: keyof typeof tok, method: string, path: string, body?: unknown): Promise<any> =>
-  fetch(`${reg.base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${tok[who]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
+const api = registryApi(() => reg.base, tok);
 
 function trainSpec(over: { [k: string]: any } = {}): any {
   return {

@@ -25,7 +25,7 @@ import { startRegistry, type TestRegistry } from '../../registry-api/test/suppor
 import { corpus, type TaskRecord } from '../src/data/synthetic.ts';
 import { type Executor, startExecutor } from '../src/executor/executor.ts';
 import { decryptSeeds } from '../src/transfer/seed-crypto.ts';
-import { seedNlpTeam } from './support/registry-users.ts';
+import { registryApi, seedNlpTeam } from './support/registry-users.ts';
 import { writeDigitData, writeTransferBases } from './support/transfer-bases.ts';
 import { runWorker } from './support/worker-cli.ts';
 
@@ -42,12 +42,7 @@ const trainPath = join(tmp, 'train.jsonl');
 const evalPath = join(tmp, 'eval.jsonl');
 const redisUrl = `${serviceEnv('REDIS_URL').replace(/\/\d*$/, '')}/9`;
 
-const api = (who: keyof typeof tok, method: string, path: string, body?: unknown): Promise<any> =>
-  fetch(`${reg.base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${tok[who]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
+const api = registryApi(() => reg.base, tok);
 
 const worker = (spec: unknown, env: Record<string, string> = { LOWRANK_SEED_KEY: SEED_KEY }, workDir?: string) =>
   runWorker(spec, { registry: reg.base, token: tok.ada, tmp, env, ...(workDir ? { workDir } : {}) });

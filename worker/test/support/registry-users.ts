@@ -12,3 +12,13 @@ export async function seedNlpTeam(prisma: PrismaClient): Promise<{ ada: string; 
     admin: (await createToken(prisma, { userId: root.id, name: 'executor', scope: 'admin' })).token,
   };
 }
+
+/** JSON calls to the registry as one of those users: { status, body } (body null for 204). */
+export function registryApi(base: () => string, tokens: { ada: string; admin: string }) {
+  return (who: keyof typeof tokens, method: string, path: string, body?: unknown): Promise<any> =>
+    fetch(`${base()}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${tokens[who]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
+}
