@@ -21,6 +21,7 @@ import { HashingStream } from './digest.ts';
 /** Upload sessions in one request carry this instead of an S3 multipart upload id. */
 export const SINGLE_PUT = '';
 const SESSION_META = 'lowrank-upload';
+const MISMATCH = new Set(['BadDigest', 'XAmzContentChecksumMismatch', 'InvalidDigest']);
 
 /** "sha256:<hex>" as the base64 S3 uses in x-amz-checksum-sha256. */
 export const checksumOf = (digest: string) => Buffer.from(digest.slice('sha256:'.length), 'hex').toString('base64');
@@ -52,8 +53,11 @@ export class SinglePuts {
       try {
         await this.#s3.send(new PutObjectCommand({ Bucket: this.#bucket, Key, Body: Buffer.from('probe'), ChecksumSHA256: wrong }));
       } catch (err) {
-        if (status(err) === 400) return true;
-        this.#verifies = undefined; // unreachable or refused for another reason: ask again next time
+        // The codes AWS S3 and MinIO give for a body that is not its checksum.
+        if (MISMATCH.has((err as { name?: string }).name ?? '')) return true;
+        // 4xx: a store that does not take the header at all, so it checks nothing.
+        if ((status(err) ?? 500) < 500) return false;
+        this.#verifies = undefined; // unreachable or failing: ask again next time
         throw err;
       }
       await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key }));

@@ -186,7 +186,7 @@ async function completeSingle(ctx: Context, res: Response, repo: Repository, ses
       if (result === 'stored') await recordLocked(tx, ctx.blobs, session.digest, size);
       return result;
     },
-    { maxWait: 60_000 },
+    { timeout: VERIFY_TIMEOUT_MS, maxWait: 60_000 }, // a store without stored checksums is read back
   );
   if (outcome === 'missing')
     throw new LowrankError(
