@@ -69,7 +69,14 @@ export interface StepResult {
   lr: number;
   /** Optimizer steps taken so far. */
   step: number;
+  /** Which engine ran the step: the CPU's, or the CUDA device engine (TrainModel.useDevice). */
+  engine: TrainEngineKind;
 }
+
+export type TrainEngineKind = 'cpu' | 'cuda';
+
+/** useDevice()'s answer: the CUDA engine trains from now on, or the CPU engine does and why. */
+export type DeviceChoice = { engine: 'cuda' } | { engine: 'cpu'; reason: string };
 
 export interface ForwardResult {
   /** Mean causal-LM loss over labelled tokens (NaN without labels). */
@@ -160,6 +167,8 @@ interface TrainNative {
     o: { logits: boolean; backward: boolean; train?: boolean },
   ): Promise<{ lossSum: number; count: number; logits?: Float32Array }>;
   trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
+  trainUseDevice(s: unknown): Promise<DeviceChoice>;
+  trainReleaseDevice(s: unknown): Promise<void>;
   trainLrLambda(o: OptimizerOptions, step: number): number;
   trainGenerate(
     s: unknown,
@@ -572,6 +581,25 @@ export class TrainModel {
       }
     }
     return this.#run(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o, leftPad));
+  }
+
+  /**
+   * Trains the next steps on the CUDA backend's device-resident engine (docs/cuda.md): the
+   * frozen weights go up once, the adapter, its gradients and AdamW moments stay on the
+   * device, and every reader here (adapter(), gradients(), state(), forward, evaluate,
+   * generate, which run on the CPU engine) sees them copied back first. Answers
+   * { engine: 'cpu', reason } and changes nothing when the backend is not CUDA or the
+   * adapter uses a feature the device engine lacks (DoRA, LoRA-SB, recomputation,
+   * weight-gradient capture); a step after setAdapter() switched to such a feature fails
+   * with code "unsupported".
+   */
+  async useDevice(): Promise<DeviceChoice> {
+    return this.#run(() => native().trainUseDevice(this.#session));
+  }
+
+  /** Copies the device engine's state back and frees it; later steps run on the CPU engine. */
+  async releaseDevice(): Promise<void> {
+    await this.#run(() => native().trainReleaseDevice(this.#session));
   }
 
   /** One optimizer step over micro-batches (gradient accumulation), then the schedule advances. */

@@ -24,11 +24,7 @@ class DevMem {
   DevMem(const DevMem&) = delete;
   DevMem& operator=(const DevMem&) = delete;
   DevMem(DevMem&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
-  DevMem& operator=(DevMem&& o) noexcept {
-    std::swap(p_, o.p_);
-    std::swap(bytes_, o.bytes_);
-    return *this;
-  }
+  DevMem& operator=(DevMem&&) = delete;
   ~DevMem() {
     if (p_) cudaFree(p_);
   }
@@ -55,7 +51,6 @@ class DevMem {
     return static_cast<T*>(p_);
   }
   bool empty() const { return p_ == nullptr; }
-  size_t bytes() const { return bytes_; }
 
  private:
   void* p_ = nullptr;

@@ -1,0 +1,188 @@
+/**
+ * The CUDA device engine against the CPU engine, run by device-engine.test.ts in a child
+ * process whose backend is the CUDA library (the emulated one here: LOWRANK_BACKEND=cuda,
+ * LOWRANK_CUDA_LIBRARY). Fails, never skips, when the backend is not CUDA. Per shape of
+ * device-shapes.ts: one step's loss, gradient norm and every LoRA gradient (METHODS §8.1:
+ * loss rel ≤ 1e-5, gradients rel ≤ 2e-5), then 3 AdamW steps with gradient accumulation,
+ * clipping, weight decay, a warmup/cosine schedule and LoRA dropout: every loss and the
+ * final A, B and moments (rel ≤ 1e-5; METHODS allows 1e-4 per step over 10 steps). Prints each measured error as a `# measured` TAP comment.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { backendInfo } from '../../src/native/backend.ts';
+import { philox } from '../../src/native/linalg.ts';
+import { type OptimizerOptions, type TokenBatch, TrainModel } from '../../src/native/train.ts';
+import { DEVICE_SHAPES, DEVICE_VOCAB, type DeviceShape, deviceAdapter, writeDeviceShape } from './device-shapes.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'lowrank-device-engine-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** METHODS §8.1 rel: ‖x − y‖_F / ‖y‖_F. */
+function rel(x: Float32Array | number[], y: Float32Array | number[]): number {
+  let d = 0;
+  let n = 0;
+  for (let i = 0; i < y.length; i++) {
+    d += ((x[i] as number) - (y[i] as number)) ** 2;
+    n += (y[i] as number) ** 2;
+  }
+  assert.equal(x.length, y.length, 'lengths differ');
+  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
+}
+
+function measured(what: string, v: number): void {
+  console.log(`# measured ${what}: ${v.toExponential(2)}`);
+}
+
+/** rows × 16 tokens; some labels -100; row 0 packs two documents (segments) when `pack`. */
+function batch(seed: number, stream: number, rows: number, pack: boolean): TokenBatch {
+  const T = 16;
+  const u = philox(seed, stream, rows * T, 'uniform') as Float32Array;
+  const tokens = Int32Array.from(u, (x) => Math.floor(x * DEVICE_VOCAB));
+  const labels = Int32Array.from(tokens, (t, i) => (i % 7 === 3 ? -100 : t));
+  const segments = Int32Array.from(tokens, (_, i) => (pack && i < T && i >= 9 ? 1 : 0));
+  return { tokens, labels, rows, seq: T, ...(pack ? { segments } : {}) };
+}
+
+async function pair(shape: DeviceShape, seed: number): Promise<[TrainModel, TrainModel]> {
+  const path = writeDeviceShape(dir, shape, seed);
+  const cpu = await TrainModel.load(path);
+  const dev = await TrainModel.load(path);
+  const c = cpu.config;
+  const dims = (proj: string): [number, number] => {
+    const q = c.numHeads * c.headDim;
+    const kv = c.numKvHeads * c.headDim;
+    const io: Record<string, [number, number]> = {
+      q_proj: [c.hiddenSize, q],
+      k_proj: [c.hiddenSize, kv],
+      v_proj: [c.hiddenSize, kv],
+      o_proj: [q, c.hiddenSize],
+      gate_proj: [c.hiddenSize, c.intermediateSize],
+      up_proj: [c.hiddenSize, c.intermediateSize],
+      down_proj: [c.intermediateSize, c.hiddenSize],
+    };
+    return io[proj] as [number, number];
+  };
+  const adapter = deviceAdapter(shape, dims, seed + 100);
+  cpu.setAdapter(adapter);
+  dev.setAdapter(adapter);
+  assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
+  return [cpu, dev];
+}
+
+test('the backend is CUDA (the device engine is what runs)', () => {
+  const info = backendInfo();
+  assert.equal(info.backend, 'cuda', `LOWRANK_BACKEND=cuda with a CUDA library is required: ${info.reason ?? ''}`);
+});
+
+for (const [k, shape] of DEVICE_SHAPES.entries()) {
+  const seed = 40 + k;
+  test(`${shape.id}: one step's loss, gradient norm and every LoRA gradient equal the CPU engine's`, async () => {
+    const [cpu, dev] = await pair(shape, seed);
+    const opt: OptimizerOptions = { lr: 1e-3 };
+    const micro = [batch(seed, 1, 2, shape.id === 'llama')];
+    const a = await cpu.trainStep(micro, opt);
+    const b = await dev.trainStep(micro, opt);
+    assert.equal(a.engine, 'cpu');
+    assert.equal(b.engine, 'cuda');
+    assert.equal(b.tokens, a.tokens);
+    const lossRel = Math.abs(b.loss - a.loss) / a.loss;
+    const normRel = Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm;
+    measured(`${shape.id} loss rel`, lossRel);
+    measured(`${shape.id} grad norm rel`, normRel);
+    assert.ok(lossRel <= 1e-5, `loss ${b.loss} vs ${a.loss}`);
+    assert.ok(normRel <= 2e-5, `grad norm ${b.gradNorm} vs ${a.gradNorm}`);
+    const ga = cpu.gradients();
+    const gb = dev.gradients();
+    assert.deepEqual(Object.keys(gb).sort(), Object.keys(ga).sort());
+    let worst = 0;
+    for (const [m, g] of Object.entries(ga)) {
+      const h = gb[m];
+      assert.ok(h, m);
+      for (const f of ['A', 'B'] as const) {
+        const e = rel(h[f], g[f]);
+        worst = Math.max(worst, e);
+        assert.ok(e <= 2e-5, `${m}.${f}: gradient rel ${e}`);
+      }
+    }
+    measured(`${shape.id} worst gradient rel`, worst);
+  });
+
+  test(`${shape.id}: 3 AdamW steps (accumulation, clipping, decay, schedule, dropout) end where the CPU's do`, async () => {
+    const [cpu, dev] = await pair(shape, seed);
+    for (const m of [cpu, dev]) m.setDropout(0.1, 7 + k);
+    const opt: OptimizerOptions = {
+      lr: 2e-3,
+      weightDecay: 0.01,
+      maxGradNorm: 0.05,
+      schedule: 'cosine',
+      warmupSteps: 1,
+      totalSteps: 3,
+    };
+    let worstLoss = 0;
+    for (let s = 0; s < 3; s++) {
+      const micro = [batch(seed, 10 + 2 * s, 1, false), batch(seed, 11 + 2 * s, 2, shape.id === 'llama')];
+      const a = await cpu.trainStep(micro, opt);
+      const b = await dev.trainStep(micro, opt);
+      assert.equal(b.engine, 'cuda');
+      assert.ok(a.gradNorm > 0.05, 'the clip is active');
+      assert.equal(b.lr, a.lr);
+      assert.equal(b.step, a.step);
+      const e = Math.abs(b.loss - a.loss) / a.loss;
+      worstLoss = Math.max(worstLoss, e);
+      assert.ok(e <= 1e-5, `step ${s}: loss ${b.loss} vs ${a.loss}`);
+    }
+    measured(`${shape.id} 3-step worst loss rel`, worstLoss);
+    const sa = cpu.state();
+    const sb = dev.state();
+    assert.equal(sb.step, 3);
+    let worst = 0;
+    for (const [m, x] of Object.entries(sa.modules)) {
+      const y = sb.modules[m];
+      assert.ok(y, m);
+      for (const [f, v] of [
+        ['A', rel(y.A, x.A)],
+        ['B', rel(y.B, x.B)],
+        ['expAvgA', rel(sb.moments[m]?.expAvgA ?? [], sa.moments[m]?.expAvgA ?? [])],
+        ['expAvgSqB', rel(sb.moments[m]?.expAvgSqB ?? [], sa.moments[m]?.expAvgSqB ?? [])],
+      ] as const) {
+        worst = Math.max(worst, v);
+        assert.ok(v <= 1e-5, `${m}.${f}: rel ${v} after 3 steps`);
+      }
+    }
+    measured(`${shape.id} 3-step worst parameter/moment rel`, worst);
+  });
+}
+
+test('a refused feature keeps the CPU engine and names itself; a later unsupported adapter fails the step', async () => {
+  const shape = DEVICE_SHAPES[0] as DeviceShape;
+  const [cpu, dev] = await pair(shape, 90);
+  await dev.releaseDevice();
+  cpu.setRecompute(true);
+  assert.deepEqual(await cpu.useDevice(), {
+    engine: 'cpu',
+    reason: 'activation recomputation (recompute) is not implemented by the CUDA engine',
+  });
+  const step = await cpu.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 });
+  assert.equal(step.engine, 'cpu');
+  // DoRA: a magnitude on one module.
+  const mods = dev.adapter();
+  const name = Object.keys(mods)[0] as string;
+  const m = mods[name];
+  assert.ok(m);
+  dev.setAdapter(mods, { [name]: new Float32Array(m.out).fill(1) });
+  const r = await dev.useDevice();
+  assert.equal(r.engine, 'cpu');
+  assert.match((r as { reason: string }).reason, /^DoRA adapters \(use_dora\) are not implemented by the CUDA engine \(model\.layers\.0\./);
+  // On the device, then switched to DoRA: the step says why instead of training something else.
+  dev.setAdapter(mods);
+  assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
+  dev.setAdapter(mods, { [name]: new Float32Array(m.out).fill(1) });
+  await assert.rejects(dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 }), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'invalid_request');
+    assert.match(e.message, /^the CUDA engine cannot train this adapter: DoRA adapters/);
+    return true;
+  });
+});
