@@ -142,6 +142,7 @@ describe('the CUDA library built by scripts/build-cuda', () => {
     'lrk_dev_set_tensor',
     'lrk_dev_set_rope',
     'lrk_dev_set_adapter',
+    'lrk_dev_set_recompute',
     'lrk_dev_num_params',
     'lrk_dev_read',
     'lrk_dev_write',

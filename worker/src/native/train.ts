@@ -589,9 +589,9 @@ export class TrainModel {
    * device, and every reader here (adapter(), gradients(), state(), forward, evaluate,
    * generate, which run on the CPU engine) sees them copied back first. Answers
    * { engine: 'cpu', reason } and changes nothing when the backend is not CUDA or the
-   * adapter uses a feature the device engine lacks (DoRA, LoRA-SB, recomputation,
-   * weight-gradient capture); a step after setAdapter() switched to such a feature fails
-   * with code "unsupported".
+   * adapter uses a feature the device engine lacks (DoRA, LoRA-SB, weight-gradient
+   * capture); a step after setAdapter() switched to such a feature fails (invalid_request,
+   * the message naming it).
    */
   async useDevice(): Promise<DeviceChoice> {
     return this.#run(() => native().trainUseDevice(this.#session));

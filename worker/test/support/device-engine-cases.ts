@@ -156,28 +156,56 @@ for (const [k, shape] of DEVICE_SHAPES.entries()) {
   });
 }
 
+test('activation recomputation on the device: the same bytes as without, the CPU engine within tolerance', async () => {
+  const shape = DEVICE_SHAPES[0] as DeviceShape;
+  const [cpu, dev] = await pair(shape, 80);
+  const [, devR] = await pair(shape, 80);
+  devR.setRecompute(true);
+  for (const m of [cpu, dev, devR]) m.setDropout(0.2, 3);
+  const micro = [batch(80, 1, 2, true)];
+  const opt: OptimizerOptions = { lr: 1e-3, maxGradNorm: 1 };
+  const a = await cpu.trainStep(micro, opt);
+  const b = await dev.trainStep(micro, opt);
+  const r = await devR.trainStep(micro, opt);
+  assert.equal(r.engine, 'cuda');
+  assert.equal(r.loss, b.loss);
+  assert.equal(r.gradNorm, b.gradNorm);
+  const [ga, gb, gr] = [cpu.gradients(), dev.gradients(), devR.gradients()];
+  for (const [m, g] of Object.entries(gb)) {
+    assert.deepEqual(gr[m]?.A, g.A, `${m}.A differs under recomputation`);
+    assert.deepEqual(gr[m]?.B, g.B, `${m}.B differs under recomputation`);
+    const e = Math.max(rel(g.A, ga[m]?.A ?? []), rel(g.B, ga[m]?.B ?? []));
+    assert.ok(e <= 2e-5, `${m}: gradient rel ${e}`);
+  }
+  assert.ok(Math.abs(r.loss - a.loss) / a.loss <= 1e-5);
+});
+
 test('a refused feature keeps the CPU engine and names itself; a later unsupported adapter fails the step', async () => {
   const shape = DEVICE_SHAPES[0] as DeviceShape;
-  const [cpu, dev] = await pair(shape, 90);
+  const [, dev] = await pair(shape, 90);
   await dev.releaseDevice();
-  cpu.setRecompute(true);
-  assert.deepEqual(await cpu.useDevice(), {
-    engine: 'cpu',
-    reason: 'activation recomputation (recompute) is not implemented by the CUDA engine',
-  });
-  const step = await cpu.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 });
-  assert.equal(step.engine, 'cpu');
-  // DoRA: a magnitude on one module.
   const mods = dev.adapter();
   const name = Object.keys(mods)[0] as string;
   const m = mods[name];
   assert.ok(m);
+  // DoRA: a magnitude on one module.
   dev.setAdapter(mods, { [name]: new Float32Array(m.out).fill(1) });
-  const r = await dev.useDevice();
-  assert.equal(r.engine, 'cpu');
-  assert.match((r as { reason: string }).reason, /^DoRA adapters \(use_dora\) are not implemented by the CUDA engine \(model\.layers\.0\./);
-  // On the device, then switched to DoRA: the step says why instead of training something else.
+  const dora = await dev.useDevice();
+  assert.equal(dora.engine, 'cpu');
+  assert.match(
+    (dora as { reason: string }).reason,
+    /^DoRA adapters \(use_dora\) are not implemented by the CUDA engine \(model\.layers\.0\./,
+  );
+  assert.equal((await dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 })).engine, 'cpu');
+  // LoRA-SB: a trained r x r core.
+  dev.setAdapter(mods, {}, { [name]: new Float32Array(m.r * m.r).fill(0.5) });
+  assert.match(((await dev.useDevice()) as { reason: string }).reason, /^LoRA-SB \/ LoRA-XS adapters/);
+  // Frozen-weight gradient capture (LoRA-GA's init) while it is on.
   dev.setAdapter(mods);
+  dev.captureWeightGradient(name, true);
+  assert.match(((await dev.useDevice()) as { reason: string }).reason, /^frozen-weight gradient capture/);
+  dev.captureWeightGradient(name, false);
+  // On the device, then switched to DoRA: the step says why instead of training something else.
   assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
   dev.setAdapter(mods, { [name]: new Float32Array(m.out).fill(1) });
   await assert.rejects(dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 }), (e: Error & { code?: string }) => {

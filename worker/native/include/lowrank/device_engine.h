@@ -70,6 +70,8 @@ LRK_API lrk_status lrk_dev_set_tensor(lrk_dev_engine* e, int which, int64_t laye
 LRK_API lrk_status lrk_dev_set_rope(lrk_dev_engine* e, int64_t npos, const float* cos, const float* sin);
 /* ranks/scales [layers · 7] (r = 0: no adapter): lays out the packed state, all zeros. */
 LRK_API lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, const float* scales);
+/* Activation recomputation (on = 1): each layer's input kept, its forward rerun in the backward. */
+LRK_API lrk_status lrk_dev_set_recompute(lrk_dev_engine* e, int on);
 /* Floats in one packed state buffer. */
 LRK_API int64_t lrk_dev_num_params(const lrk_dev_engine* e);
 LRK_API lrk_status lrk_dev_read(lrk_dev_engine* e, int which, float* host, int64_t n);

@@ -24,6 +24,7 @@ struct Fns {
   lrk_status (*set_tensor)(lrk_dev_engine*, int, int64_t, int, const void*, lrk_dtype);
   lrk_status (*set_rope)(lrk_dev_engine*, int64_t, const float*, const float*);
   lrk_status (*set_adapter)(lrk_dev_engine*, const int64_t*, const float*);
+  lrk_status (*set_recompute)(lrk_dev_engine*, int);
   int64_t (*num_params)(const lrk_dev_engine*);
   lrk_status (*read)(lrk_dev_engine*, int, float*, int64_t);
   lrk_status (*write)(lrk_dev_engine*, int, const float*, int64_t);
@@ -57,6 +58,7 @@ const Fns& fns() {
       bind(&f.set_tensor, "lrk_dev_set_tensor", &missing);
       bind(&f.set_rope, "lrk_dev_set_rope", &missing);
       bind(&f.set_adapter, "lrk_dev_set_adapter", &missing);
+      bind(&f.set_recompute, "lrk_dev_set_recompute", &missing);
       bind(&f.num_params, "lrk_dev_num_params", &missing);
       bind(&f.read, "lrk_dev_read", &missing);
       bind(&f.write, "lrk_dev_write", &missing);
@@ -95,7 +97,6 @@ bool exact_bf16(const float* x, size_t n) {
 
 std::string DeviceTrainer::unsupported(const train::Engine& engine) {
   const train::ModelConfig& c = engine.model().cfg;
-  if (engine.recompute()) return "activation recomputation (recompute) is not implemented by the CUDA engine";
   if (engine.num_trainable() == 0) return "no adapter is set";
   for (int64_t l = 0; l < c.num_layers; l++)
     for (int p = 0; p < train::kNumProj; p++) {
@@ -277,6 +278,7 @@ train::StepResult DeviceTrainer::step(const train::Engine& engine, const train::
   if (total == 0) throw Error("invalid_argument", "the step's micro-batches have no labelled token (all labels are -100)");
   train::StepResult res;
   res.tokens = total;
+  check(f.set_recompute(dev_, engine.recompute() ? 1 : 0));
   check(f.zero_grad(dev_));
   const float p = engine.dropout();
   std::vector<uint64_t> streams(static_cast<size_t>(c.num_layers * train::kNumProj), 0);

@@ -96,7 +96,12 @@ struct lrk_dev_engine {
   // Activations for rows × seq tokens.
   int64_t rows = 0, seq = 0;
   bool dropout_bufs = false;
+  // Activation recomputation: one scratch LayerActs and each layer's input kept instead of
+  // every layer's activations; the backward reruns a layer's forward (same masks) first.
+  bool recompute = false;
   std::vector<LayerActs> acts;
+  std::vector<DevMem> layer_in;
+  DevMem recompute_out;
   DevMem tokens, targets, pos, doc_start;
   DevMem fin, xf, rstdf, logits, dlogits, row_loss;
   DevMem dres, dx, dq, dk, dv, dao, dgate, dup, dact, g, tmp, tmpd, P, dS;
@@ -117,6 +122,8 @@ struct lrk_dev_engine {
     return c.hidden;
   }
   size_t slot(int64_t l, int p) const { return static_cast<size_t>(l * kNumProj + p); }
+  LayerActs& act(int64_t l) { return acts[recompute ? 0 : static_cast<size_t>(l)]; }
+  float* input(int64_t l) { return recompute ? layer_in[static_cast<size_t>(l)].as() : act(l).in.as(); }
 };
 
 namespace {
@@ -142,13 +149,21 @@ lrk_status ensure_buffers(lrk_dev_engine* e, int64_t rows, int64_t seq, bool dro
   const lrk_dev_config& c = e->c;
   const int64_t n = rows * seq, d = c.hidden, ff = c.intermediate, qd = e->q_dim(), kvd = e->kv_dim();
   if (rows == e->rows && seq == e->seq && (!dropout || e->dropout_bufs)) return LRK_OK;
-  e->acts.resize(static_cast<size_t>(c.layers));
+  const int64_t sets = e->recompute ? 1 : c.layers;
+  e->acts.resize(static_cast<size_t>(sets));
+  e->layer_in.resize(static_cast<size_t>(e->recompute ? c.layers : 0));
+  for (DevMem& m : e->layer_in)
+    if (lrk_status s = m.alloc(f32_bytes(n * d))) return s;
+  if (e->recompute)
+    if (lrk_status s = e->recompute_out.alloc(f32_bytes(n * d))) return s;
   int64_t rmax = 0;
   for (int64_t r : e->rank) rmax = std::max(rmax, r);
-  for (int64_t l = 0; l < c.layers; l++) {
+  for (int64_t l = 0; l < sets; l++) {
     LayerActs& a = e->acts[static_cast<size_t>(l)];
-    for (DevMem* m : {&a.in, &a.x1, &a.mid, &a.x2})
+    for (DevMem* m : {&a.x1, &a.mid, &a.x2})
       if (lrk_status s = m->alloc(f32_bytes(n * d))) return s;
+    if (!e->recompute)  // else the inputs live in layer_in
+      if (lrk_status s = a.in.alloc(f32_bytes(n * d))) return s;
     for (DevMem* m : {&a.rstd1, &a.rstd2})
       if (lrk_status s = m->alloc(f32_bytes(n))) return s;
     for (DevMem* m : {&a.q, &a.ao})
@@ -158,7 +173,9 @@ lrk_status ensure_buffers(lrk_dev_engine* e, int64_t rows, int64_t seq, bool dro
     for (DevMem* m : {&a.gate, &a.up, &a.act})
       if (lrk_status s = m->alloc(f32_bytes(n * ff))) return s;
     for (int p = 0; p < kNumProj; p++) {
-      const int64_t r = e->rank[e->slot(l, p)];
+      int64_t r = e->rank[e->slot(l, p)];
+      if (e->recompute)  // the scratch set serves every layer
+        for (int64_t j = 0; j < c.layers; j++) r = std::max(r, e->rank[e->slot(j, p)]);
       if (r == 0) continue;
       if (lrk_status s = a.h[p].alloc(f32_bytes(n * r))) return s;
       if (dropout) {
@@ -206,7 +223,7 @@ struct StepCtx {
 void linear_forward(const StepCtx& k, int64_t l, int p, const float* x, float* y) {
   lrk_dev_engine* e = k.e;
   const LayerWeights& w = e->layers[static_cast<size_t>(l)];
-  LayerActs& a = e->acts[static_cast<size_t>(l)];
+  LayerActs& a = e->act(l);
   const size_t s = e->slot(l, p);
   const int64_t r = e->rank[s], in = e->proj_in(p), out = e->proj_out(p);
   const float* xa = x;
@@ -226,7 +243,7 @@ void linear_forward(const StepCtx& k, int64_t l, int p, const float* x, float* y
 void linear_backward(const StepCtx& k, int64_t l, int p, const float* x, const float* dy, float* dx, bool accumulate) {
   lrk_dev_engine* e = k.e;
   const LayerWeights& w = e->layers[static_cast<size_t>(l)];
-  LayerActs& a = e->acts[static_cast<size_t>(l)];
+  LayerActs& a = e->act(l);
   const size_t s = e->slot(l, p);
   const int64_t r = e->rank[s], in = e->proj_in(p), out = e->proj_out(p);
   const bool dropped = r > 0 && k.dropout > 0.0f;
@@ -243,9 +260,10 @@ void layer_forward(const StepCtx& k, int64_t l, float* out) {
   lrk_dev_engine* e = k.e;
   const lrk_dev_config& c = e->c;
   const int64_t n = k.n, d = c.hidden, T = e->seq, qd = e->q_dim(), kvd = e->kv_dim();
-  LayerActs& a = e->acts[static_cast<size_t>(l)];
+  LayerActs& a = e->act(l);
   const LayerWeights& w = e->layers[static_cast<size_t>(l)];
-  rmsnorm_forward_dev(n, d, c.rms_norm_eps, a.in.as(), w.input_norm.as(), a.x1.as(), a.rstd1.as());
+  const float* in = e->input(l);
+  rmsnorm_forward_dev(n, d, c.rms_norm_eps, in, w.input_norm.as(), a.x1.as(), a.rstd1.as());
   linear_forward(k, l, kQ, a.x1.as(), a.q.as());
   linear_forward(k, l, kK, a.x1.as(), a.k.as());
   linear_forward(k, l, kV, a.x1.as(), a.v.as());
@@ -256,7 +274,7 @@ void layer_forward(const StepCtx& k, int64_t l, float* out) {
                           e->doc_start.as<int64_t>() + b * T, a.q.as() + b * T * qd, a.k.as() + b * T * kvd,
                           a.v.as() + b * T * kvd, a.ao.as() + b * T * qd);
   linear_forward(k, l, kO, a.ao.as(), e->tmpd.as());
-  add_dev(n * d, a.in.as(), e->tmpd.as(), a.mid.as());
+  add_dev(n * d, in, e->tmpd.as(), a.mid.as());
   rmsnorm_forward_dev(n, d, c.rms_norm_eps, a.mid.as(), w.post_norm.as(), a.x2.as(), a.rstd2.as());
   linear_forward(k, l, kGate, a.x2.as(), a.gate.as());
   linear_forward(k, l, kUp, a.x2.as(), a.up.as());
@@ -269,7 +287,7 @@ void layer_backward(const StepCtx& k, int64_t l) {
   lrk_dev_engine* e = k.e;
   const lrk_dev_config& c = e->c;
   const int64_t n = k.n, d = c.hidden, T = e->seq, qd = e->q_dim(), kvd = e->kv_dim();
-  LayerActs& a = e->acts[static_cast<size_t>(l)];
+  LayerActs& a = e->act(l);
   const LayerWeights& w = e->layers[static_cast<size_t>(l)];
   // MLP: out = mid + down(silu(gate) ⊙ up).
   linear_backward(k, l, kDown, a.act.as(), e->dres.as(), e->dact.as(), false);
@@ -291,7 +309,7 @@ void layer_backward(const StepCtx& k, int64_t l) {
   linear_backward(k, l, kQ, a.x1.as(), e->dq.as(), dx, false);
   linear_backward(k, l, kK, a.x1.as(), e->dk.as(), dx, true);
   linear_backward(k, l, kV, a.x1.as(), e->dv.as(), dx, true);
-  if (dx) rmsnorm_backward_dev(n, d, a.in.as(), w.input_norm.as(), a.rstd1.as(), e->dx.as(), e->dres.as(), 1);
+  if (dx) rmsnorm_backward_dev(n, d, e->input(l), w.input_norm.as(), a.rstd1.as(), e->dx.as(), e->dres.as(), 1);
 }
 
 DevMem* state_buffer(lrk_dev_engine* e, int which) {
@@ -421,6 +439,18 @@ extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* rank
   return LRK_OK;
 }
 
+extern "C" lrk_status lrk_dev_set_recompute(lrk_dev_engine* e, int on) {
+  if (!e) return fail(LRK_INVALID_ARGUMENT, "set_recompute: engine is null");
+  if (e->recompute != (on != 0)) {
+    e->recompute = on != 0;
+    e->acts.clear();
+    e->layer_in.clear();
+    e->rows = e->seq = 0;  // reallocate on the next step
+    e->dropout_bufs = false;
+  }
+  return LRK_OK;
+}
+
 extern "C" int64_t lrk_dev_num_params(const lrk_dev_engine* e) { return e ? e->num_params : 0; }
 
 extern "C" lrk_status lrk_dev_read(lrk_dev_engine* e, int which, float* host, int64_t n) {
@@ -474,9 +504,8 @@ extern "C" lrk_status lrk_dev_forward_backward(lrk_dev_engine* e, const lrk_dev_
   LRK_CUDA_TRY(cudaMemcpy(e->doc_start.as(), batch->doc_start, n * sizeof(int64_t), cudaMemcpyHostToDevice));
   const StepCtx k{e, n, dropout, dropout_seed, dropout_streams};
 
-  embed_gather_dev(n, d, e->tokens.as<int32_t>(), e->embed.mem.as<void>(), e->embed.dtype, e->acts[0].in.as());
-  for (int64_t l = 0; l < c.layers; l++)
-    layer_forward(k, l, l + 1 == c.layers ? e->fin.as() : e->acts[static_cast<size_t>(l + 1)].in.as());
+  embed_gather_dev(n, d, e->tokens.as<int32_t>(), e->embed.mem.as<void>(), e->embed.dtype, e->input(0));
+  for (int64_t l = 0; l < c.layers; l++) layer_forward(k, l, l + 1 == c.layers ? e->fin.as() : e->input(l + 1));
   rmsnorm_forward_dev(n, d, c.rms_norm_eps, e->fin.as(), e->norm.as(), e->xf.as(), e->rstdf.as());
   const Weight& head = c.tie_word_embeddings ? e->embed : e->lm_head;
   lora_forward_dev(n, d, V, 0, 0.0f, e->xf.as(), nullptr, head.mem.as<void>(), head.dtype, nullptr, nullptr,
@@ -497,7 +526,10 @@ extern "C" lrk_status lrk_dev_forward_backward(lrk_dev_engine* e, const lrk_dev_
   lora_backward_dev(n, d, V, 0, 0.0f, nullptr, nullptr, e->dlogits.as(), head.mem.as<void>(), head.dtype, nullptr,
                     nullptr, e->dx.as(), false, nullptr, nullptr, nullptr, nullptr, nullptr);
   rmsnorm_backward_dev(n, d, e->fin.as(), e->norm.as(), e->rstdf.as(), e->dx.as(), e->dres.as(), 0);
-  for (int64_t l = c.layers - 1; l >= 0; l--) layer_backward(k, l);
+  for (int64_t l = c.layers - 1; l >= 0; l--) {
+    if (e->recompute) layer_forward(k, l, e->recompute_out.as());  // the activations this layer's backward reads
+    layer_backward(k, l);
+  }
   LRK_CUDA_SYNC("device engine backward");
   *loss_sum = sum;
   *count = cnt;
