@@ -147,6 +147,7 @@ describe('the CUDA library built by scripts/build-cuda', () => {
     'lrk_dev_read',
     'lrk_dev_write',
     'lrk_dev_zero_grad',
+    'lrk_dev_forward',
     'lrk_dev_forward_backward',
     'lrk_dev_optimizer_step',
   ];

@@ -84,6 +84,8 @@ export interface ForwardResult {
   count: number;
   /** [rows · seq, vocab] when asked for. */
   logits?: Float32Array;
+  /** Which engine ran it: a loss-only evaluation runs on the CUDA device engine after useDevice(). */
+  engine: TrainEngineKind;
 }
 
 export interface GenerateOptions {
@@ -165,7 +167,7 @@ interface TrainNative {
     s: unknown,
     b: TokenBatch,
     o: { logits: boolean; backward: boolean; train?: boolean },
-  ): Promise<{ lossSum: number; count: number; logits?: Float32Array }>;
+  ): Promise<{ lossSum: number; count: number; logits?: Float32Array; engine: TrainEngineKind }>;
   trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
   trainUseDevice(s: unknown): Promise<DeviceChoice>;
   trainReleaseDevice(s: unknown): Promise<void>;
@@ -539,23 +541,30 @@ export class TrainModel {
     if (o.backward && !batch.labels) throw new TypeError('backward needs batch.labels');
     const opts = { logits: o.logits ?? false, backward: o.backward ?? false, train: o.train ?? false };
     const r = await this.#run(() => native().trainForward(this.#session, batch, opts));
-    return { loss: r.count > 0 ? r.lossSum / r.count : Number.NaN, count: r.count, ...(r.logits ? { logits: r.logits } : {}) };
+    return {
+      loss: r.count > 0 ? r.lossSum / r.count : Number.NaN,
+      count: r.count,
+      ...(r.logits ? { logits: r.logits } : {}),
+      engine: r.engine,
+    };
   }
 
-  /** Mean loss and perplexity over held-out batches (a forward each, no gradients). */
-  async evaluate(batches: TokenBatch[]): Promise<{ loss: number; perplexity: number; tokens: number }> {
+  /** Mean loss and perplexity over held-out batches (a forward each, no gradients; on the device engine after useDevice()). */
+  async evaluate(batches: TokenBatch[]): Promise<{ loss: number; perplexity: number; tokens: number; engine: TrainEngineKind }> {
     if (!Array.isArray(batches) || batches.length === 0) throw new TypeError('batches must be a non-empty array');
     let sum = 0;
     let tokens = 0;
+    let engine: TrainEngineKind = 'cpu';
     for (const [i, b] of batches.entries()) {
       checkBatch(b, `batches[${i}]`, this.config);
       if (!b.labels) throw new TypeError(`batches[${i}].labels is required for evaluation`);
       const r = await this.#run(() => native().trainForward(this.#session, b, { logits: false, backward: false }));
       sum += r.lossSum;
       tokens += r.count;
+      engine = r.engine;
     }
     if (tokens === 0) throw new TypeError('the evaluation batches have no labelled token');
-    return { loss: sum / tokens, perplexity: Math.exp(sum / tokens), tokens };
+    return { loss: sum / tokens, perplexity: Math.exp(sum / tokens), tokens, engine };
   }
 
   /** Continues each prompt by maxNewTokens tokens (KV cache, adapter applied); returns [rows, maxNewTokens]. */
@@ -586,8 +595,9 @@ export class TrainModel {
   /**
    * Trains the next steps on the CUDA backend's device-resident engine (docs/cuda.md): the
    * frozen weights go up once, the adapter, its gradients and AdamW moments stay on the
-   * device, and every reader here (adapter(), gradients(), state(), forward, evaluate,
-   * generate, which run on the CPU engine) sees them copied back first. Answers
+   * device; evaluate() runs there too; every other reader (adapter(), gradients(), state(),
+   * forward with logits or backward, generate, which run on the CPU engine) sees them copied
+   * back first. Answers
    * { engine: 'cpu', reason } and changes nothing when the backend is not CUDA or the
    * adapter uses a feature the device engine lacks (DoRA, LoRA-SB, weight-gradient
    * capture); a step after setAdapter() switched to such a feature fails (invalid_request,

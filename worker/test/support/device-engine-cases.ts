@@ -5,7 +5,8 @@
  * device-shapes.ts: one step's loss, gradient norm and every LoRA gradient (METHODS §8.1:
  * loss rel ≤ 1e-5, gradients rel ≤ 2e-5), then 3 AdamW steps with gradient accumulation,
  * clipping, weight decay, a warmup/cosine schedule and LoRA dropout: every loss and the
- * final A, B and moments (rel ≤ 1e-5; METHODS allows 1e-4 per step over 10 steps). Prints each measured error as a `# measured` TAP comment.
+ * final A, B and moments (rel ≤ 1e-5; METHODS allows 1e-4 per step over 10 steps), and the
+ * evaluation loss (which runs on the device) after them. Prints each measured error as a `# measured` TAP comment.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -135,6 +136,16 @@ for (const [k, shape] of DEVICE_SHAPES.entries()) {
       assert.ok(e <= 1e-5, `step ${s}: loss ${b.loss} vs ${a.loss}`);
     }
     measured(`${shape.id} 3-step worst loss rel`, worstLoss);
+    // Evaluation of the trained adapter runs on the device engine (no copy back).
+    const held = [batch(seed, 30, 2, false), batch(seed, 31, 1, shape.id === 'llama')];
+    const ea = await cpu.evaluate(held);
+    const eb = await dev.evaluate(held);
+    assert.equal(ea.engine, 'cpu');
+    assert.equal(eb.engine, 'cuda');
+    assert.equal(eb.tokens, ea.tokens);
+    const evalRel = Math.abs(eb.loss - ea.loss) / ea.loss;
+    measured(`${shape.id} eval loss rel after 3 steps`, evalRel);
+    assert.ok(evalRel <= 1e-5, `eval loss ${eb.loss} vs ${ea.loss}`);
     const sa = cpu.state();
     const sb = dev.state();
     assert.equal(sb.step, 3);

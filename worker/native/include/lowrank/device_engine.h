@@ -87,6 +87,8 @@ LRK_API lrk_status lrk_dev_zero_grad(lrk_dev_engine* e);
 LRK_API lrk_status lrk_dev_forward_backward(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_scale,
                                             float dropout, uint64_t dropout_seed, const uint64_t* dropout_streams,
                                             double* loss_sum, int64_t* count);
+/* Forward and loss only (evaluation: no dropout, gradients untouched). */
+LRK_API lrk_status lrk_dev_forward(lrk_dev_engine* e, const lrk_dev_batch* batch, double* loss_sum, int64_t* count);
 /*
  * clip_grad_norm_ (max_grad_norm > 0) then AdamW step t >= 1 at learning rate lr on every
  * packed tensor; grad_norm: the total norm before clipping (per-tensor norms in packed order).

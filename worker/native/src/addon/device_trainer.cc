@@ -29,6 +29,7 @@ struct Fns {
   lrk_status (*read)(lrk_dev_engine*, int, float*, int64_t);
   lrk_status (*write)(lrk_dev_engine*, int, const float*, int64_t);
   lrk_status (*zero_grad)(lrk_dev_engine*);
+  lrk_status (*forward)(lrk_dev_engine*, const lrk_dev_batch*, double*, int64_t*);
   lrk_status (*forward_backward)(lrk_dev_engine*, const lrk_dev_batch*, float, float, uint64_t, const uint64_t*, double*,
                                  int64_t*);
   lrk_status (*optimizer_step)(lrk_dev_engine*, double, double, double, double, double, double, int64_t, double*);
@@ -63,6 +64,7 @@ const Fns& fns() {
       bind(&f.read, "lrk_dev_read", &missing);
       bind(&f.write, "lrk_dev_write", &missing);
       bind(&f.zero_grad, "lrk_dev_zero_grad", &missing);
+      bind(&f.forward, "lrk_dev_forward", &missing);
       bind(&f.forward_backward, "lrk_dev_forward_backward", &missing);
       bind(&f.optimizer_step, "lrk_dev_optimizer_step", &missing);
       if (!missing.empty()) {
@@ -91,6 +93,45 @@ bool exact_bf16(const float* x, size_t n) {
     if (u & 0xFFFFu) return false;
   }
   return true;
+}
+
+// What Engine::forward derives on the host: document starts, positions, shifted targets
+// (with its checks and messages).
+struct HostBatch {
+  std::vector<int64_t> pos, doc;
+  std::vector<int32_t> targets;
+};
+
+HostBatch host_batch(const train::ModelConfig& c, const train::Batch& b) {
+  if (b.rows < 1 || b.seq < 1) throw Error("invalid_argument", "a batch needs at least one row of one token");
+  if (b.seq > c.max_position_embeddings)
+    throw Error("invalid_argument", "sequence length " + std::to_string(b.seq) + " exceeds max_position_embeddings (" +
+                                        std::to_string(c.max_position_embeddings) + ")");
+  const int64_t T = b.seq, n = b.rows * T;
+  HostBatch h;
+  h.pos.resize(static_cast<size_t>(n));
+  h.doc.resize(static_cast<size_t>(n));
+  h.targets.assign(static_cast<size_t>(n), kIgnore);
+  for (int64_t r = 0; r < b.rows; r++)
+    for (int64_t t = 0; t < T; t++) {
+      const int64_t i = r * T + t;
+      if (b.segments && t > 0 && b.segments[i] < b.segments[i - 1])
+        throw Error("invalid_argument", "segments must be non-decreasing within a row (row " + std::to_string(r) +
+                                            ", position " + std::to_string(t) + ")");
+      const bool same = t > 0 && b.segments && b.segments[i] == b.segments[i - 1];
+      const bool first = t == 0 || (b.segments && !same);
+      h.doc[static_cast<size_t>(i)] = first ? t : h.doc[static_cast<size_t>(i - 1)];
+      h.pos[static_cast<size_t>(i)] = t - h.doc[static_cast<size_t>(i)];
+      if (b.tokens[i] < 0 || b.tokens[i] >= c.vocab_size)
+        throw Error("invalid_argument", "token id " + std::to_string(b.tokens[i]) + " at position " + std::to_string(i) +
+                                            " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+      if (!b.labels) continue;
+      if (b.labels[i] != kIgnore && (b.labels[i] < 0 || b.labels[i] >= c.vocab_size))
+        throw Error("invalid_argument", "label " + std::to_string(b.labels[i]) + " at position " + std::to_string(i) +
+                                            " is neither -100 nor a token id below " + std::to_string(c.vocab_size));
+      if (train::predicts(b, r, t)) h.targets[static_cast<size_t>(i)] = b.labels[i + 1];
+    }
+  return h;
 }
 
 }  // namespace
@@ -259,6 +300,15 @@ void DeviceTrainer::upload_rope(const train::Engine& engine, int64_t seq) {
   rope_npos_ = seq;
 }
 
+train::LossSum DeviceTrainer::evaluate(const train::Engine& engine, const train::Batch& batch) {
+  const HostBatch hb = host_batch(engine.model().cfg, batch);
+  upload_rope(engine, batch.seq);
+  const lrk_dev_batch db{batch.rows, batch.seq, batch.tokens, hb.targets.data(), hb.pos.data(), hb.doc.data()};
+  train::LossSum loss;
+  check(fns().forward(dev_, &db, &loss.sum, &loss.count));
+  return loss;
+}
+
 train::StepResult DeviceTrainer::step(const train::Engine& engine, const train::OptimConfig& o, int64_t* step,
                                       const std::vector<train::Batch>& micro) {
   const Fns& f = fns();
@@ -285,35 +335,14 @@ train::StepResult DeviceTrainer::step(const train::Engine& engine, const train::
   double loss_sum = 0;
   for (size_t k = 0; k < micro.size(); k++) {
     const train::Batch& b = micro[k];
-    const int64_t T = b.seq, n = b.rows * T;
-    // What Engine::forward derives on the host: document starts, positions, shifted targets.
-    std::vector<int64_t> pos(static_cast<size_t>(n)), doc(static_cast<size_t>(n));
-    std::vector<int32_t> targets(static_cast<size_t>(n), kIgnore);
-    for (int64_t r = 0; r < b.rows; r++)
-      for (int64_t t = 0; t < T; t++) {
-        const int64_t i = r * T + t;
-        if (b.segments && t > 0 && b.segments[i] < b.segments[i - 1])
-          throw Error("invalid_argument", "segments must be non-decreasing within a row (row " + std::to_string(r) +
-                                              ", position " + std::to_string(t) + ")");
-        const bool same = t > 0 && b.segments && b.segments[i] == b.segments[i - 1];
-        const bool first = t == 0 || (b.segments && !same);
-        doc[static_cast<size_t>(i)] = first ? t : doc[static_cast<size_t>(i - 1)];
-        pos[static_cast<size_t>(i)] = t - doc[static_cast<size_t>(i)];
-        if (b.tokens[i] < 0 || b.tokens[i] >= c.vocab_size)
-          throw Error("invalid_argument", "token id " + std::to_string(b.tokens[i]) + " at position " + std::to_string(i) +
-                                              " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
-        if (b.labels[i] != kIgnore && (b.labels[i] < 0 || b.labels[i] >= c.vocab_size))
-          throw Error("invalid_argument", "label " + std::to_string(b.labels[i]) + " at position " + std::to_string(i) +
-                                              " is neither -100 nor a token id below " + std::to_string(c.vocab_size));
-        if (train::predicts(b, r, t)) targets[static_cast<size_t>(i)] = b.labels[i + 1];
-      }
-    upload_rope(engine, T);
+    const HostBatch hb = host_batch(c, b);
+    upload_rope(engine, b.seq);
     if (p > 0.0f)
       for (int64_t l = 0; l < c.num_layers; l++)
         for (int q = 0; q < train::kNumProj; q++)
           streams[static_cast<size_t>(l * train::kNumProj + q)] =
               stream_id("dropout:" + train::module_path(l, q) + ":" + std::to_string(*step) + ":" + std::to_string(k));
-    const lrk_dev_batch db{b.rows, T, b.tokens, targets.data(), pos.data(), doc.data()};
+    const lrk_dev_batch db{b.rows, b.seq, b.tokens, hb.targets.data(), hb.pos.data(), hb.doc.data()};
     double ls = 0;
     int64_t cnt = 0;
     check(f.forward_backward(dev_, &db, static_cast<float>(1.0 / static_cast<double>(total)), p,

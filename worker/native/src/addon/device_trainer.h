@@ -34,6 +34,8 @@ class DeviceTrainer {
   void upload_adapter(const train::Engine& engine);
   /** Copies the factors, the moments and (with `grads`) the gradients back into the engine's slots. */
   void download(train::Engine& engine, bool grads);
+  /** Engine::forward's loss sum and labelled-token count of a labelled batch (no dropout, no gradients). */
+  train::LossSum evaluate(const train::Engine& engine, const train::Batch& batch);
   /** train_step (optim.cc) on the device; *step advances as there. */
   train::StepResult step(const train::Engine& engine, const train::OptimConfig& o, int64_t* step,
                          const std::vector<train::Batch>& micro);

@@ -34,6 +34,13 @@ struct Session {
   bool host_stale = false, adapter_stale = false, weights_stale = false;
 };
 
+/** Re-uploads what the host changed since the device last saw it. */
+void sync_device(Session& s) {
+  if (s.weights_stale) s.device->upload_weights(*s.engine);
+  if (s.adapter_stale) s.device->upload_adapter(*s.engine);
+  s.weights_stale = s.adapter_stale = false;
+}
+
 /** Reads the device's adapter state back into the CPU engine before the host uses it. */
 void sync_host(Session& s) {
   if (!s.device || !s.host_stale) return;
@@ -458,10 +465,20 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     if (backward && !batch->has_labels) type_error(env, "backward needs batch.labels");
     auto logits = std::make_shared<std::vector<float>>();
     auto loss = std::make_shared<train::LossSum>();
+    auto on_device = std::make_shared<bool>(false);
     return queue(
         env, s,
-        [s, batch, logits, loss, want_logits, backward, training]() {
-          sync_host(*s);  // evaluation and forwards run on the CPU engine
+        [s, batch, logits, loss, want_logits, backward, training, on_device]() {
+          // An evaluation (labels, loss only) runs on the device engine when there is one; logits,
+          // gradients and training-mode forwards on the CPU engine, with the device state copied back.
+          if (s->device && !want_logits && !backward && !training && batch->has_labels &&
+              DeviceTrainer::unsupported(*s->engine).empty()) {
+            sync_device(*s);
+            *loss = s->device->evaluate(*s->engine, batch->view());
+            *on_device = true;
+            return;
+          }
+          sync_host(*s);
           if (want_logits) logits->resize(static_cast<size_t>(batch->rows * batch->seq * s->engine->model().cfg.vocab_size));
           // Training mode: dropout masks of (current step, micro-batch 0).
           s->engine->set_training(training, s->step, 0);
@@ -478,8 +495,9 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           }
           s->engine->set_training(false);
         },
-        [logits, loss, want_logits](Napi::Env e) -> Napi::Value {
+        [logits, loss, want_logits, on_device](Napi::Env e) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);
+          o.Set("engine", Napi::String::New(e, *on_device ? "cuda" : "cpu"));
           o.Set("lossSum", Napi::Number::New(e, loss->sum));
           o.Set("count", Napi::Number::New(e, static_cast<double>(loss->count)));
           if (want_logits) o.Set("logits", to_f32(e, logits->data(), logits->size()));
@@ -511,9 +529,7 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
             // The adapter may have changed to something the device engine lacks since trainUseDevice.
             const std::string why = DeviceTrainer::unsupported(*s->engine);
             if (!why.empty()) throw Error("invalid_argument", "the CUDA engine cannot train this adapter: " + why + " (release the device engine to train on the CPU)");
-            if (s->weights_stale) s->device->upload_weights(*s->engine);
-            if (s->adapter_stale) s->device->upload_adapter(*s->engine);
-            s->weights_stale = s->adapter_stale = false;
+            sync_device(*s);
             s->host_stale = true;  // set before the step: a failure mid-step leaves the device state newer
             *res = s->device->step(*s->engine, opt, &s->step, views);
           } else {

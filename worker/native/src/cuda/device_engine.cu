@@ -474,9 +474,12 @@ extern "C" lrk_status lrk_dev_zero_grad(lrk_dev_engine* e) {
   return e->grads.zero();
 }
 
-extern "C" lrk_status lrk_dev_forward_backward(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_scale,
-                                               float dropout, uint64_t dropout_seed, const uint64_t* dropout_streams,
-                                               double* loss_sum, int64_t* count) {
+namespace {
+
+// One micro-batch: forward and loss, then (backward) the gradients of loss_scale · Σ loss.
+lrk_status run_batch(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_scale, float dropout,
+                     uint64_t dropout_seed, const uint64_t* dropout_streams, double* loss_sum, int64_t* count,
+                     bool backward) {
   if (!e || !batch || !loss_sum || !count) return fail(LRK_INVALID_ARGUMENT, "forward_backward: null argument");
   if (lrk_status s = ready(e)) return s;
   const lrk_dev_config& c = e->c;
@@ -522,6 +525,9 @@ extern "C" lrk_status lrk_dev_forward_backward(lrk_dev_engine* e, const lrk_dev_
     cnt++;
   }
 
+  *loss_sum = sum;
+  *count = cnt;
+  if (!backward) return LRK_OK;
   // Backward: dlogits → the final norm → each layer from the top.
   lora_backward_dev(n, d, V, 0, 0.0f, nullptr, nullptr, e->dlogits.as(), head.mem.as<void>(), head.dtype, nullptr,
                     nullptr, e->dx.as(), false, nullptr, nullptr, nullptr, nullptr, nullptr);
@@ -531,9 +537,20 @@ extern "C" lrk_status lrk_dev_forward_backward(lrk_dev_engine* e, const lrk_dev_
     layer_backward(k, l);
   }
   LRK_CUDA_SYNC("device engine backward");
-  *loss_sum = sum;
-  *count = cnt;
   return LRK_OK;
+}
+
+}  // namespace
+
+extern "C" lrk_status lrk_dev_forward_backward(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_scale,
+                                               float dropout, uint64_t dropout_seed, const uint64_t* dropout_streams,
+                                               double* loss_sum, int64_t* count) {
+  return run_batch(e, batch, loss_scale, dropout, dropout_seed, dropout_streams, loss_sum, count, true);
+}
+
+extern "C" lrk_status lrk_dev_forward(lrk_dev_engine* e, const lrk_dev_batch* batch, double* loss_sum,
+                                      int64_t* count) {
+  return run_batch(e, batch, 1.0f, 0.0f, 0, nullptr, loss_sum, count, false);
 }
 
 extern "C" lrk_status lrk_dev_optimizer_step(lrk_dev_engine* e, double max_grad_norm, double lr, double beta1,
