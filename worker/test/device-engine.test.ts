@@ -3,8 +3,8 @@
  * emulated library (`make emu`, as backend-emulated.test.ts) loaded as the CUDA backend,
  * and support/device-engine-cases.ts run against it in a child process (the backend is
  * chosen once per process): per family shape, one step's loss and every LoRA gradient and
- * 3 AdamW steps against the CPU engine, activation recomputation (the same bytes), and the
- * refusals that keep the CPU engine.
+ * 3 AdamW steps against the CPU engine, activation recomputation (the same bytes), DoRA, and
+ * the refusals that keep the CPU engine.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -38,8 +38,8 @@ test('the device engine matches the CPU engine on every family shape (emulated C
     (e: { stdout: string; stderr: string }) => assert.fail(`the device engine cases failed:\n${e.stdout}\n${e.stderr}`),
   );
   const lines = r.stdout.split('\n').filter((l) => /^(not )?ok \d+ - /.test(l));
-  // the backend check, 2 per shape, recomputation, the refusals
-  assert.equal(lines.length, 3 + 2 * DEVICE_SHAPES.length, r.stdout);
+  // the backend check, 2 per shape, recomputation, DoRA, the refusals
+  assert.equal(lines.length, 4 + 2 * DEVICE_SHAPES.length, r.stdout);
   for (const l of lines) assert.match(l, /^ok \d+ - (?!.*# SKIP)/, l);
   // The measured errors, for the log (docs/cuda.md quotes them).
   for (const l of r.stdout.split('\n')) if (l.includes('measured')) console.log(l.replace(/^# \\?# /, ''));

@@ -4,8 +4,8 @@
  * libcuda.so.1), against a real registry. The startup line, the `train_engine` line and
  * the version's methodMetadata say engine cuda, and the loss curve (train losses on the
  * device, eval losses on the CPU engine after the adapter is copied back) equals a
- * LOWRANK_BACKEND=cpu run's within METHODS §8.1's 1e-4; a DoRA job on the same backend
- * falls back to the CPU engine and its `train_engine` line says why.
+ * LOWRANK_BACKEND=cpu run's within METHODS §8.1's 1e-4; a DoRA job with dropout (which
+ * the device engine lacks) falls back to the CPU engine and its `train_engine` line says why.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -128,7 +128,7 @@ describe('lora-worker run on the CUDA device engine (emulated)', () => {
     assert.ok(ca.at(-1)?.loss !== ca[1]?.loss, 'the adapter trained');
   });
 
-  it('a DoRA job on the CUDA backend trains on the CPU engine and says why', { timeout: 600_000 }, async () => {
+  it('a DoRA job with dropout on the CUDA backend trains on the CPU engine and says why', { timeout: 600_000 }, async () => {
     const r = await runWorker(spec('nlp/device-dora', { type: 'dora' }), { registry: reg.base, token: tok.ada, tmp, env: emulated });
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const chosen = lines(r.stdout).filter((l) => l.event === 'train_engine');
@@ -136,7 +136,7 @@ describe('lora-worker run on the CUDA device engine (emulated)', () => {
     assert.equal(chosen[0].engine, 'cpu');
     assert.match(
       chosen[0].reason,
-      /^DoRA adapters \(use_dora\) are not implemented by the CUDA engine \(model\.layers\.0\.self_attn\.q_proj\)$/,
+      /^DoRA with LoRA dropout \(PEFT's W·drop\(x\) path\) is not implemented by the CUDA engine \(model\.layers\.0\.self_attn\.q_proj\)$/,
     );
     assert.equal((await version('nlp/device-dora')).methodMetadata.engine, 'cpu');
   });

@@ -599,8 +599,8 @@ export class TrainModel {
    * forward with logits or backward, generate, which run on the CPU engine) sees them copied
    * back first. Answers
    * { engine: 'cpu', reason } and changes nothing when the backend is not CUDA or the
-   * adapter uses a feature the device engine lacks (DoRA, LoRA-SB, weight-gradient
-   * capture); a step after setAdapter() switched to such a feature fails (invalid_request,
+   * adapter uses a feature the device engine lacks (DoRA with dropout, LoRA-SB,
+   * weight-gradient capture); a step after setAdapter() switched to such a feature fails (invalid_request,
    * the message naming it).
    */
   async useDevice(): Promise<DeviceChoice> {

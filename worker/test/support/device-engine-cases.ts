@@ -191,6 +191,71 @@ test('activation recomputation on the device: the same bytes as without, the CPU
   assert.ok(Math.abs(r.loss - a.loss) / a.loss <= 1e-5);
 });
 
+/** DoRA magnitudes near ‖W + s·BA‖ per row (so m/n ≠ 1 and dm is non-trivial). */
+function magnitudes(model: TrainModel, seed: number): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  let stream = 1;
+  for (const [path, m] of Object.entries(model.adapter())) {
+    const W = model.baseWeight(path);
+    const u = philox(seed, stream++, m.out, 'uniform') as Float32Array;
+    out[path] = Float32Array.from({ length: m.out }, (_, o) => {
+      let ss = 0;
+      for (let j = 0; j < m.in; j++) {
+        let ba = 0;
+        for (let k = 0; k < m.r; k++) ba += (m.B[o * m.r + k] as number) * (m.A[k * m.in + j] as number);
+        ss += ((W[o * m.in + j] as number) + m.scale * ba) ** 2;
+      }
+      return Math.sqrt(ss) * (0.8 + 0.4 * (u[o] as number));
+    });
+  }
+  return out;
+}
+
+test('DoRA (qwen2 shape, biases): the gradients of one step (A, B, magnitude) and 3 AdamW steps equal the CPU engine', async () => {
+  const shape = DEVICE_SHAPES[1] as DeviceShape;
+  const [cpu, dev] = await pair(shape, 70);
+  const mags = magnitudes(cpu, 71);
+  await dev.releaseDevice();
+  for (const m of [cpu, dev]) m.setAdapter(m.adapter(), mags);
+  assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
+  const opt: OptimizerOptions = { lr: 2e-3, maxGradNorm: 0.05, weightDecay: 0.01, schedule: 'linear', totalSteps: 3 };
+  let worst = 0;
+  for (let step = 0; step < 3; step++) {
+    const micro = [batch(70, 1 + step, 2, false)];
+    const a = await cpu.trainStep(micro, opt);
+    const b = await dev.trainStep(micro, opt);
+    assert.equal(b.engine, 'cuda');
+    const e = Math.abs(b.loss - a.loss) / a.loss;
+    assert.ok(e <= 1e-5, `step ${step}: loss ${b.loss} vs ${a.loss}`);
+    worst = Math.max(worst, e);
+    if (step > 0) continue;
+    measured('dora grad norm rel', Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm);
+    const [ga, gb] = [cpu.gradients(), dev.gradients()];
+    let g = 0;
+    for (const [m, x] of Object.entries(ga)) {
+      const y = gb[m];
+      assert.ok(y?.magnitude && x.magnitude, `${m}: no magnitude gradient`);
+      for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(y.magnitude, x.magnitude)]) {
+        g = Math.max(g, v);
+        assert.ok(v <= 2e-5, `${m}: gradient rel ${v}`);
+      }
+    }
+    measured('dora worst gradient rel (A, B, magnitude)', g);
+  }
+  measured('dora 3-step worst loss rel', worst);
+  const [ma, mb] = [cpu.magnitudes(), dev.magnitudes()];
+  let p = 0;
+  for (const [m, x] of Object.entries(cpu.adapter())) {
+    const y = dev.adapter()[m];
+    assert.ok(y);
+    for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(mb[m] ?? [], ma[m] ?? [])]) {
+      p = Math.max(p, v);
+      assert.ok(v <= 1e-5, `${m}: rel ${v} after 3 steps`);
+    }
+  }
+  measured('dora 3-step worst parameter rel', p);
+});
+
 test('a refused feature keeps the CPU engine and names itself; a later unsupported adapter fails the step', async () => {
   const shape = DEVICE_SHAPES[0] as DeviceShape;
   const [, dev] = await pair(shape, 90);
@@ -199,13 +264,15 @@ test('a refused feature keeps the CPU engine and names itself; a later unsupport
   const name = Object.keys(mods)[0] as string;
   const m = mods[name];
   assert.ok(m);
-  // DoRA: a magnitude on one module.
-  dev.setAdapter(mods, { [name]: new Float32Array(m.out).fill(1) });
+  const ones = { [name]: new Float32Array(m.out).fill(1) };
+  // DoRA with dropout (PEFT recomputes W·drop(x)).
+  dev.setDropout(0.1, 1);
+  dev.setAdapter(mods, ones);
   const dora = await dev.useDevice();
   assert.equal(dora.engine, 'cpu');
   assert.match(
     (dora as { reason: string }).reason,
-    /^DoRA adapters \(use_dora\) are not implemented by the CUDA engine \(model\.layers\.0\./,
+    /^DoRA with LoRA dropout \(PEFT's W·drop\(x\) path\) is not implemented by the CUDA engine \(model\.layers\.0\./,
   );
   assert.equal((await dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 })).engine, 'cpu');
   // LoRA-SB: a trained r x r core.
@@ -216,12 +283,12 @@ test('a refused feature keeps the CPU engine and names itself; a later unsupport
   dev.captureWeightGradient(name, true);
   assert.match(((await dev.useDevice()) as { reason: string }).reason, /^frozen-weight gradient capture/);
   dev.captureWeightGradient(name, false);
-  // On the device, then switched to DoRA: the step says why instead of training something else.
+  // On the device, then switched to DoRA with dropout: the step says why instead of training something else.
   assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
-  dev.setAdapter(mods, { [name]: new Float32Array(m.out).fill(1) });
+  dev.setAdapter(mods, ones);
   await assert.rejects(dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 }), (e: Error & { code?: string }) => {
     assert.equal(e.code, 'invalid_request');
-    assert.match(e.message, /^the CUDA engine cannot train this adapter: DoRA adapters/);
+    assert.match(e.message, /^the CUDA engine cannot train this adapter: DoRA with LoRA dropout/);
     return true;
   });
 });

@@ -47,7 +47,8 @@ typedef enum {
   LRK_DEV_PROJ_B = 6,     /* [out], f32; only on projections with a bias */
 } lrk_dev_tensor;
 
-/* The trainable state, packed: for each (layer, proj) with r > 0 in that order, A [r, in] then B [out, r]. */
+/* The trainable state, packed: for each (layer, proj) with r > 0 in that order, A [r, in], B [out, r]
+   and, for a DoRA module, its magnitude m [out]. */
 typedef enum { LRK_DEV_PARAMS = 0, LRK_DEV_GRADS = 1, LRK_DEV_EXP_AVG = 2, LRK_DEV_EXP_AVG_SQ = 3 } lrk_dev_state;
 
 typedef struct {
@@ -68,8 +69,11 @@ LRK_API lrk_status lrk_dev_set_tensor(lrk_dev_engine* e, int which, int64_t laye
                                       lrk_dtype dtype);
 /* cos/sin [npos, head_dim / 2] (train/rope.h rope_tables for positions [0, npos)). */
 LRK_API lrk_status lrk_dev_set_rope(lrk_dev_engine* e, int64_t npos, const float* cos, const float* sin);
-/* ranks/scales [layers · 7] (r = 0: no adapter): lays out the packed state, all zeros. */
-LRK_API lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, const float* scales);
+/* ranks/scales/dora [layers · 7] (r = 0: no adapter; dora may be NULL: none): lays out the packed
+   state, all zeros. DoRA (PEFT semantics, METHODS §1.3): y = b + (m/n) ⊙ (x Wᵀ + s·BAx), n =
+   ‖W + s·BA‖ per output row, detached; not with dropout. */
+LRK_API lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, const float* scales,
+                                       const int* dora);
 /* Activation recomputation (on = 1): each layer's input kept, its forward rerun in the backward. */
 LRK_API lrk_status lrk_dev_set_recompute(lrk_dev_engine* e, int on);
 /* Floats in one packed state buffer. */

@@ -23,7 +23,7 @@ struct Fns {
   void (*destroy)(lrk_dev_engine*);
   lrk_status (*set_tensor)(lrk_dev_engine*, int, int64_t, int, const void*, lrk_dtype);
   lrk_status (*set_rope)(lrk_dev_engine*, int64_t, const float*, const float*);
-  lrk_status (*set_adapter)(lrk_dev_engine*, const int64_t*, const float*);
+  lrk_status (*set_adapter)(lrk_dev_engine*, const int64_t*, const float*, const int*);
   lrk_status (*set_recompute)(lrk_dev_engine*, int);
   int64_t (*num_params)(const lrk_dev_engine*);
   lrk_status (*read)(lrk_dev_engine*, int, float*, int64_t);
@@ -143,7 +143,8 @@ std::string DeviceTrainer::unsupported(const train::Engine& engine) {
     for (int p = 0; p < train::kNumProj; p++) {
       const train::LoraSlot& s = engine.slot(l, p);
       const std::string where = " (" + train::module_path(l, p) + ")";
-      if (s.dora) return "DoRA adapters (use_dora) are not implemented by the CUDA engine" + where;
+      if (s.dora && engine.dropout() > 0.0f)
+        return "DoRA with LoRA dropout (PEFT's W·drop(x) path) is not implemented by the CUDA engine" + where;
       if (s.core) return "LoRA-SB / LoRA-XS adapters (a trained r x r core) are not implemented by the CUDA engine" + where;
       if (!engine.weight_grad(l, p).empty())
         return "frozen-weight gradient capture (LoRA-GA / LoRA-SB inits) runs on the CPU engine" + where;
@@ -232,12 +233,14 @@ void DeviceTrainer::upload_adapter(const train::Engine& engine) {
   const train::ModelConfig& c = engine.model().cfg;
   std::vector<int64_t> ranks;
   std::vector<float> scales;
+  std::vector<int> dora;
   for (int64_t l = 0; l < c.num_layers; l++)
     for (int p = 0; p < train::kNumProj; p++) {
       ranks.push_back(engine.slot(l, p).r);
       scales.push_back(engine.slot(l, p).scale);
+      dora.push_back(engine.slot(l, p).dora ? 1 : 0);
     }
-  check(f.set_adapter(dev_, ranks.data(), scales.data()));
+  check(f.set_adapter(dev_, ranks.data(), scales.data(), dora.data()));
   num_params_ = f.num_params(dev_);
   std::vector<float> params, m1, m2;
   params.reserve(static_cast<size_t>(num_params_));
@@ -256,6 +259,10 @@ void DeviceTrainer::upload_adapter(const train::Engine& engine) {
       append(m1, s.mb, nb);
       append(m2, s.va, na);
       append(m2, s.vb, nb);
+      if (!s.dora) continue;  // the magnitude follows B
+      params.insert(params.end(), s.m.begin(), s.m.end());
+      append(m1, s.mm, s.m.size());
+      append(m2, s.vm, s.m.size());
     }
   check(f.write(dev_, LRK_DEV_PARAMS, params.data(), num_params_));
   check(f.write(dev_, LRK_DEV_EXP_AVG, m1.data(), num_params_));
@@ -269,12 +276,13 @@ void DeviceTrainer::download(train::Engine& engine, bool grads) {
   // (state, A's host vector, B's host vector) for each state buffer.
   struct Part {
     int which;
-    std::vector<float> train::LoraSlot::*a, train::LoraSlot::*b;
+    std::vector<float> train::LoraSlot::*a, train::LoraSlot::*b, train::LoraSlot::*m;
   };
-  std::vector<Part> parts = {{LRK_DEV_PARAMS, &train::LoraSlot::a, &train::LoraSlot::b},
-                             {LRK_DEV_EXP_AVG, &train::LoraSlot::ma, &train::LoraSlot::mb},
-                             {LRK_DEV_EXP_AVG_SQ, &train::LoraSlot::va, &train::LoraSlot::vb}};
-  if (grads) parts.push_back({LRK_DEV_GRADS, &train::LoraSlot::ga, &train::LoraSlot::gb});
+  using S = train::LoraSlot;
+  std::vector<Part> parts = {{LRK_DEV_PARAMS, &S::a, &S::b, &S::m},
+                             {LRK_DEV_EXP_AVG, &S::ma, &S::mb, &S::mm},
+                             {LRK_DEV_EXP_AVG_SQ, &S::va, &S::vb, &S::vm}};
+  if (grads) parts.push_back({LRK_DEV_GRADS, &S::ga, &S::gb, &S::gm});
   for (const Part& part : parts) {
     check(f.read(dev_, part.which, buf.data(), num_params_));
     size_t off = 0;
@@ -288,6 +296,10 @@ void DeviceTrainer::download(train::Engine& engine, bool grads) {
         off += s.a.size();
         b.assign(buf.begin() + static_cast<std::ptrdiff_t>(off), buf.begin() + static_cast<std::ptrdiff_t>(off + s.b.size()));
         off += s.b.size();
+        if (!s.dora) continue;
+        const size_t nm = s.m.size();  // read before m itself is reassigned (part 0)
+        (s.*part.m).assign(buf.begin() + static_cast<std::ptrdiff_t>(off), buf.begin() + static_cast<std::ptrdiff_t>(off + nm));
+        off += nm;
       }
   }
 }

@@ -71,6 +71,7 @@ struct LayerWeights {
 struct LayerActs {
   DevMem in, x1, rstd1, q, k, v, ao, mid, x2, rstd2, gate, up, act;
   DevMem h[kNumProj], xd[kNumProj], mask[kNumProj];
+  DevMem z[kNumProj], norm[kNumProj];  // DoRA: x Wᵀ + s·h Bᵀ before the m/n rescale, and n
 };
 
 }  // namespace
@@ -87,11 +88,12 @@ struct lrk_dev_engine {
   DevMem cos, sin;
   int64_t npos = 0;
   // Adapter: ranks/scales per (layer, proj), offsets of A and B in the packed state.
-  std::vector<int64_t> rank, off_a, off_b;
+  std::vector<int64_t> rank, off_a, off_b, off_m;
+  std::vector<int> dora;  // DoRA modules: the magnitude m [out] follows B in the packed state
   std::vector<float> scale;
   int64_t num_params = 0;
   DevMem params, grads, exp_avg, exp_avg_sq;
-  std::vector<int64_t> tensor_off, tensor_size;  // A, B of each adapted module in order
+  std::vector<int64_t> tensor_off, tensor_size;  // A, B (and m) of each adapted module in order
   DevMem d_tensor_off, d_tensor_size, d_sums;
   // Activations for rows × seq tokens.
   int64_t rows = 0, seq = 0;
@@ -105,6 +107,7 @@ struct lrk_dev_engine {
   DevMem tokens, targets, pos, doc_start;
   DevMem fin, xf, rstdf, logits, dlogits, row_loss;
   DevMem dres, dx, dq, dk, dv, dao, dgate, dup, dact, g, tmp, tmpd, P, dS;
+  DevMem ba, dyg;  // DoRA scratch: B·A [out, in] and dy ⊙ (m/n) [n, out]
   std::vector<float> host_loss;
   std::vector<int32_t> host_targets;
 
@@ -178,6 +181,13 @@ lrk_status ensure_buffers(lrk_dev_engine* e, int64_t rows, int64_t seq, bool dro
         for (int64_t j = 0; j < c.layers; j++) r = std::max(r, e->rank[e->slot(j, p)]);
       if (r == 0) continue;
       if (lrk_status s = a.h[p].alloc(f32_bytes(n * r))) return s;
+      bool any_dora = e->dora[e->slot(l, p)] != 0;
+      if (e->recompute)
+        for (int64_t j = 0; j < c.layers; j++) any_dora = any_dora || e->dora[e->slot(j, p)] != 0;
+      if (any_dora) {
+        if (lrk_status s = a.z[p].alloc(f32_bytes(n * e->proj_out(p)))) return s;
+        if (lrk_status s = a.norm[p].alloc(f32_bytes(e->proj_out(p)))) return s;
+      }
       if (dropout) {
         if (lrk_status s = a.xd[p].alloc(f32_bytes(n * e->proj_in(p)))) return s;
         if (lrk_status s = a.mask[p].alloc(f32_bytes(n * e->proj_in(p)))) return s;
@@ -201,6 +211,17 @@ lrk_status ensure_buffers(lrk_dev_engine* e, int64_t rows, int64_t seq, bool dro
   for (DevMem* m : {&e->dgate, &e->dup, &e->dact})
     if (lrk_status s = m->alloc(f32_bytes(n * ff))) return s;
   if (lrk_status s = e->g.alloc(f32_bytes(n * std::max<int64_t>(rmax, 1)))) return s;
+  int64_t dora_out = 0, dora_w = 0;
+  for (size_t sl = 0; sl < e->dora.size(); sl++)
+    if (e->dora[sl]) {
+      const int p = static_cast<int>(sl % kNumProj);
+      dora_out = std::max(dora_out, e->proj_out(p));
+      dora_w = std::max(dora_w, e->proj_out(p) * e->proj_in(p));
+    }
+  if (dora_out > 0) {
+    if (lrk_status s = e->dyg.alloc(f32_bytes(n * dora_out))) return s;
+    if (lrk_status s = e->ba.alloc(f32_bytes(dora_w))) return s;
+  }
   if (lrk_status s = e->tmp.alloc(f32_bytes(n * std::max({d, ff, qd})))) return s;
   // Attention backward scratch: one row's P and dS for every head (O(H·T²), as the CPU's att).
   for (DevMem* m : {&e->P, &e->dS})
@@ -234,8 +255,13 @@ void linear_forward(const StepCtx& k, int64_t l, int p, const float* x, float* y
   }
   const float* pa = r > 0 ? e->params.as() + e->off_a[s] : nullptr;
   const float* pb = r > 0 ? e->params.as() + e->off_b[s] : nullptr;
-  lora_forward_dev(k.n, in, out, r, e->scale[s], x, xa, w.w[p].mem.as<void>(), w.w[p].dtype, pa, pb, y,
-                   r > 0 ? a.h[p].as() : nullptr);
+  const bool dora = r > 0 && e->dora[s];
+  lora_forward_dev(k.n, in, out, r, e->scale[s], x, xa, w.w[p].mem.as<void>(), w.w[p].dtype, pa, pb,
+                   dora ? a.z[p].as() : y, r > 0 ? a.h[p].as() : nullptr);
+  if (dora) {  // y = (m/n) ⊙ z, n = ‖W + s·BA‖ per row (detached)
+    dora_norm_dev(out, in, w.w[p].mem.as<void>(), w.w[p].dtype, e->scale[s], pa, pb, r, e->ba.as(), a.norm[p].as());
+    dora_scale_dev(k.n, out, a.z[p].as(), e->params.as() + e->off_m[s], a.norm[p].as(), y);
+  }
   if (e->c.proj_bias[p]) bias_add_dev(k.n, out, w.b[p].as(), y);
 }
 
@@ -249,6 +275,11 @@ void linear_backward(const StepCtx& k, int64_t l, int p, const float* x, const f
   const bool dropped = r > 0 && k.dropout > 0.0f;
   float* params = e->params.as();
   float* grads = e->grads.as();
+  if (r > 0 && e->dora[s]) {  // dm += Σ dy ⊙ z / n; the rest sees dy ⊙ (m/n)
+    dora_grad_m_dev(k.n, out, dy, a.z[p].as(), a.norm[p].as(), grads + e->off_m[s]);
+    dora_scale_dev(k.n, out, dy, params + e->off_m[s], a.norm[p].as(), e->dyg.as());
+    dy = e->dyg.as();
+  }
   lora_backward_dev(k.n, in, out, r, e->scale[s], dropped ? a.xd[p].as() : x, r > 0 ? a.h[p].as() : nullptr, dy,
                     w.w[p].mem.as<void>(), w.w[p].dtype, r > 0 ? params + e->off_a[s] : nullptr,
                     r > 0 ? params + e->off_b[s] : nullptr, dx, accumulate, dropped ? a.mask[p].as() : nullptr,
@@ -349,6 +380,8 @@ extern "C" lrk_status lrk_dev_create(const lrk_dev_config* config, lrk_dev_engin
   e->rank.assign(slots, 0);
   e->off_a.assign(slots, 0);
   e->off_b.assign(slots, 0);
+  e->off_m.assign(slots, 0);
+  e->dora.assign(slots, 0);
   e->scale.assign(slots, 0.0f);
   *out = e;
   return LRK_OK;
@@ -404,7 +437,8 @@ extern "C" lrk_status lrk_dev_set_rope(lrk_dev_engine* e, int64_t npos, const fl
   return LRK_OK;
 }
 
-extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, const float* scales) {
+extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, const float* scales,
+                                          const int* dora) {
   if (!e || !ranks || !scales) return fail(LRK_INVALID_ARGUMENT, "set_adapter: ranks and scales are required");
   const size_t slots = e->rank.size();
   int64_t total = 0;
@@ -414,6 +448,7 @@ extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* rank
     const int p = static_cast<int>(s % kNumProj);
     e->rank[s] = ranks[s];
     e->scale[s] = scales[s];
+    e->dora[s] = ranks[s] > 0 && dora && dora[s] ? 1 : 0;
     if (ranks[s] == 0) continue;
     e->off_a[s] = total;
     toff.push_back(total);
@@ -423,6 +458,11 @@ extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* rank
     toff.push_back(total);
     tsize.push_back(ranks[s] * e->proj_out(p));
     total += ranks[s] * e->proj_out(p);
+    if (!e->dora[s]) continue;
+    e->off_m[s] = total;
+    toff.push_back(total);
+    tsize.push_back(e->proj_out(p));
+    total += e->proj_out(p);
   }
   e->num_params = total;
   e->tensor_off = toff;
@@ -490,6 +530,9 @@ lrk_status run_batch(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_s
   if (!(dropout >= 0.0f && dropout < 1.0f)) return fail(LRK_INVALID_ARGUMENT, "forward_backward: dropout in [0, 1)");
   if (dropout > 0.0f && !dropout_streams)
     return fail(LRK_INVALID_ARGUMENT, "forward_backward: dropout needs one stream per (layer, proj)");
+  if (dropout > 0.0f)
+    for (int d : e->dora)
+      if (d) return fail(LRK_INVALID_ARGUMENT, "forward_backward: DoRA with LoRA dropout is not implemented on the device");
   for (int64_t i = 0; i < n; i++) {
     if (batch->tokens[i] < 0 || batch->tokens[i] >= V)
       return fail(LRK_INVALID_ARGUMENT, "forward_backward: token " + std::to_string(i) + " is outside the vocabulary");

@@ -70,3 +70,16 @@ void scale_dev(int64_t n, float c, float* x);
 void sum_squares_dev(int64_t tensors, const int64_t* offsets, const int64_t* sizes, const float* x, double* sums);
 
 }  // namespace lowrank::cuda
+
+// DoRA (dora.cu), without dropout.
+namespace lowrank::cuda {
+
+/** norm [out] = ‖W + s·BA‖ per output row (BA formed in `ba` [out, in], as PEFT's get_weight_norm). */
+void dora_norm_dev(int64_t out, int64_t in, const void* w, lrk_dtype w_dtype, float scale, const float* a,
+                   const float* b, int64_t r, float* ba, float* norm);
+/** y = z ⊙ (m/n) per output column (y may be z: the backward's dy ⊙ (m/n) too). */
+void dora_scale_dev(int64_t n, int64_t out, const float* z, const float* m, const float* norm, float* y);
+/** gm [out] += Σ_i dy ⊙ z / n, tokens summed in order in double. */
+void dora_grad_m_dev(int64_t n, int64_t out, const float* dy, const float* z, const float* norm, float* gm);
+
+}  // namespace lowrank::cuda
