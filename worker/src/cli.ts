@@ -79,8 +79,10 @@ function validate(rest: string[]): void {
  */
 function logNativeBackend(resultFile: string | undefined): void {
   try {
-    // `engine`: where the job's own compute runs; no engine path calls the CUDA ops yet (docs/cuda.md).
-    createLogger('worker').info({ event: 'native_backend', ...backendInfo(), engine: 'cpu' }, 'native backend');
+    // `engine`: where a train job's steps run: the CUDA device engine with the CUDA backend (a job whose
+    // adapter it lacks falls back to the CPU engine and logs `train_engine` saying why; docs/cuda.md).
+    const info = backendInfo();
+    createLogger('worker').info({ event: 'native_backend', ...info, engine: info.backend }, 'native backend');
   } catch (err) {
     const e = asLowrankError(err);
     const exitCode = e instanceof LowrankError && e.code === 'invalid_request' ? EXIT.usage : EXIT.retryable;

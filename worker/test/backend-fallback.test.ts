@@ -135,13 +135,28 @@ describe('the CUDA library built by scripts/build-cuda', () => {
     'lrk_cuda_dropout_mask',
     'lrk_cuda_attention_backward',
     'lrk_cuda_bench_lora_layer',
+    // the device engine (device_engine.h)
+    'lrk_dev_abi',
+    'lrk_dev_create',
+    'lrk_dev_destroy',
+    'lrk_dev_set_tensor',
+    'lrk_dev_set_rope',
+    'lrk_dev_set_adapter',
+    'lrk_dev_set_recompute',
+    'lrk_dev_num_params',
+    'lrk_dev_read',
+    'lrk_dev_write',
+    'lrk_dev_zero_grad',
+    'lrk_dev_forward',
+    'lrk_dev_forward_backward',
+    'lrk_dev_optimizer_step',
   ];
 
   test('exists (CI builds it: LOWRANK_CUDA=on)', { skip: ciMustBuild ? false : notBuilt }, () => {
     assert.ok(existsSync(cudaLib), `${cudaLib} is missing: the CUDA build did not run`);
   });
 
-  test('exports the backend_ops.h symbols and nothing of the CUDA runtime (nm -D)', { skip: notBuilt }, async () => {
+  test('exports the backend_ops.h and device_engine.h symbols and nothing of the CUDA runtime (nm -D)', { skip: notBuilt }, async () => {
     const { stdout } = await exec('nm', ['-D', '--defined-only', cudaLib]);
     const names = new Set(stdout.split('\n').map((l) => l.trim().split(/\s+/)[2]));
     for (const s of expected) assert.ok(names.has(s), `${s} is not exported`);

@@ -69,7 +69,14 @@ export interface StepResult {
   lr: number;
   /** Optimizer steps taken so far. */
   step: number;
+  /** Which engine ran the step: the CPU's, or the CUDA device engine (TrainModel.useDevice). */
+  engine: TrainEngineKind;
 }
+
+export type TrainEngineKind = 'cpu' | 'cuda';
+
+/** useDevice()'s answer: the CUDA engine trains from now on, or the CPU engine does and why. */
+export type DeviceChoice = { engine: 'cuda' } | { engine: 'cpu'; reason: string };
 
 export interface ForwardResult {
   /** Mean causal-LM loss over labelled tokens (NaN without labels). */
@@ -77,6 +84,8 @@ export interface ForwardResult {
   count: number;
   /** [rows · seq, vocab] when asked for. */
   logits?: Float32Array;
+  /** Which engine ran it: a loss-only evaluation runs on the CUDA device engine after useDevice(). */
+  engine: TrainEngineKind;
 }
 
 export interface GenerateOptions {
@@ -158,8 +167,10 @@ interface TrainNative {
     s: unknown,
     b: TokenBatch,
     o: { logits: boolean; backward: boolean; train?: boolean },
-  ): Promise<{ lossSum: number; count: number; logits?: Float32Array }>;
+  ): Promise<{ lossSum: number; count: number; logits?: Float32Array; engine: TrainEngineKind }>;
   trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
+  trainUseDevice(s: unknown): Promise<DeviceChoice>;
+  trainReleaseDevice(s: unknown): Promise<void>;
   trainLrLambda(o: OptimizerOptions, step: number): number;
   trainGenerate(
     s: unknown,
@@ -530,23 +541,30 @@ export class TrainModel {
     if (o.backward && !batch.labels) throw new TypeError('backward needs batch.labels');
     const opts = { logits: o.logits ?? false, backward: o.backward ?? false, train: o.train ?? false };
     const r = await this.#run(() => native().trainForward(this.#session, batch, opts));
-    return { loss: r.count > 0 ? r.lossSum / r.count : Number.NaN, count: r.count, ...(r.logits ? { logits: r.logits } : {}) };
+    return {
+      loss: r.count > 0 ? r.lossSum / r.count : Number.NaN,
+      count: r.count,
+      ...(r.logits ? { logits: r.logits } : {}),
+      engine: r.engine,
+    };
   }
 
-  /** Mean loss and perplexity over held-out batches (a forward each, no gradients). */
-  async evaluate(batches: TokenBatch[]): Promise<{ loss: number; perplexity: number; tokens: number }> {
+  /** Mean loss and perplexity over held-out batches (a forward each, no gradients; on the device engine after useDevice()). */
+  async evaluate(batches: TokenBatch[]): Promise<{ loss: number; perplexity: number; tokens: number; engine: TrainEngineKind }> {
     if (!Array.isArray(batches) || batches.length === 0) throw new TypeError('batches must be a non-empty array');
     let sum = 0;
     let tokens = 0;
+    let engine: TrainEngineKind = 'cpu';
     for (const [i, b] of batches.entries()) {
       checkBatch(b, `batches[${i}]`, this.config);
       if (!b.labels) throw new TypeError(`batches[${i}].labels is required for evaluation`);
       const r = await this.#run(() => native().trainForward(this.#session, b, { logits: false, backward: false }));
       sum += r.lossSum;
       tokens += r.count;
+      engine = r.engine;
     }
     if (tokens === 0) throw new TypeError('the evaluation batches have no labelled token');
-    return { loss: sum / tokens, perplexity: Math.exp(sum / tokens), tokens };
+    return { loss: sum / tokens, perplexity: Math.exp(sum / tokens), tokens, engine };
   }
 
   /** Continues each prompt by maxNewTokens tokens (KV cache, adapter applied); returns [rows, maxNewTokens]. */
@@ -572,6 +590,26 @@ export class TrainModel {
       }
     }
     return this.#run(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o, leftPad));
+  }
+
+  /**
+   * Trains the next steps on the CUDA backend's device-resident engine (docs/cuda.md): the
+   * frozen weights go up once, the adapter, its gradients and AdamW moments stay on the
+   * device; evaluate() runs there too; every other reader (adapter(), gradients(), state(),
+   * forward with logits or backward, generate, which run on the CPU engine) sees them copied
+   * back first. Answers
+   * { engine: 'cpu', reason } and changes nothing when the backend is not CUDA or the
+   * adapter uses a feature the device engine lacks (DoRA with dropout, LoRA-SB,
+   * weight-gradient capture); a step after setAdapter() switched to such a feature fails (invalid_request,
+   * the message naming it).
+   */
+  async useDevice(): Promise<DeviceChoice> {
+    return this.#run(() => native().trainUseDevice(this.#session));
+  }
+
+  /** Copies the device engine's state back and frees it; later steps run on the CPU engine. */
+  async releaseDevice(): Promise<void> {
+    await this.#run(() => native().trainReleaseDevice(this.#session));
   }
 
   /** One optimizer step over micro-batches (gradient accumulation), then the schedule advances. */

@@ -13,7 +13,8 @@ import type { AdapterJobSpecDefaulted } from '@lowrank/crds/types';
 import { chunk, type Row, toBatch, toRows } from '../data/batches.ts';
 import { type PreparedDataset, permutation, prepareDataset } from '../data/dataset.ts';
 import { checkDatasetUri, fetchDataset } from '../data/remote.ts';
-import { type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, TrainModel } from '../native/train.ts';
+import { backendInfo } from '../native/backend.ts';
+import { type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, type TrainEngineKind, TrainModel } from '../native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../native/train-checkpoint.ts';
 import { TextTokenizer } from '../tokenizer/tokenizer.ts';
 import { seedKey } from '../transfer/seed-crypto.ts';
@@ -84,6 +85,25 @@ export interface TrainedRun {
   resumedFrom: number | undefined;
   /** How the adapter was initialised, and so how it is exported (PiSSA/LoRA-GA: rank 2r for the original base). */
   init: AdapterInit;
+  /** Which engine ran the steps: the CUDA device engine, or the CPU's. */
+  engine: TrainEngineKind;
+}
+
+/**
+ * The CUDA device engine when the backend is CUDA and it supports this adapter; else the
+ * CPU engine, with one `train_engine` line saying why. Evaluation and generation stay on
+ * the CPU engine either way (the adapter is copied back for them).
+ */
+async function chooseEngine(model: TrainModel, ctx: RunContext): Promise<TrainEngineKind> {
+  const info = backendInfo();
+  const choice =
+    info.backend === 'cuda'
+      ? await model.useDevice()
+      : { engine: 'cpu' as const, reason: `the backend is the CPU (${info.reason ?? `LOWRANK_BACKEND=${info.requested}`})` };
+  if (choice.engine === 'cuda') ctx.reporter.log.info({ event: 'train_engine', engine: 'cuda' }, 'training on the CUDA device engine');
+  else
+    ctx.reporter.log.info({ event: 'train_engine', engine: 'cpu', reason: choice.reason }, `training on the CPU engine: ${choice.reason}`);
+  return choice.engine;
 }
 
 export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
@@ -315,6 +335,7 @@ export async function trainAdapter(
     if (initEval !== undefined) curve.push({ step: 0, loss: initEval, evalLoss: initEval });
     baseEval = bareEval ?? initEval;
   } else baseEval = bareEval ?? curve.find((p) => p.step === 0)?.evalLoss;
+  const engine = await chooseEngine(model, ctx);
   let step = resumedFrom ?? 0;
   const loopStart = { step, at: performance.now() };
   let windowTokens = 0;
@@ -379,6 +400,7 @@ export async function trainAdapter(
     baseEval,
     resumedFrom,
     init,
+    engine,
   };
 }
 
@@ -423,8 +445,9 @@ export function trainOutcome(spec: Spec, run: TrainedRun, dir: string): JobOutco
     gradientAccumulation: accum,
     optimizer: { type: 'adamw', ...opt },
     schedule,
-    // The engine computes in f32 on every device it runs on today.
+    // The engine computes in f32 on every device it runs on today (bf16 weights are widened in the GEMM).
     computePrecision: 'f32',
+    engine: run.engine,
     seed: spec.seed,
     lossCurve: curve,
     ...(resumedFrom === undefined ? {} : { resumedFromStep: resumedFrom }),

@@ -13,6 +13,7 @@
 #include "../train/optim.h"
 #include "../train/parallel.h"
 #include "bindings.h"
+#include "device_trainer.h"
 #include "napi_convert.h"
 
 namespace lowrank::addon {
@@ -26,7 +27,26 @@ struct Session {
   std::mutex mu;
   std::unique_ptr<Engine> engine;
   int64_t step = 0;  // optimizer steps taken (the scheduler's position)
+  // The CUDA engine training this session (trainUseDevice), or null. The CPU engine's
+  // slots stay the reference copy: host_stale when the device stepped since they were
+  // read back, adapter_stale / weights_stale when the host changed what the device holds.
+  std::unique_ptr<DeviceTrainer> device;
+  bool host_stale = false, adapter_stale = false, weights_stale = false;
 };
+
+/** Re-uploads what the host changed since the device last saw it. */
+void sync_device(Session& s) {
+  if (s.weights_stale) s.device->upload_weights(*s.engine);
+  if (s.adapter_stale) s.device->upload_adapter(*s.engine);
+  s.weights_stale = s.adapter_stale = false;
+}
+
+/** Reads the device's adapter state back into the CPU engine before the host uses it. */
+void sync_host(Session& s) {
+  if (!s.device || !s.host_stale) return;
+  s.device->download(*s.engine, true);
+  s.host_stale = false;
+}
 
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -193,6 +213,7 @@ Napi::Value SetLora(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     const train::ModelConfig& c = s->engine->model().cfg;
     int64_t layer = get_int(env, info[1], "layer");
     int64_t proj = get_int(env, info[2], "proj");
@@ -206,6 +227,7 @@ Napi::Value SetLora(const Napi::CallbackInfo& info) {
     const bool dora = info.Length() > 7 && !info[7].IsUndefined() && !info[7].IsNull();
     if (dora) mag = get_matrix(env, info[7], 1, c.proj_out(p), "magnitude");
     s->engine->set_lora(layer, p, r, static_cast<float>(scale), a.ptr(), b.ptr(), dora ? mag.ptr() : nullptr);
+    s->adapter_stale = true;
     if (info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull()) {  // LoRA-SB core R [r, r]
       Matrix rc = get_matrix(env, info[8], r, r, "R");
       s->engine->set_lora_core(layer, p, rc.ptr());
@@ -220,6 +242,7 @@ Napi::Value GetLora(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer");
     int64_t proj = get_int(env, info[2], "proj");
     if (layer >= s->engine->model().cfg.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
@@ -260,6 +283,7 @@ Napi::Value SetMoments(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer");
     int64_t proj = get_int(env, info[2], "proj");
     if (layer >= s->engine->model().cfg.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
@@ -275,6 +299,7 @@ Napi::Value SetMoments(const Napi::CallbackInfo& info) {
       Matrix m = get_matrix(env, mo.Get(name), 1, static_cast<int64_t>(v->size()), std::string("moments.") + name);
       *v = std::move(m.data);
     }
+    s->adapter_stale = true;
     return env.Undefined();
   });
 }
@@ -285,6 +310,7 @@ Napi::Value SetRecompute(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     s->engine->set_recompute(info[1].ToBoolean());
     return env.Undefined();
   });
@@ -296,6 +322,7 @@ Napi::Value SetBaseWeight(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
     const train::ModelConfig& c = s->engine->model().cfg;
     if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
@@ -306,6 +333,7 @@ Napi::Value SetBaseWeight(const Napi::CallbackInfo& info) {
       Matrix w = get_matrix(env, info[3], c.proj_out(p), c.proj_in(p), "weight");
       s->engine->set_base_weight(layer, p, w.ptr());
     }
+    s->weights_stale = true;
     return env.Undefined();
   });
 }
@@ -315,6 +343,7 @@ Napi::Value BaseWeight(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
     const train::ModelConfig& c = s->engine->model().cfg;
     if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
@@ -330,6 +359,7 @@ Napi::Value SetWeightGrad(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
     const train::ModelConfig& c = s->engine->model().cfg;
     if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
@@ -343,6 +373,7 @@ Napi::Value WeightGrad(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
     const train::ModelConfig& c = s->engine->model().cfg;
     if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
@@ -358,6 +389,7 @@ Napi::Value ModuleInput(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
     const train::ModelConfig& c = s->engine->model().cfg;
     if (layer >= c.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
@@ -374,6 +406,7 @@ Napi::Value SetDropout(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     s->engine->set_dropout(static_cast<float>(get_double(env, info[1], "p")), get_u64(env, info[2], "seed"));
     return env.Undefined();
   });
@@ -385,6 +418,7 @@ Napi::Value DropoutMask(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     int64_t layer = get_int(env, info[1], "layer"), proj = get_int(env, info[2], "proj");
     if (layer >= s->engine->model().cfg.num_layers || proj >= train::kNumProj) type_error(env, "layer or proj is out of range");
     std::vector<float> m = s->engine->dropout_mask(layer, static_cast<int>(proj), get_int(env, info[3], "step"),
@@ -399,6 +433,7 @@ Napi::Value GetStep(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     return Napi::Number::New(env, static_cast<double>(s->step));
   });
 }
@@ -408,6 +443,7 @@ Napi::Value SetStep(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
     std::lock_guard<std::mutex> lock(s->mu);
+    sync_host(*s);
     s->step = get_int(env, info[1], "step");
     return env.Undefined();
   });
@@ -429,9 +465,20 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     if (backward && !batch->has_labels) type_error(env, "backward needs batch.labels");
     auto logits = std::make_shared<std::vector<float>>();
     auto loss = std::make_shared<train::LossSum>();
+    auto on_device = std::make_shared<bool>(false);
     return queue(
         env, s,
-        [s, batch, logits, loss, want_logits, backward, training]() {
+        [s, batch, logits, loss, want_logits, backward, training, on_device]() {
+          // An evaluation (labels, loss only) runs on the device engine when there is one; logits,
+          // gradients and training-mode forwards on the CPU engine, with the device state copied back.
+          if (s->device && !want_logits && !backward && !training && batch->has_labels &&
+              DeviceTrainer::unsupported(*s->engine).empty()) {
+            sync_device(*s);
+            *loss = s->device->evaluate(*s->engine, batch->view());
+            *on_device = true;
+            return;
+          }
+          sync_host(*s);
           if (want_logits) logits->resize(static_cast<size_t>(batch->rows * batch->seq * s->engine->model().cfg.vocab_size));
           // Training mode: dropout masks of (current step, micro-batch 0).
           s->engine->set_training(training, s->step, 0);
@@ -448,8 +495,9 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
           }
           s->engine->set_training(false);
         },
-        [logits, loss, want_logits](Napi::Env e) -> Napi::Value {
+        [logits, loss, want_logits, on_device](Napi::Env e) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);
+          o.Set("engine", Napi::String::New(e, *on_device ? "cuda" : "cpu"));
           o.Set("lossSum", Napi::Number::New(e, loss->sum));
           o.Set("count", Napi::Number::New(e, static_cast<double>(loss->count)));
           if (want_logits) o.Set("logits", to_f32(e, logits->data(), logits->size()));
@@ -471,16 +519,28 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     train::check_optim(opt);
     auto res = std::make_shared<train::StepResult>();
     auto step = std::make_shared<int64_t>(0);
+    auto on_device = std::make_shared<bool>(false);
     return queue(
         env, s,
-        [s, micro, opt, res, step]() {
+        [s, micro, opt, res, step, on_device]() {
           std::vector<Batch> views;
           for (const OwnedBatch& b : *micro) views.push_back(b.view());
-          *res = train::train_step(*s->engine, opt, &s->step, views);
+          if (s->device) {
+            // The adapter may have changed to something the device engine lacks since trainUseDevice.
+            const std::string why = DeviceTrainer::unsupported(*s->engine);
+            if (!why.empty()) throw Error("invalid_argument", "the CUDA engine cannot train this adapter: " + why + " (release the device engine to train on the CPU)");
+            sync_device(*s);
+            s->host_stale = true;  // set before the step: a failure mid-step leaves the device state newer
+            *res = s->device->step(*s->engine, opt, &s->step, views);
+          } else {
+            *res = train::train_step(*s->engine, opt, &s->step, views);
+          }
           *step = s->step;
+          *on_device = s->device != nullptr;
         },
-        [res, step](Napi::Env e) -> Napi::Value {
+        [res, step, on_device](Napi::Env e) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);
+          o.Set("engine", Napi::String::New(e, *on_device ? "cuda" : "cpu"));
           o.Set("loss", Napi::Number::New(e, res->loss));
           o.Set("tokens", Napi::Number::New(e, static_cast<double>(res->tokens)));
           o.Set("gradNorm", Napi::Number::New(e, res->grad_norm));
@@ -488,6 +548,51 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
           o.Set("step", Napi::Number::New(e, static_cast<double>(*step)));
           return o;
         });
+  });
+}
+
+// trainUseDevice(session) -> Promise<{ engine: "cuda" } | { engine: "cpu", reason }>: train this
+// session's next steps on the CUDA engine (weights uploaded now), or say why not.
+Napi::Value UseDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    auto reason = std::make_shared<std::string>();
+    return queue(
+        env, s,
+        [s, reason]() {
+          if (s->device) return;
+          *reason = DeviceTrainer::unsupported(*s->engine);
+          if (!reason->empty()) return;
+          try {
+            s->device = DeviceTrainer::create(*s->engine);
+          } catch (const Error& e) {
+            if (std::string(e.code()) != "backend_unavailable") throw;
+            *reason = e.what();
+          }
+          s->host_stale = s->adapter_stale = s->weights_stale = false;
+        },
+        [reason](Napi::Env e) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("engine", Napi::String::New(e, reason->empty() ? "cuda" : "cpu"));
+          if (!reason->empty()) o.Set("reason", Napi::String::New(e, *reason));
+          return o;
+        });
+  });
+}
+
+// trainReleaseDevice(session) -> Promise<void>: reads the device's state back and frees it.
+Napi::Value ReleaseDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    SessionPtr s = get_session(env, info[0]);
+    return queue(
+        env, s,
+        [s]() {
+          sync_host(*s);
+          s->device.reset();
+        },
+        [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
   });
 }
 
@@ -528,6 +633,7 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
     return queue(
         env, s,
         [s, prompt, rows, prompt_len, max_new, o, out, pad]() {
+          sync_host(*s);
           *out = s->engine->generate(prompt->data(), rows, prompt_len, max_new, o, pad->empty() ? nullptr : pad->data());
         },
         [out](Napi::Env e) -> Napi::Value {
@@ -570,6 +676,8 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainSetStep", Napi::Function::New(env, SetStep));
   exports.Set("trainForward", Napi::Function::New(env, Forward));
   exports.Set("trainStep", Napi::Function::New(env, TrainStep));
+  exports.Set("trainUseDevice", Napi::Function::New(env, UseDevice));
+  exports.Set("trainReleaseDevice", Napi::Function::New(env, ReleaseDevice));
   exports.Set("trainLrLambda", Napi::Function::New(env, LrLambda));
   exports.Set("trainGenerate", Napi::Function::New(env, Generate));
   exports.Set("trainSetThreads", Napi::Function::New(env, SetThreads));

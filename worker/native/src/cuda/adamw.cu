@@ -5,6 +5,7 @@
 
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "device_ops.cuh"
 
 namespace {
 
@@ -25,6 +26,22 @@ __global__ void adamw_kernel(int64_t n, float* p, const float* g, float* m, floa
 
 }  // namespace
 
+namespace lowrank::cuda {
+
+void adamw_dev(int64_t n, float* p, const float* g, float* m, float* v, double lr, double beta1, double beta2,
+               double eps, double weight_decay, int64_t t) {
+  if (n == 0) return;
+  const auto step_size = static_cast<float>(lr / (1.0 - std::pow(beta1, static_cast<double>(t))));
+  const auto bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, static_cast<double>(t))));
+  const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
+  LRK_LAUNCH(adamw_kernel, blocks, 256, 0)(n, p, g, m, v, static_cast<float>(1.0 - lr * weight_decay),
+                                           static_cast<float>(1.0 - beta1), static_cast<float>(beta2),
+                                           static_cast<float>(1.0 - beta2), step_size, bc2_sqrt,
+                                           static_cast<float>(eps));
+}
+
+}  // namespace lowrank::cuda
+
 using namespace lowrank::cuda;
 
 extern "C" lrk_status lrk_cuda_adamw(int64_t n, float* p, const float* g, float* m, float* v, double lr, double beta1,
@@ -39,13 +56,7 @@ extern "C" lrk_status lrk_cuda_adamw(int64_t n, float* p, const float* g, float*
   if (lrk_status s = dg.alloc(bytes, g)) return s;
   if (lrk_status s = dm.alloc(bytes, m)) return s;
   if (lrk_status s = dv.alloc(bytes, v)) return s;
-  const auto step_size = static_cast<float>(lr / (1.0 - std::pow(beta1, static_cast<double>(t))));
-  const auto bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, static_cast<double>(t))));
-  const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
-  LRK_LAUNCH(adamw_kernel, blocks, 256, 0)(n, dp.as<float>(), dg.as<float>(), dm.as<float>(), dv.as<float>(),
-                                static_cast<float>(1.0 - lr * weight_decay), static_cast<float>(1.0 - beta1),
-                                static_cast<float>(beta2), static_cast<float>(1.0 - beta2), step_size, bc2_sqrt,
-                                static_cast<float>(eps));
+  adamw_dev(n, dp.as<float>(), dg.as<float>(), dm.as<float>(), dv.as<float>(), lr, beta1, beta2, eps, weight_decay, t);
   LRK_CUDA_SYNC("adamw kernel");
   if (lrk_status s = dp.to_host(p, bytes)) return s;
   if (lrk_status s = dm.to_host(m, bytes)) return s;

@@ -7,6 +7,7 @@
 
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "device_ops.cuh"
 #include "gemm.cuh"
 
 namespace {
@@ -14,16 +15,23 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int64_t kMaxT = 8192;
 
-__global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_t hd, float scale, const float* q,
-                                 const float* k, const float* v, float* out) {
+// The first key query i sees: causal, sliding window, packed documents (engine.cc's causal_softmax).
+__device__ inline int64_t first_key(int64_t i, int64_t window, const int64_t* doc_start) {
+  int64_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+  if (doc_start && doc_start[i] > lo) lo = doc_start[i];
+  return lo;
+}
+
+__global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_t hd, float scale, int64_t window,
+                                 const int64_t* doc_start, const float* q, const float* k, const float* v, float* out) {
   LRK_DYNAMIC_SHARED(float, p);  // [T]
   __shared__ float fred[kThreads];
   __shared__ double dred[kThreads];
-  const int64_t i = blockIdx.x, h = blockIdx.y, kh = h / group;
+  const int64_t i = blockIdx.x, h = blockIdx.y, kh = h / group, lo = first_key(i, window, doc_start);
   const int64_t qd = heads * hd, kvd = (heads / group) * hd;
   const float* qi = q + i * qd + h * hd;
   float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j <= i; j += kThreads) {
+  for (int64_t j = lo + threadIdx.x; j <= i; j += kThreads) {
     const float* kj = k + j * kvd + kh * hd;
     float s = 0;
     for (int64_t e = 0; e < hd; e++) s = __fadd_rn(s, __fmul_rn(qi[e], kj[e]));
@@ -38,7 +46,7 @@ __global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_
   }
   mx = fred[0];
   double sum = 0;
-  for (int64_t j = threadIdx.x; j <= i; j += kThreads) {
+  for (int64_t j = lo + threadIdx.x; j <= i; j += kThreads) {
     p[j] = expf(p[j] - mx);
     sum += p[j];
   }
@@ -51,7 +59,7 @@ __global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_
   const auto inv = static_cast<float>(1.0 / dred[0]);
   for (int64_t e = threadIdx.x; e < hd; e += kThreads) {
     float o = 0;
-    for (int64_t j = 0; j <= i; j++) o = __fadd_rn(o, __fmul_rn(__fmul_rn(p[j], inv), v[j * kvd + kh * hd + e]));
+    for (int64_t j = lo; j <= i; j++) o = __fadd_rn(o, __fmul_rn(__fmul_rn(p[j], inv), v[j * kvd + kh * hd + e]));
     out[i * qd + h * hd + e] = o;
   }
 }
@@ -59,18 +67,19 @@ __global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_
 // Backward, step 1: one block per (query i, head h) recomputes P's row i as the forward
 // does and writes it with dS_i = P_i ⊙ (dO_i Vᵀ − Σ_j P_ij (dO_i·V_j)) into [H, T, T]
 // buffers (zeros past the diagonal); the three products then run as GEMMs per head.
-__global__ void attention_ds_kernel(int64_t T, int64_t heads, int64_t group, int64_t hd, float scale, const float* q,
-                                    const float* k, const float* v, const float* dout, float* P, float* dS) {
+__global__ void attention_ds_kernel(int64_t T, int64_t heads, int64_t group, int64_t hd, float scale, int64_t window,
+                                    const int64_t* doc_start, const float* q, const float* k, const float* v,
+                                    const float* dout, float* P, float* dS) {
   __shared__ float fred[kThreads];
   __shared__ double dred[kThreads];
-  const int64_t i = blockIdx.x, h = blockIdx.y, kh = h / group;
+  const int64_t i = blockIdx.x, h = blockIdx.y, kh = h / group, lo = first_key(i, window, doc_start);
   const int64_t qd = heads * hd, kvd = (heads / group) * hd;
   const float* qi = q + i * qd + h * hd;
   const float* doi = dout + i * qd + h * hd;
   float* p = P + (h * T + i) * T;
   float* g = dS + (h * T + i) * T;
   float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j <= i; j += kThreads) {
+  for (int64_t j = lo + threadIdx.x; j <= i; j += kThreads) {
     const float* kj = k + j * kvd + kh * hd;
     float s = 0;
     for (int64_t e = 0; e < hd; e++) s = __fadd_rn(s, __fmul_rn(qi[e], kj[e]));
@@ -85,7 +94,7 @@ __global__ void attention_ds_kernel(int64_t T, int64_t heads, int64_t group, int
   }
   mx = fred[0];
   double sum = 0;
-  for (int64_t j = threadIdx.x; j <= i; j += kThreads) {
+  for (int64_t j = lo + threadIdx.x; j <= i; j += kThreads) {
     p[j] = expf(p[j] - mx);
     sum += p[j];
   }
@@ -99,7 +108,7 @@ __global__ void attention_ds_kernel(int64_t T, int64_t heads, int64_t group, int
   __syncthreads();  // every thread has read dred[0] before it is reused
   double dot = 0;
   for (int64_t j = threadIdx.x; j < T; j += kThreads) {
-    if (j > i) {
+    if (j > i || j < lo) {
       p[j] = 0.0f;
       g[j] = 0.0f;
       continue;
@@ -118,10 +127,43 @@ __global__ void attention_ds_kernel(int64_t T, int64_t heads, int64_t group, int
     __syncthreads();
   }
   const auto df = static_cast<float>(dred[0]);
-  for (int64_t j = threadIdx.x; j <= i; j += kThreads) g[j] = __fmul_rn(p[j], __fsub_rn(g[j], df));
+  for (int64_t j = lo + threadIdx.x; j <= i; j += kThreads) g[j] = __fmul_rn(p[j], __fsub_rn(g[j], df));
 }
 
 }  // namespace
+
+namespace lowrank::cuda {
+
+void attention_forward_dev(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window,
+                           const int64_t* doc_start, const float* q, const float* k, const float* v, float* out) {
+  if (T == 0) return;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
+  LRK_LAUNCH(attention_kernel, grid, kThreads, f32_bytes(T))(T, heads, heads / kv_heads, head_dim, scale, window,
+                                                             doc_start, q, k, v, out);
+}
+
+void attention_backward_dev(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window,
+                            const int64_t* doc_start, const float* q, const float* k, const float* v,
+                            const float* dout, float* dq, float* dk, float* dv, float* P, float* dS) {
+  if (T == 0) return;
+  const int64_t qd = heads * head_dim, kvd = kv_heads * head_dim, hd = head_dim, group = heads / kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
+  LRK_LAUNCH(attention_ds_kernel, grid, kThreads, 0)(T, heads, group, hd, scale, window, doc_start, q, k, v, dout, P,
+                                                     dS);
+  for (int64_t h = 0; h < heads; h++) {  // head order: the dK/dV sums of a group are deterministic
+    const int64_t ko = (h / group) * hd, qo = h * hd;
+    const float* Ph = P + h * T * T;
+    const float* dSh = dS + h * T * T;
+    const float beta = h % group == 0 ? 0.0f : 1.0f;  // the group's first head overwrites dK/dV
+    gemm(false, false, T, hd, T, scale, dSh, T, k + ko, kvd, 0.0f, dq + qo, qd);
+    gemm(true, false, T, hd, T, scale, dSh, T, q + qo, qd, beta, dk + ko, kvd);
+    gemm(true, false, T, hd, T, 1.0f, Ph, T, dout + qo, qd, beta, dv + ko, kvd);
+  }
+}
+
+}  // namespace lowrank::cuda
 
 using namespace lowrank::cuda;
 
@@ -137,10 +179,8 @@ extern "C" lrk_status lrk_cuda_attention_forward(int64_t T, int64_t heads, int64
   if (lrk_status s = dk.alloc(f32_bytes(T * kvd), k)) return s;
   if (lrk_status s = dv.alloc(f32_bytes(T * kvd), v)) return s;
   if (lrk_status s = dout.alloc(f32_bytes(T * qd))) return s;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
-  LRK_LAUNCH(attention_kernel, grid, kThreads, f32_bytes(T))(T, heads, heads / kv_heads, head_dim, scale, dq.as<float>(),
-                                                     dk.as<float>(), dv.as<float>(), dout.as<float>());
+  attention_forward_dev(T, heads, kv_heads, head_dim, 0, nullptr, dq.as<float>(), dk.as<float>(), dv.as<float>(),
+                        dout.as<float>());
   LRK_CUDA_SYNC("attention kernel");
   return dout.to_host(out, f32_bytes(T * qd));
 }
@@ -151,7 +191,7 @@ extern "C" lrk_status lrk_cuda_attention_backward(int64_t T, int64_t heads, int6
   if (T < 0 || heads < 1 || kv_heads < 1 || heads % kv_heads || head_dim < 1)
     return fail(LRK_INVALID_ARGUMENT, "attention_backward: heads must be a multiple of kv_heads >= 1");
   if (T == 0) return LRK_OK;
-  const int64_t qd = heads * head_dim, kvd = kv_heads * head_dim, hd = head_dim, group = heads / kv_heads;
+  const int64_t qd = heads * head_dim, kvd = kv_heads * head_dim;
   DeviceBuffer bq, bk, bv, bdo, bP, bdS, bdq, bdk, bdv;
   if (lrk_status s = bq.alloc(f32_bytes(T * qd), q)) return s;
   if (lrk_status s = bk.alloc(f32_bytes(T * kvd), k)) return s;
@@ -162,20 +202,9 @@ extern "C" lrk_status lrk_cuda_attention_backward(int64_t T, int64_t heads, int6
   if (lrk_status s = bdq.alloc(f32_bytes(T * qd))) return s;
   if (lrk_status s = bdk.alloc(f32_bytes(T * kvd))) return s;
   if (lrk_status s = bdv.alloc(f32_bytes(T * kvd))) return s;
-  LRK_CUDA_TRY(cudaMemset(bdk.as<float>(), 0, f32_bytes(T * kvd)));
-  LRK_CUDA_TRY(cudaMemset(bdv.as<float>(), 0, f32_bytes(T * kvd)));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
-  LRK_LAUNCH(attention_ds_kernel, grid, kThreads, 0)(T, heads, group, hd, scale, bq.as<float>(), bk.as<float>(),
-                                                     bv.as<float>(), bdo.as<float>(), bP.as<float>(), bdS.as<float>());
-  for (int64_t h = 0; h < heads; h++) {  // head order: the dK/dV sums of a group are deterministic
-    const int64_t ko = (h / group) * hd, qo = h * hd;
-    const float* Ph = bP.as<float>() + h * T * T;
-    const float* dSh = bdS.as<float>() + h * T * T;
-    gemm(false, false, T, hd, T, scale, dSh, T, bk.as<float>() + ko, kvd, 0.0f, bdq.as<float>() + qo, qd);
-    gemm(true, false, T, hd, T, scale, dSh, T, bq.as<float>() + qo, qd, 1.0f, bdk.as<float>() + ko, kvd);
-    gemm(true, false, T, hd, T, 1.0f, Ph, T, bdo.as<float>() + qo, qd, 1.0f, bdv.as<float>() + ko, kvd);
-  }
+  attention_backward_dev(T, heads, kv_heads, head_dim, 0, nullptr, bq.as<float>(), bk.as<float>(), bv.as<float>(),
+                         bdo.as<float>(), bdq.as<float>(), bdk.as<float>(), bdv.as<float>(), bP.as<float>(),
+                         bdS.as<float>());
   LRK_CUDA_SYNC("attention_backward kernels");
   if (lrk_status s = bdq.to_host(dq, f32_bytes(T * qd))) return s;
   if (lrk_status s = bdk.to_host(dk, f32_bytes(T * kvd))) return s;

@@ -5,6 +5,7 @@
 
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "device_ops.cuh"
 
 namespace {
 
@@ -50,6 +51,16 @@ __global__ void cross_entropy_kernel(int64_t vocab, const float* logits, const i
 
 }  // namespace
 
+namespace lowrank::cuda {
+
+void cross_entropy_dev(int64_t n, int64_t vocab, const float* logits, const int32_t* labels, float scale, float* loss,
+                       float* dlogits) {
+  if (n > 0)
+    LRK_LAUNCH(cross_entropy_kernel, static_cast<unsigned>(n), kThreads, 0)(vocab, logits, labels, scale, loss, dlogits);
+}
+
+}  // namespace lowrank::cuda
+
 using namespace lowrank::cuda;
 
 extern "C" lrk_status lrk_cuda_cross_entropy(int64_t n, int64_t vocab, const float* logits, const int32_t* labels,
@@ -64,8 +75,7 @@ extern "C" lrk_status lrk_cuda_cross_entropy(int64_t n, int64_t vocab, const flo
   if (lrk_status s = by.alloc(static_cast<size_t>(n) * sizeof(int32_t), labels)) return s;
   if (lrk_status s = bl.alloc(f32_bytes(n))) return s;
   if (lrk_status s = bg.alloc(f32_bytes(n * vocab))) return s;
-  LRK_LAUNCH(cross_entropy_kernel, static_cast<unsigned>(n), kThreads, 0)(vocab, bz.as<float>(), by.as<int32_t>(), scale,
-                                                                          bl.as<float>(), bg.as<float>());
+  cross_entropy_dev(n, vocab, bz.as<float>(), by.as<int32_t>(), scale, bl.as<float>(), bg.as<float>());
   LRK_CUDA_SYNC("cross_entropy kernel");
   if (lrk_status s = bl.to_host(loss, f32_bytes(n))) return s;
   return bg.to_host(dlogits, f32_bytes(n * vocab));

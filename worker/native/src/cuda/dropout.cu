@@ -4,6 +4,7 @@
 // bytes as the CPU's for any thread layout.
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "device_ops.cuh"
 
 namespace {
 
@@ -46,6 +47,16 @@ __global__ void dropout_kernel(uint64_t seed, uint64_t stream, uint64_t offset, 
 
 }  // namespace
 
+namespace lowrank::cuda {
+
+void dropout_mask_dev(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p, float* mask) {
+  if (n > 0)
+    LRK_LAUNCH(dropout_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(seed, stream, offset, n, p,
+                                                                             1.0f / (1.0f - p), mask);
+}
+
+}  // namespace lowrank::cuda
+
 using namespace lowrank::cuda;
 
 extern "C" lrk_status lrk_cuda_dropout_mask(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float p,
@@ -54,8 +65,7 @@ extern "C" lrk_status lrk_cuda_dropout_mask(uint64_t seed, uint64_t stream, uint
   if (n == 0) return LRK_OK;
   DeviceBuffer bm;
   if (lrk_status s = bm.alloc(f32_bytes(n))) return s;
-  LRK_LAUNCH(dropout_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(seed, stream, offset, n, p,
-                                                                             1.0f / (1.0f - p), bm.as<float>());
+  dropout_mask_dev(seed, stream, offset, n, p, bm.as<float>());
   LRK_CUDA_SYNC("dropout kernel");
   return bm.to_host(mask, f32_bytes(n));
 }

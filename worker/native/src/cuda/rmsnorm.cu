@@ -2,6 +2,7 @@
 // memory tree (deterministic), rstd rounded to fp32 once as on the CPU.
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "device_ops.cuh"
 
 namespace {
 
@@ -49,6 +50,19 @@ __global__ void rmsnorm_backward_kernel(int64_t d, const float* x, const float* 
 
 }  // namespace
 
+namespace lowrank::cuda {
+
+void rmsnorm_forward_dev(int64_t n, int64_t d, double eps, const float* x, const float* w, float* y, float* rstd) {
+  if (n > 0) LRK_LAUNCH(rmsnorm_kernel, static_cast<unsigned>(n), kThreads, 0)(d, eps, x, w, y, rstd);
+}
+
+void rmsnorm_backward_dev(int64_t n, int64_t d, const float* x, const float* w, const float* rstd, const float* dy,
+                          float* dx, int accumulate) {
+  if (n > 0) LRK_LAUNCH(rmsnorm_backward_kernel, static_cast<unsigned>(n), kThreads, 0)(d, x, w, rstd, dy, dx, accumulate);
+}
+
+}  // namespace lowrank::cuda
+
 using namespace lowrank::cuda;
 
 extern "C" lrk_status lrk_cuda_rmsnorm_forward(int64_t n, int64_t d, double eps, const float* x, const float* w,
@@ -60,8 +74,7 @@ extern "C" lrk_status lrk_cuda_rmsnorm_forward(int64_t n, int64_t d, double eps,
   if (lrk_status s = dw.alloc(f32_bytes(d), w)) return s;
   if (lrk_status s = dy.alloc(f32_bytes(n * d))) return s;
   if (lrk_status s = dr.alloc(f32_bytes(n))) return s;
-  LRK_LAUNCH(rmsnorm_kernel, static_cast<unsigned>(n), kThreads, 0)(d, eps, dx.as<float>(), dw.as<float>(), dy.as<float>(),
-                                                         dr.as<float>());
+  rmsnorm_forward_dev(n, d, eps, dx.as<float>(), dw.as<float>(), dy.as<float>(), dr.as<float>());
   LRK_CUDA_SYNC("rmsnorm kernel");
   if (lrk_status s = dy.to_host(y, f32_bytes(n * d))) return s;
   return dr.to_host(rstd, f32_bytes(n));
@@ -77,9 +90,8 @@ extern "C" lrk_status lrk_cuda_rmsnorm_backward(int64_t n, int64_t d, const floa
   if (lrk_status s = br.alloc(f32_bytes(n), rstd)) return s;
   if (lrk_status s = bdy.alloc(f32_bytes(n * d), dy)) return s;
   if (lrk_status s = bdx.alloc(f32_bytes(n * d), accumulate ? dx : nullptr)) return s;
-  LRK_LAUNCH(rmsnorm_backward_kernel, static_cast<unsigned>(n), kThreads, 0)(d, bx.as<float>(), bw.as<float>(),
-                                                                             br.as<float>(), bdy.as<float>(),
-                                                                             bdx.as<float>(), accumulate);
+  rmsnorm_backward_dev(n, d, bx.as<float>(), bw.as<float>(), br.as<float>(), bdy.as<float>(), bdx.as<float>(),
+                       accumulate);
   LRK_CUDA_SYNC("rmsnorm_backward kernel");
   return bdx.to_host(dx, f32_bytes(n * d));
 }

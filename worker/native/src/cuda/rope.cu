@@ -1,6 +1,7 @@
 // RoPE on the GPU: one thread per (row, head, pair), the CPU's rotate_half formula.
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "device_ops.cuh"
 
 namespace {
 
@@ -23,6 +24,18 @@ __global__ void rope_kernel(float* x, int64_t n, int64_t ld, int64_t heads, int6
 
 }  // namespace
 
+namespace lowrank::cuda {
+
+void rope_apply_dev(float* x, int64_t n, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* pos,
+                    const float* cos, const float* sin, int inverse) {
+  const int64_t half = head_dim / 2, work = n * heads * half;
+  if (work > 0)
+    LRK_LAUNCH(rope_kernel, static_cast<unsigned>((work + 255) / 256), 256, 0)(x, n, ld, heads, half, pos, cos, sin,
+                                                                             inverse);
+}
+
+}  // namespace lowrank::cuda
+
 using namespace lowrank::cuda;
 
 extern "C" lrk_status lrk_cuda_rope_apply(float* x, int64_t n, int64_t ld, int64_t heads, int64_t head_dim,
@@ -39,10 +52,7 @@ extern "C" lrk_status lrk_cuda_rope_apply(float* x, int64_t n, int64_t ld, int64
   if (lrk_status s = dp.alloc(static_cast<size_t>(n) * sizeof(int64_t), pos)) return s;
   if (lrk_status s = dc.alloc(f32_bytes(npos * half), cos)) return s;
   if (lrk_status s = ds.alloc(f32_bytes(npos * half), sin)) return s;
-  const int64_t work = n * heads * half;
-  LRK_LAUNCH(rope_kernel, static_cast<unsigned>((work + 255) / 256), 256, 0)(dx.as<float>(), n, ld, heads, half,
-                                                                   dp.as<int64_t>(), dc.as<float>(), ds.as<float>(),
-                                                                   inverse);
+  rope_apply_dev(dx.as<float>(), n, ld, heads, head_dim, dp.as<int64_t>(), dc.as<float>(), ds.as<float>(), inverse);
   LRK_CUDA_SYNC("rope kernel");
   return dx.to_host(x, f32_bytes(n * ld));
 }

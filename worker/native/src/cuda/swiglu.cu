@@ -2,6 +2,7 @@
 // expf (not __expf).
 #include "common.cuh"
 #include "cuda_ops.h"
+#include "device_ops.cuh"
 
 namespace {
 
@@ -23,6 +24,19 @@ __global__ void swiglu_backward_kernel(int64_t n, const float* gate, const float
 
 }  // namespace
 
+namespace lowrank::cuda {
+
+void swiglu_forward_dev(int64_t n, const float* gate, const float* up, float* act) {
+  if (n > 0) LRK_LAUNCH(swiglu_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(n, gate, up, act);
+}
+
+void swiglu_backward_dev(int64_t n, const float* gate, const float* up, const float* dact, float* dgate, float* dup) {
+  if (n > 0)
+    LRK_LAUNCH(swiglu_backward_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(n, gate, up, dact, dgate, dup);
+}
+
+}  // namespace lowrank::cuda
+
 using namespace lowrank::cuda;
 
 extern "C" lrk_status lrk_cuda_swiglu_forward(int64_t n, const float* gate, const float* up, float* act) {
@@ -32,7 +46,7 @@ extern "C" lrk_status lrk_cuda_swiglu_forward(int64_t n, const float* gate, cons
   if (lrk_status s = dg.alloc(f32_bytes(n), gate)) return s;
   if (lrk_status s = du.alloc(f32_bytes(n), up)) return s;
   if (lrk_status s = da.alloc(f32_bytes(n))) return s;
-  LRK_LAUNCH(swiglu_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(n, dg.as<float>(), du.as<float>(), da.as<float>());
+  swiglu_forward_dev(n, dg.as<float>(), du.as<float>(), da.as<float>());
   LRK_CUDA_SYNC("swiglu kernel");
   return da.to_host(act, f32_bytes(n));
 }
@@ -47,8 +61,7 @@ extern "C" lrk_status lrk_cuda_swiglu_backward(int64_t n, const float* gate, con
   if (lrk_status s = bd.alloc(f32_bytes(n), dact)) return s;
   if (lrk_status s = bdg.alloc(f32_bytes(n))) return s;
   if (lrk_status s = bdu.alloc(f32_bytes(n))) return s;
-  LRK_LAUNCH(swiglu_backward_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(
-      n, bg.as<float>(), bu.as<float>(), bd.as<float>(), bdg.as<float>(), bdu.as<float>());
+  swiglu_backward_dev(n, bg.as<float>(), bu.as<float>(), bd.as<float>(), bdg.as<float>(), bdu.as<float>());
   LRK_CUDA_SYNC("swiglu_backward kernel");
   if (lrk_status s = bdg.to_host(dgate, f32_bytes(n))) return s;
   return bdu.to_host(dup, f32_bytes(n));

@@ -114,6 +114,7 @@ class Engine {
   /** The mask (0 or 1/(1-p)) the engine draws for a module's n × in input in training mode. */
   std::vector<float> dropout_mask(int64_t layer, int proj, int64_t step, int64_t micro, int64_t n) const;
   float dropout() const { return dropout_p_; }
+  uint64_t dropout_seed() const { return dropout_seed_; }
 
   /**
    * Activation recomputation: keep only each layer's input and recompute the layer's

@@ -1,0 +1,294 @@
+/**
+ * The CUDA device engine against the CPU engine, run by device-engine.test.ts in a child
+ * process whose backend is the CUDA library (the emulated one here: LOWRANK_BACKEND=cuda,
+ * LOWRANK_CUDA_LIBRARY). Fails, never skips, when the backend is not CUDA. Per shape of
+ * device-shapes.ts: one step's loss, gradient norm and every LoRA gradient (METHODS §8.1:
+ * loss rel ≤ 1e-5, gradients rel ≤ 2e-5), then 3 AdamW steps with gradient accumulation,
+ * clipping, weight decay, a warmup/cosine schedule and LoRA dropout: every loss and the
+ * final A, B and moments (rel ≤ 1e-5; METHODS allows 1e-4 per step over 10 steps), and the
+ * evaluation loss (which runs on the device) after them. Prints each measured error as a `# measured` TAP comment.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { backendInfo } from '../../src/native/backend.ts';
+import { philox } from '../../src/native/linalg.ts';
+import { type OptimizerOptions, type TokenBatch, TrainModel } from '../../src/native/train.ts';
+import { DEVICE_SHAPES, DEVICE_VOCAB, type DeviceShape, deviceAdapter, writeDeviceShape } from './device-shapes.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'lowrank-device-engine-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** METHODS §8.1 rel: ‖x − y‖_F / ‖y‖_F. */
+function rel(x: Float32Array | number[], y: Float32Array | number[]): number {
+  let d = 0;
+  let n = 0;
+  for (let i = 0; i < y.length; i++) {
+    d += ((x[i] as number) - (y[i] as number)) ** 2;
+    n += (y[i] as number) ** 2;
+  }
+  assert.equal(x.length, y.length, 'lengths differ');
+  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
+}
+
+function measured(what: string, v: number): void {
+  console.log(`# measured ${what}: ${v.toExponential(2)}`);
+}
+
+/** rows × 16 tokens; some labels -100; row 0 packs two documents (segments) when `pack`. */
+function batch(seed: number, stream: number, rows: number, pack: boolean): TokenBatch {
+  const T = 16;
+  const u = philox(seed, stream, rows * T, 'uniform') as Float32Array;
+  const tokens = Int32Array.from(u, (x) => Math.floor(x * DEVICE_VOCAB));
+  const labels = Int32Array.from(tokens, (t, i) => (i % 7 === 3 ? -100 : t));
+  const segments = Int32Array.from(tokens, (_, i) => (pack && i < T && i >= 9 ? 1 : 0));
+  return { tokens, labels, rows, seq: T, ...(pack ? { segments } : {}) };
+}
+
+async function pair(shape: DeviceShape, seed: number): Promise<[TrainModel, TrainModel]> {
+  const path = writeDeviceShape(dir, shape, seed);
+  const cpu = await TrainModel.load(path);
+  const dev = await TrainModel.load(path);
+  const c = cpu.config;
+  const dims = (proj: string): [number, number] => {
+    const q = c.numHeads * c.headDim;
+    const kv = c.numKvHeads * c.headDim;
+    const io: Record<string, [number, number]> = {
+      q_proj: [c.hiddenSize, q],
+      k_proj: [c.hiddenSize, kv],
+      v_proj: [c.hiddenSize, kv],
+      o_proj: [q, c.hiddenSize],
+      gate_proj: [c.hiddenSize, c.intermediateSize],
+      up_proj: [c.hiddenSize, c.intermediateSize],
+      down_proj: [c.intermediateSize, c.hiddenSize],
+    };
+    return io[proj] as [number, number];
+  };
+  const adapter = deviceAdapter(shape, dims, seed + 100);
+  cpu.setAdapter(adapter);
+  dev.setAdapter(adapter);
+  assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
+  return [cpu, dev];
+}
+
+test('the backend is CUDA (the device engine is what runs)', () => {
+  const info = backendInfo();
+  assert.equal(info.backend, 'cuda', `LOWRANK_BACKEND=cuda with a CUDA library is required: ${info.reason ?? ''}`);
+});
+
+for (const [k, shape] of DEVICE_SHAPES.entries()) {
+  const seed = 40 + k;
+  test(`${shape.id}: one step's loss, gradient norm and every LoRA gradient equal the CPU engine's`, async () => {
+    const [cpu, dev] = await pair(shape, seed);
+    const opt: OptimizerOptions = { lr: 1e-3 };
+    const micro = [batch(seed, 1, 2, shape.id === 'llama')];
+    const a = await cpu.trainStep(micro, opt);
+    const b = await dev.trainStep(micro, opt);
+    assert.equal(a.engine, 'cpu');
+    assert.equal(b.engine, 'cuda');
+    assert.equal(b.tokens, a.tokens);
+    const lossRel = Math.abs(b.loss - a.loss) / a.loss;
+    const normRel = Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm;
+    measured(`${shape.id} loss rel`, lossRel);
+    measured(`${shape.id} grad norm rel`, normRel);
+    assert.ok(lossRel <= 1e-5, `loss ${b.loss} vs ${a.loss}`);
+    assert.ok(normRel <= 2e-5, `grad norm ${b.gradNorm} vs ${a.gradNorm}`);
+    const ga = cpu.gradients();
+    const gb = dev.gradients();
+    assert.deepEqual(Object.keys(gb).sort(), Object.keys(ga).sort());
+    let worst = 0;
+    for (const [m, g] of Object.entries(ga)) {
+      const h = gb[m];
+      assert.ok(h, m);
+      for (const f of ['A', 'B'] as const) {
+        const e = rel(h[f], g[f]);
+        worst = Math.max(worst, e);
+        assert.ok(e <= 2e-5, `${m}.${f}: gradient rel ${e}`);
+      }
+    }
+    measured(`${shape.id} worst gradient rel`, worst);
+  });
+
+  test(`${shape.id}: 3 AdamW steps (accumulation, clipping, decay, schedule, dropout) end where the CPU's do`, async () => {
+    const [cpu, dev] = await pair(shape, seed);
+    for (const m of [cpu, dev]) m.setDropout(0.1, 7 + k);
+    const opt: OptimizerOptions = {
+      lr: 2e-3,
+      weightDecay: 0.01,
+      maxGradNorm: 0.05,
+      schedule: 'cosine',
+      warmupSteps: 1,
+      totalSteps: 3,
+    };
+    let worstLoss = 0;
+    for (let s = 0; s < 3; s++) {
+      const micro = [batch(seed, 10 + 2 * s, 1, false), batch(seed, 11 + 2 * s, 2, shape.id === 'llama')];
+      const a = await cpu.trainStep(micro, opt);
+      const b = await dev.trainStep(micro, opt);
+      assert.equal(b.engine, 'cuda');
+      assert.ok(a.gradNorm > 0.05, 'the clip is active');
+      assert.equal(b.lr, a.lr);
+      assert.equal(b.step, a.step);
+      const e = Math.abs(b.loss - a.loss) / a.loss;
+      worstLoss = Math.max(worstLoss, e);
+      assert.ok(e <= 1e-5, `step ${s}: loss ${b.loss} vs ${a.loss}`);
+    }
+    measured(`${shape.id} 3-step worst loss rel`, worstLoss);
+    // Evaluation of the trained adapter runs on the device engine (no copy back).
+    const held = [batch(seed, 30, 2, false), batch(seed, 31, 1, shape.id === 'llama')];
+    const ea = await cpu.evaluate(held);
+    const eb = await dev.evaluate(held);
+    assert.equal(ea.engine, 'cpu');
+    assert.equal(eb.engine, 'cuda');
+    assert.equal(eb.tokens, ea.tokens);
+    const evalRel = Math.abs(eb.loss - ea.loss) / ea.loss;
+    measured(`${shape.id} eval loss rel after 3 steps`, evalRel);
+    assert.ok(evalRel <= 1e-5, `eval loss ${eb.loss} vs ${ea.loss}`);
+    const sa = cpu.state();
+    const sb = dev.state();
+    assert.equal(sb.step, 3);
+    let worst = 0;
+    for (const [m, x] of Object.entries(sa.modules)) {
+      const y = sb.modules[m];
+      assert.ok(y, m);
+      for (const [f, v] of [
+        ['A', rel(y.A, x.A)],
+        ['B', rel(y.B, x.B)],
+        ['expAvgA', rel(sb.moments[m]?.expAvgA ?? [], sa.moments[m]?.expAvgA ?? [])],
+        ['expAvgSqB', rel(sb.moments[m]?.expAvgSqB ?? [], sa.moments[m]?.expAvgSqB ?? [])],
+      ] as const) {
+        worst = Math.max(worst, v);
+        assert.ok(v <= 1e-5, `${m}.${f}: rel ${v} after 3 steps`);
+      }
+    }
+    measured(`${shape.id} 3-step worst parameter/moment rel`, worst);
+  });
+}
+
+test('activation recomputation on the device: the same bytes as without, the CPU engine within tolerance', async () => {
+  const shape = DEVICE_SHAPES[0] as DeviceShape;
+  const [cpu, dev] = await pair(shape, 80);
+  const [, devR] = await pair(shape, 80);
+  devR.setRecompute(true);
+  for (const m of [cpu, dev, devR]) m.setDropout(0.2, 3);
+  const micro = [batch(80, 1, 2, true)];
+  const opt: OptimizerOptions = { lr: 1e-3, maxGradNorm: 1 };
+  const a = await cpu.trainStep(micro, opt);
+  const b = await dev.trainStep(micro, opt);
+  const r = await devR.trainStep(micro, opt);
+  assert.equal(r.engine, 'cuda');
+  assert.equal(r.loss, b.loss);
+  assert.equal(r.gradNorm, b.gradNorm);
+  const [ga, gb, gr] = [cpu.gradients(), dev.gradients(), devR.gradients()];
+  for (const [m, g] of Object.entries(gb)) {
+    assert.deepEqual(gr[m]?.A, g.A, `${m}.A differs under recomputation`);
+    assert.deepEqual(gr[m]?.B, g.B, `${m}.B differs under recomputation`);
+    const e = Math.max(rel(g.A, ga[m]?.A ?? []), rel(g.B, ga[m]?.B ?? []));
+    assert.ok(e <= 2e-5, `${m}: gradient rel ${e}`);
+  }
+  assert.ok(Math.abs(r.loss - a.loss) / a.loss <= 1e-5);
+});
+
+/** DoRA magnitudes near ‖W + s·BA‖ per row (so m/n ≠ 1 and dm is non-trivial). */
+function magnitudes(model: TrainModel, seed: number): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  let stream = 1;
+  for (const [path, m] of Object.entries(model.adapter())) {
+    const W = model.baseWeight(path);
+    const u = philox(seed, stream++, m.out, 'uniform') as Float32Array;
+    out[path] = Float32Array.from({ length: m.out }, (_, o) => {
+      let ss = 0;
+      for (let j = 0; j < m.in; j++) {
+        let ba = 0;
+        for (let k = 0; k < m.r; k++) ba += (m.B[o * m.r + k] as number) * (m.A[k * m.in + j] as number);
+        ss += ((W[o * m.in + j] as number) + m.scale * ba) ** 2;
+      }
+      return Math.sqrt(ss) * (0.8 + 0.4 * (u[o] as number));
+    });
+  }
+  return out;
+}
+
+test('DoRA (qwen2 shape, biases): the gradients of one step (A, B, magnitude) and 3 AdamW steps equal the CPU engine', async () => {
+  const shape = DEVICE_SHAPES[1] as DeviceShape;
+  const [cpu, dev] = await pair(shape, 70);
+  const mags = magnitudes(cpu, 71);
+  await dev.releaseDevice();
+  for (const m of [cpu, dev]) m.setAdapter(m.adapter(), mags);
+  assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
+  const opt: OptimizerOptions = { lr: 2e-3, maxGradNorm: 0.05, weightDecay: 0.01, schedule: 'linear', totalSteps: 3 };
+  let worst = 0;
+  for (let step = 0; step < 3; step++) {
+    const micro = [batch(70, 1 + step, 2, false)];
+    const a = await cpu.trainStep(micro, opt);
+    const b = await dev.trainStep(micro, opt);
+    assert.equal(b.engine, 'cuda');
+    const e = Math.abs(b.loss - a.loss) / a.loss;
+    assert.ok(e <= 1e-5, `step ${step}: loss ${b.loss} vs ${a.loss}`);
+    worst = Math.max(worst, e);
+    if (step > 0) continue;
+    measured('dora grad norm rel', Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm);
+    const [ga, gb] = [cpu.gradients(), dev.gradients()];
+    let g = 0;
+    for (const [m, x] of Object.entries(ga)) {
+      const y = gb[m];
+      assert.ok(y?.magnitude && x.magnitude, `${m}: no magnitude gradient`);
+      for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(y.magnitude, x.magnitude)]) {
+        g = Math.max(g, v);
+        assert.ok(v <= 2e-5, `${m}: gradient rel ${v}`);
+      }
+    }
+    measured('dora worst gradient rel (A, B, magnitude)', g);
+  }
+  measured('dora 3-step worst loss rel', worst);
+  const [ma, mb] = [cpu.magnitudes(), dev.magnitudes()];
+  let p = 0;
+  for (const [m, x] of Object.entries(cpu.adapter())) {
+    const y = dev.adapter()[m];
+    assert.ok(y);
+    for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(mb[m] ?? [], ma[m] ?? [])]) {
+      p = Math.max(p, v);
+      assert.ok(v <= 1e-5, `${m}: rel ${v} after 3 steps`);
+    }
+  }
+  measured('dora 3-step worst parameter rel', p);
+});
+
+test('a refused feature keeps the CPU engine and names itself; a later unsupported adapter fails the step', async () => {
+  const shape = DEVICE_SHAPES[0] as DeviceShape;
+  const [, dev] = await pair(shape, 90);
+  await dev.releaseDevice();
+  const mods = dev.adapter();
+  const name = Object.keys(mods)[0] as string;
+  const m = mods[name];
+  assert.ok(m);
+  const ones = { [name]: new Float32Array(m.out).fill(1) };
+  // DoRA with dropout (PEFT recomputes W·drop(x)).
+  dev.setDropout(0.1, 1);
+  dev.setAdapter(mods, ones);
+  const dora = await dev.useDevice();
+  assert.equal(dora.engine, 'cpu');
+  assert.match(
+    (dora as { reason: string }).reason,
+    /^DoRA with LoRA dropout \(PEFT's W·drop\(x\) path\) is not implemented by the CUDA engine \(model\.layers\.0\./,
+  );
+  assert.equal((await dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 })).engine, 'cpu');
+  // LoRA-SB: a trained r x r core.
+  dev.setAdapter(mods, {}, { [name]: new Float32Array(m.r * m.r).fill(0.5) });
+  assert.match(((await dev.useDevice()) as { reason: string }).reason, /^LoRA-SB \/ LoRA-XS adapters/);
+  // Frozen-weight gradient capture (LoRA-GA's init) while it is on.
+  dev.setAdapter(mods);
+  dev.captureWeightGradient(name, true);
+  assert.match(((await dev.useDevice()) as { reason: string }).reason, /^frozen-weight gradient capture/);
+  dev.captureWeightGradient(name, false);
+  // On the device, then switched to DoRA with dropout: the step says why instead of training something else.
+  assert.deepEqual(await dev.useDevice(), { engine: 'cuda' });
+  dev.setAdapter(mods, ones);
+  await assert.rejects(dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 }), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'invalid_request');
+    assert.match(e.message, /^the CUDA engine cannot train this adapter: DoRA with LoRA dropout/);
+    return true;
+  });
+});
