@@ -24,7 +24,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { CreateBucketCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  DeleteBucketCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
@@ -191,31 +198,35 @@ const ms: Record<'push' | 'pull' | 'peerPush' | 'peerPull' | 'proxiedPush' | 'pr
   proxiedPush: [],
   proxiedPull: [],
 };
-for (let round = 0; round < rounds; round++) {
-  // Each round pushes into a new repository: it must send every byte again (no dedup across repositories).
-  await repo(`set-${round}`);
-  await repo(`proxied-${round}`);
-  const proxied = fileSet(`proxied-${round}`).files;
-  const ours = async () => {
-    ms.push.push(await time(() => push(client, set.dir, `bench/set-${round}`)));
-    ms.pull.push(await time(() => pull(client, `bench/set-${round}`, '1', join(dir, `pulled-${round}`))));
-  };
-  const peer = async () => {
-    ms.peerPush.push(await time(peerPush));
-    ms.peerPull.push(await time(() => peerPull(round)));
-  };
-  if (round % 2 === 0) {
-    await peer();
-    await ours();
-  } else {
-    await ours();
-    await peer();
+try {
+  for (let round = 0; round < rounds; round++) {
+    // Each round pushes into a new repository: it must send every byte again (no dedup across repositories).
+    await repo(`set-${round}`);
+    await repo(`proxied-${round}`);
+    const proxied = fileSet(`proxied-${round}`).files;
+    const ours = async () => {
+      ms.push.push(await time(() => push(client, set.dir, `bench/set-${round}`)));
+      ms.pull.push(await time(() => pull(client, `bench/set-${round}`, '1', join(dir, `pulled-${round}`))));
+    };
+    const peer = async () => {
+      ms.peerPush.push(await time(peerPush));
+      ms.peerPull.push(await time(() => peerPull(round)));
+    };
+    if (round % 2 === 0) {
+      await peer();
+      await ours();
+    } else {
+      await ours();
+      await peer();
+    }
+    ms.proxiedPush.push(await time(() => proxiedPush(`proxied-${round}`, proxied)));
+    ms.proxiedPull.push(await time(() => proxiedPull(`proxied-${round}`)));
+    rmSync(join(dir, `proxied-${round}`), { recursive: true });
+    rmSync(join(dir, `pulled-${round}`), { recursive: true });
+    for (let i = 0; i < nFiles; i++) rmSync(join(dir, `peer-${round}-${i}`));
   }
-  ms.proxiedPush.push(await time(() => proxiedPush(`proxied-${round}`, proxied)));
-  ms.proxiedPull.push(await time(() => proxiedPull(`proxied-${round}`)));
-  rmSync(join(dir, `proxied-${round}`), { recursive: true });
-  rmSync(join(dir, `pulled-${round}`), { recursive: true });
-  for (let i = 0; i < nFiles; i++) rmSync(join(dir, `peer-${round}-${i}`));
+} finally {
+  await cleanup();
 }
 
 const median = (xs: number[]) => {
@@ -234,10 +245,21 @@ console.log(row('pull', ms.pull, ms.peerPull));
 console.log(row('push proxied', ms.proxiedPush, ms.peerPush));
 console.log(row('pull proxied', ms.proxiedPull, ms.peerPull));
 
-registry.kill('SIGTERM');
-await new Promise((r) => registry.once('exit', r));
-await prisma.$disconnect();
-raw.destroy();
-await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`);
-await admin.end();
-rmSync(dir, { recursive: true, force: true });
+/** Everything the run made goes, even when it fails: a 1 GiB set takes several GiB of MinIO per run. */
+async function cleanup() {
+  registry.kill('SIGTERM');
+  await new Promise((r) => (registry.exitCode === null ? registry.once('exit', r) : r(null)));
+  let token: string | undefined;
+  do {
+    const page = await raw.send(new ListObjectsV2Command({ Bucket: bucket, ...(token ? { ContinuationToken: token } : {}) }));
+    const keys = (page.Contents ?? []).map((o) => ({ Key: o.Key as string }));
+    if (keys.length) await raw.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys } }));
+    token = page.NextContinuationToken;
+  } while (token);
+  await raw.send(new DeleteBucketCommand({ Bucket: bucket }));
+  await prisma.$disconnect();
+  raw.destroy();
+  await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`);
+  await admin.end();
+  rmSync(dir, { recursive: true, force: true });
+}
