@@ -1,6 +1,6 @@
 /**
  * The CUDA kernels' logic checked without a GPU: src/cuda compiled as plain C++ against a
- * CPU emulation of the CUDA runtime (worker/native/test/cuda_emu: one host thread per CUDA
+ * CPU emulation of the CUDA runtime (worker/native/test/cuda_emu: one fiber per CUDA
  * thread, __syncthreads a barrier; `make emu`), loaded in place of liblowrank_cuda.so, and
  * the whole cross-backend suite (backend-ops.test.ts) run with its CUDA half on it. This
  * checks indexing, tile edges, masking and reductions; it is not a GPU run (no speed, no

@@ -1,6 +1,6 @@
 /**
  * Tiny random models of the Llama-family shapes the CUDA device engine trains (hidden 32,
- * 2 layers: the CUDA emulation runs one host thread per CUDA thread), written in TS so the
+ * 2 layers: the CUDA emulation runs every CUDA thread on one host thread), written in TS so the
  * device tests need no Python: Llama (GQA 4:2, llama3 RoPE scaling), Qwen2 (GQA 4:1, q/k/v
  * biases), Mistral (sliding window 4 < seq) and SmolLM (tied embeddings, bf16 weights, which
  * the device keeps as bf16). Each comes with a LoRA adapter (B ≠ 0) whose

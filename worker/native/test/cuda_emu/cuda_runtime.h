@@ -1,7 +1,8 @@
 // CPU emulation of the slice of the CUDA runtime and device language that src/cuda uses,
 // so its kernels compile with g++ and run on machines without a GPU (make emu). Each CUDA
-// thread of a block is a host thread; blocks run one after another, so a __shared__ array
-// (a function-local static here) is one block's; __syncthreads is a std::barrier. Device
+// thread of a block is a fiber on the launching host thread; blocks run one after another,
+// so a __shared__ array (a function-local static here) is one block's; __syncthreads hands
+// control back to the scheduler, which resumes every thread before the next round. Device
 // memory is host memory. It checks the kernels' indexing, tiling, masking and reductions;
 // it says nothing about speed, the memory model or the GPU's floating-point contraction.
 #pragma once

@@ -1,52 +1,89 @@
 // The emulated runtime of cuda_runtime.h here: launches, barriers, host "device" memory.
-#include <barrier>
+//
+// Each CUDA thread of a block is a fiber (ucontext), all on the launching host thread:
+// a scheduler resumes them in turn, and __syncthreads switches back to it, so one round
+// of the scheduler takes every thread of the block to its next barrier. Blocks run one
+// after another. Host threads per CUDA thread with a std::barrier did the same with an
+// OS context switch per thread and barrier, which took minutes for a training step and
+// loaded a 2-core machine past 100.
+#include <ucontext.h>
+
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "cuda_runtime.h"
 
 namespace lrk_emu {
 namespace {
-thread_local dim3 t_thread, t_block;
-dim3 g_block_dim, g_grid_dim;
-std::barrier<>* g_barrier = nullptr;
+dim3 g_thread, g_block, g_block_dim, g_grid_dim;
 std::vector<unsigned char> g_shared;
+
+// Kernels keep small arrays on their stack; the pages are only touched when used.
+constexpr size_t kStack = size_t{1} << 20;
+struct Fiber {
+  ucontext_t ctx;
+  void* stack = nullptr;
+  bool done = false;
+};
+ucontext_t g_scheduler;
+std::vector<Fiber> g_fibers;
+size_t g_current = 0;
+const std::function<void()>* g_body = nullptr;
+
+void fiber_main() {
+  (*g_body)();
+  g_fibers[g_current].done = true;  // returning resumes the scheduler (uc_link)
+}
 }  // namespace
 
-const dim3& thread_idx() { return t_thread; }
-const dim3& block_idx() { return t_block; }
+const dim3& thread_idx() { return g_thread; }
+const dim3& block_idx() { return g_block; }
 const dim3& block_dim() { return g_block_dim; }
 const dim3& grid_dim() { return g_grid_dim; }
-void syncthreads() { g_barrier->arrive_and_wait(); }
+void syncthreads() { swapcontext(&g_fibers[g_current].ctx, &g_scheduler); }
 void* dynamic_shared() { return g_shared.data(); }
 
-// One host thread per CUDA thread of a block, reused for every block in order; the barrier
-// that __syncthreads uses also closes each block.
 void launch(dim3 grid, dim3 block, size_t shmem, const std::function<void()>& body) {
   g_block_dim = block;
   g_grid_dim = grid;
   g_shared.assign(shmem, 0);
-  const unsigned n = block.x * block.y * block.z;
-  std::barrier<> bar(n);
-  g_barrier = &bar;
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < n; t++) {
-    threads.emplace_back([&, t] {
-      t_thread = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-      for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-          for (unsigned x = 0; x < grid.x; x++) {
-            t_block = dim3(x, y, z);
-            body();
-            bar.arrive_and_wait();
-          }
-    });
+  g_body = &body;
+  const size_t n = size_t{block.x} * block.y * block.z;
+  while (g_fibers.size() < n) {
+    g_fibers.emplace_back();
+    g_fibers.back().stack = std::malloc(kStack);
+    if (!g_fibers.back().stack) std::abort();
   }
-  for (std::thread& th : threads) th.join();
-  g_barrier = nullptr;
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        g_block = dim3(x, y, z);
+        for (size_t t = 0; t < n; t++) {
+          Fiber& f = g_fibers[t];
+          getcontext(&f.ctx);
+          f.ctx.uc_stack.ss_sp = f.stack;
+          f.ctx.uc_stack.ss_size = kStack;
+          f.ctx.uc_link = &g_scheduler;
+          f.done = false;
+          makecontext(&f.ctx, fiber_main, 0);
+        }
+        // Round after round: every thread runs to its next __syncthreads or to its end.
+        for (bool running = true; running;) {
+          running = false;
+          for (size_t t = 0; t < n; t++) {
+            if (g_fibers[t].done) continue;
+            g_current = t;
+            g_thread = dim3(static_cast<unsigned>(t % block.x), static_cast<unsigned>((t / block.x) % block.y),
+                            static_cast<unsigned>(t / (size_t{block.x} * block.y)));
+            swapcontext(&g_scheduler, &g_fibers[t].ctx);
+            running = running || !g_fibers[t].done;
+          }
+        }
+      }
+  g_body = nullptr;
 }
 }  // namespace lrk_emu
 
