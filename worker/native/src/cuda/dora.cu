@@ -6,6 +6,7 @@
 
 #include "device_ops.cuh"
 #include "gemm.cuh"
+#include "widen.cuh"
 
 namespace lowrank::cuda {
 namespace {
@@ -13,9 +14,6 @@ namespace {
 constexpr int kThreads = 256;
 
 inline unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
-
-__device__ inline float widen(float x) { return x; }
-__device__ inline float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T>
 __global__ void dora_norm_kernel(int64_t out, int64_t in, const T* w, float scale, const float* ba, float* norm) {

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include "device_ops.cuh"
+#include "widen.cuh"
 
 namespace lowrank::cuda {
 namespace {
@@ -11,9 +12,6 @@ namespace {
 constexpr int kThreads = 256;
 
 inline unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
-
-__device__ inline float widen(float x) { return x; }
-__device__ inline float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T>
 __global__ void embed_kernel(int64_t n, int64_t d, const int32_t* tokens, const T* embed, float* out) {

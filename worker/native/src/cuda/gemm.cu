@@ -2,15 +2,13 @@
 // memory, a 4×4 register block per thread (256 threads). Edges are masked, so any shape
 // works; the kernel reads op(X) through the transposes without copying.
 #include "gemm.cuh"
+#include "widen.cuh"
 
 namespace lowrank::cuda {
 
 namespace {
 
 constexpr int kTile = 64, kDepth = 16, kThreads = 256, kMicro = 4;
-
-__device__ inline float widen(float x) { return x; }
-__device__ inline float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 // Accumulates α op(A) op(B) for this block's tile into acc.
 template <typename TB>
