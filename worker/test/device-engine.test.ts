@@ -4,7 +4,8 @@
  * and support/device-engine-cases.ts run against it in a child process (the backend is
  * chosen once per process): per family shape, one step's loss and every LoRA gradient and
  * 3 AdamW steps against the CPU engine, activation recomputation (the same bytes), DoRA, and
- * the refusals that keep the CPU engine.
+ * the refusals that keep the CPU engine. Twice: GEMMs by the tiled kernel, and by cuBLAS (the
+ * emulation's stand-in, test/cuda_emu/cublas_emu.cc; k-chunked bf16-weight conversions).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -21,26 +22,40 @@ const out = join(native, 'build', 'cuda');
 const tmp = mkdtempSync(join(tmpdir(), 'lowrank-device-engine-emu-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-test('the device engine matches the CPU engine on every family shape (emulated CUDA)', { timeout: 900_000 }, async () => {
-  await exec('make', ['--no-print-directory', '-C', join(native, 'src', 'cuda'), 'emu', `OUT=${out}`, '-j', '2']);
-  // FAKE: an empty libcuda.so.1 stands in for the NVIDIA driver, so the addon goes on to load the library.
-  writeFileSync(join(tmp, 'fake.c'), 'int lowrank_fake_nvidia_driver;\n');
-  await exec('cc', ['-shared', '-fPIC', '-o', join(tmp, 'libcuda.so.1'), join(tmp, 'fake.c')]);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    LOWRANK_BACKEND: 'cuda',
-    LOWRANK_CUDA_LIBRARY: join(out, 'liblowrank_cuda_emu.so'),
-    LD_LIBRARY_PATH: tmp,
-  };
-  delete env.NODE_TEST_CONTEXT; // else the child speaks the runner's internal protocol, not TAP
-  const cases = join(import.meta.dirname, 'support', 'device-engine-cases.ts');
-  const r = await exec(process.execPath, ['--test', '--test-reporter=tap', cases], { env, maxBuffer: 1 << 24 }).catch(
-    (e: { stdout: string; stderr: string }) => assert.fail(`the device engine cases failed:\n${e.stdout}\n${e.stderr}`),
-  );
-  const lines = r.stdout.split('\n').filter((l) => /^(not )?ok \d+ - /.test(l));
-  // the backend check, 2 per shape, recomputation, DoRA, the refusals
-  assert.equal(lines.length, 4 + 2 * DEVICE_SHAPES.length, r.stdout);
-  for (const l of lines) assert.match(l, /^ok \d+ - (?!.*# SKIP)/, l);
-  // The measured errors, for the log (docs/cuda.md quotes them).
-  for (const l of r.stdout.split('\n')) if (l.includes('measured')) console.log(l.replace(/^# \\?# /, ''));
-});
+const GEMMS = {
+  'the tiled kernel': { LOWRANK_CUDA_GEMM: 'tiled' },
+  cuBLAS: {
+    LOWRANK_CUDA_GEMM: 'cublas',
+    LOWRANK_CUBLAS_LIBRARY: join(out, 'libcublas_emu.so'),
+    LOWRANK_CUDA_GEMM_SCRATCH: '4096',
+  },
+};
+
+for (const [what, gemm] of Object.entries(GEMMS))
+  test(`the device engine matches the CPU engine on every family shape (emulated CUDA, GEMMs by ${what})`, {
+    timeout: 900_000,
+  }, async () => {
+    await exec('make', ['--no-print-directory', '-C', join(native, 'src', 'cuda'), 'emu', `OUT=${out}`, '-j', '2']);
+    // FAKE: an empty libcuda.so.1 stands in for the NVIDIA driver, so the addon goes on to load the library.
+    writeFileSync(join(tmp, 'fake.c'), 'int lowrank_fake_nvidia_driver;\n');
+    await exec('cc', ['-shared', '-fPIC', '-o', join(tmp, 'libcuda.so.1'), join(tmp, 'fake.c')]);
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      LOWRANK_BACKEND: 'cuda',
+      LOWRANK_CUDA_LIBRARY: join(out, 'liblowrank_cuda_emu.so'),
+      LD_LIBRARY_PATH: tmp,
+      LOWRANK_CUDA_MATMUL: 'fp32',
+      ...gemm,
+    };
+    delete env.NODE_TEST_CONTEXT; // else the child speaks the runner's internal protocol, not TAP
+    const cases = join(import.meta.dirname, 'support', 'device-engine-cases.ts');
+    const r = await exec(process.execPath, ['--test', '--test-reporter=tap', cases], { env, maxBuffer: 1 << 24 }).catch(
+      (e: { stdout: string; stderr: string }) => assert.fail(`the device engine cases failed:\n${e.stdout}\n${e.stderr}`),
+    );
+    const lines = r.stdout.split('\n').filter((l) => /^(not )?ok \d+ - /.test(l));
+    // the backend check, 2 per shape, recomputation, DoRA, the refusals
+    assert.equal(lines.length, 4 + 2 * DEVICE_SHAPES.length, r.stdout);
+    for (const l of lines) assert.match(l, /^ok \d+ - (?!.*# SKIP)/, l);
+    // The measured errors, for the log (docs/cuda.md quotes them).
+    for (const l of r.stdout.split('\n')) if (l.includes('measured')) console.log(l.replace(/^# \\?# /, ''));
+  });

@@ -19,6 +19,11 @@ export interface BackendInfo {
   device?: string;
   /** The CUDA library that was tried. */
   library?: string;
+  /** When CUDA runs: what runs its GEMMs (cuBLAS and its version and matmul precision, or the tiled kernel and why). */
+  gemm?: string;
+  /** When CUDA runs: device bytes the CUDA library holds now, and their peak so far (cudaMalloc'd buffers only). */
+  deviceBytes?: number;
+  deviceBytesPeak?: number;
 }
 
 /** Which table an op runs on: one backend by name, or the resolved one. */

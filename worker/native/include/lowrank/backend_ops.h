@@ -97,6 +97,11 @@ LRK_API int lrk_cuda_abi(void);
 /* 0 when a device is usable; else a CUDA error code, with the reason in `why`. */
 LRK_API int lrk_cuda_probe(char* device_name, size_t name_len, char* why, size_t why_len);
 LRK_API const lrk_ops* lrk_cuda_ops(void);
+/* Optional (the addon checks for them): what runs the GEMMs ("cuBLAS 13.0.2 (...), matmul
+   fp32" or "tiled kernel, fp32 (why)"), and the device bytes the library holds now and at
+   their peak since the last reset (reset = 1 resets the peak after reading). */
+LRK_API void lrk_cuda_gemm_info(char* out, size_t len);
+LRK_API void lrk_cuda_memory(int64_t* current, int64_t* peak, int reset);
 
 #ifdef __cplusplus
 }

@@ -329,6 +329,20 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     if (!b.reason.empty()) o.Set("reason", b.reason);
     if (!b.device.empty()) o.Set("device", b.device);
     if (!b.library.empty()) o.Set("library", b.library);
+    if (b.backend == "cuda") {
+      // Optional symbols: a library built before them simply has no gemm/memory figures.
+      if (auto gemm = reinterpret_cast<void (*)(char*, size_t)>(cuda_symbol("lrk_cuda_gemm_info"))) {
+        char buf[512] = {0};
+        gemm(buf, sizeof buf);
+        o.Set("gemm", std::string(buf));
+      }
+      if (auto mem = reinterpret_cast<void (*)(int64_t*, int64_t*, int)>(cuda_symbol("lrk_cuda_memory"))) {
+        int64_t now = 0, peak = 0;
+        mem(&now, &peak, 0);
+        o.Set("deviceBytes", static_cast<double>(now));
+        o.Set("deviceBytesPeak", static_cast<double>(peak));
+      }
+    }
     return o;
   });
 }

@@ -23,6 +23,12 @@
 namespace lowrank::cuda {
 
 std::string& last_error_slot();
+/** The first cuBLAS failure since the last call, or "" (blas.cu; checked by LRK_CUDA_SYNC). */
+std::string take_blas_error();
+/** Device bytes this library holds: every allocation goes through these (ops_table.cu). */
+void device_bytes_changed(int64_t delta);
+void device_bytes(int64_t* current, int64_t* peak);
+void device_bytes_reset_peak();
 
 inline lrk_status fail(lrk_status s, const std::string& msg) {
   last_error_slot() = msg;
@@ -40,24 +46,40 @@ inline lrk_status check(cudaError_t e, const char* what) {
     if (lrk_status s_ = ::lowrank::cuda::check((call), #call)) return s_; \
   } while (0)
 
-// The last launch's error, then the kernel's completion (errors of a kernel surface here).
-#define LRK_CUDA_SYNC(what)                                         \
-  do {                                                              \
-    LRK_CUDA_TRY(cudaGetLastError());                               \
-    if (lrk_status s_ = ::lowrank::cuda::check(cudaDeviceSynchronize(), what)) return s_; \
+// The last launch's error, then the kernel's completion (errors of a kernel surface here),
+// then any cuBLAS call's since the last sync.
+#define LRK_CUDA_SYNC(what)                                                                           \
+  do {                                                                                                \
+    LRK_CUDA_TRY(cudaGetLastError());                                                                 \
+    if (lrk_status s_ = ::lowrank::cuda::check(cudaDeviceSynchronize(), what)) return s_;             \
+    if (std::string e_ = ::lowrank::cuda::take_blas_error(); !e_.empty())                             \
+      return ::lowrank::cuda::fail(LRK_DEVICE_ERROR, std::string(what) + ": " + e_);                  \
   } while (0)
+
+// cudaMalloc / cudaFree counted in device_bytes (what the benchmark reports as memory held).
+inline cudaError_t counted_malloc(void** p, size_t bytes) {
+  const cudaError_t e = cudaMalloc(p, bytes);
+  if (e == cudaSuccess) device_bytes_changed(static_cast<int64_t>(bytes));
+  return e;
+}
+inline void counted_free(void* p, size_t bytes) {
+  if (!p) return;
+  cudaFree(p);
+  device_bytes_changed(-static_cast<int64_t>(bytes));
+}
 
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
-  }
+  ~DeviceBuffer() { counted_free(ptr_, bytes_); }
   /** Allocates `bytes` (at least 1) and, when `host` is given, copies it in. */
   lrk_status alloc(size_t bytes, const void* host = nullptr) {
-    LRK_CUDA_TRY(cudaMalloc(&ptr_, bytes ? bytes : 1));
+    counted_free(ptr_, bytes_);
+    ptr_ = nullptr;
+    LRK_CUDA_TRY(counted_malloc(&ptr_, bytes ? bytes : 1));
+    bytes_ = bytes ? bytes : 1;
     if (host && bytes) LRK_CUDA_TRY(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
     return LRK_OK;
   }
@@ -72,6 +94,34 @@ class DeviceBuffer {
 
  private:
   void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A grow-only device buffer (the GEMM's converted operands): reserve() keeps the old one
+// when it is big enough. cudaFree waits for the device, so growing is safe with work queued.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { counted_free(ptr_, bytes_); }
+  lrk_status reserve(size_t bytes) {
+    if (bytes <= bytes_) return LRK_OK;
+    counted_free(ptr_, bytes_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+    LRK_CUDA_TRY(counted_malloc(&ptr_, bytes));
+    bytes_ = bytes;
+    return LRK_OK;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
 };
 
 inline size_t f32_bytes(int64_t n) { return static_cast<size_t>(n) * sizeof(float); }

@@ -25,15 +25,13 @@ class DevMem {
   DevMem& operator=(const DevMem&) = delete;
   DevMem(DevMem&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
   DevMem& operator=(DevMem&&) = delete;
-  ~DevMem() {
-    if (p_) cudaFree(p_);
-  }
+  ~DevMem() { counted_free(p_, bytes_ ? bytes_ : 1); }
   lrk_status alloc(size_t bytes) {
     if (p_ && bytes_ == bytes) return LRK_OK;
-    if (p_) cudaFree(p_);
+    if (p_) counted_free(p_, bytes_ ? bytes_ : 1);
     p_ = nullptr;
     bytes_ = 0;
-    LRK_CUDA_TRY(cudaMalloc(&p_, bytes ? bytes : 1));
+    LRK_CUDA_TRY(counted_malloc(&p_, bytes ? bytes : 1));
     bytes_ = bytes;
     return LRK_OK;
   }

@@ -1,6 +1,7 @@
 // The tiled GEMM of gemm.cuh: 64×64 output tiles, 16-deep k slices staged in shared
 // memory, a 4×4 register block per thread (256 threads). Edges are masked, so any shape
 // works; the kernel reads op(X) through the transposes without copying.
+#include "blas.cuh"
 #include "gemm.cuh"
 #include "widen.cuh"
 
@@ -63,6 +64,11 @@ __global__ void __launch_bounds__(kThreads) gemm2_kernel(int64_t m, int64_t n, G
 template <typename TB>
 void gemm2(int64_t m, int64_t n, const GemmPair<TB>& p1, const GemmPair<float>& p2, float beta, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
+  // cuBLAS when it is in use: the pairs as two calls, the second accumulating (β = 1).
+  if (blas_gemm(m, n, p1, beta, c, ldc)) {
+    if (p2.k > 0 && !blas_gemm(m, n, p2, 1.0f, c, ldc)) gemm2<TB>(m, n, GemmPair<TB>{}, p2, 1.0f, c, ldc);
+    return;
+  }
   const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile), static_cast<unsigned>((m + kTile - 1) / kTile));
   LRK_LAUNCH(gemm2_kernel<TB>, grid, kThreads, 0)(m, n, p1, p2, beta, c, ldc);
 }

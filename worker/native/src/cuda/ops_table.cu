@@ -1,8 +1,10 @@
 // liblowrank_cuda.so's entry points: the ABI version, the device probe the addon calls
 // before choosing this backend, and the table of ops.
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 
+#include "blas.cuh"
 #include "common.cuh"
 #include "cuda_ops.h"
 
@@ -12,6 +14,22 @@ std::string& last_error_slot() {
   thread_local std::string msg;
   return msg;
 }
+
+namespace {
+std::atomic<int64_t> g_bytes{0}, g_peak{0};
+}
+
+void device_bytes_changed(int64_t delta) {
+  const int64_t now = g_bytes.fetch_add(delta) + delta;
+  int64_t peak = g_peak.load();
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
+  }
+}
+void device_bytes(int64_t* current, int64_t* peak) {
+  *current = g_bytes.load();
+  *peak = g_peak.load();
+}
+void device_bytes_reset_peak() { g_peak.store(g_bytes.load()); }
 
 }  // namespace lowrank::cuda
 
@@ -55,12 +73,25 @@ extern "C" int lrk_cuda_probe(char* device_name, size_t name_len, char* why, siz
   copy_out(device_name, name_len,
            std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + "; driver CUDA " +
                ver(driver) + ", runtime " + ver(runtime) + ")");
+  if (lowrank::cuda::blas_init() != LRK_OK) {
+    copy_out(why, why_len, lowrank::cuda::last_error_slot());
+    return static_cast<int>(cudaErrorNotSupported);
+  }
   if (prop.major < 8) {
     copy_out(why, why_len, std::string(prop.name) + " has compute capability " + std::to_string(prop.major) + "." +
                                std::to_string(prop.minor) + "; the CUDA backend needs 8.0 or newer");
     return static_cast<int>(cudaErrorNoKernelImageForDevice);
   }
   return 0;
+}
+
+// What runs the GEMMs (cuBLAS and its version, or the tiled kernel and why), for backendInfo().
+extern "C" void lrk_cuda_gemm_info(char* out, size_t len) { copy_out(out, len, lowrank::cuda::gemm_description()); }
+
+// Device bytes held by this library now and at their peak since the last reset (reset = 1 resets it after reading).
+extern "C" void lrk_cuda_memory(int64_t* current, int64_t* peak, int reset) {
+  lowrank::cuda::device_bytes(current, peak);
+  if (reset) lowrank::cuda::device_bytes_reset_peak();
 }
 
 extern "C" const lrk_ops* lrk_cuda_ops(void) {

@@ -22,3 +22,5 @@ inline float __bfloat162float(__nv_bfloat16 b) {
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
+
+inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
