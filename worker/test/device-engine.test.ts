@@ -53,8 +53,8 @@ for (const [what, gemm] of Object.entries(GEMMS))
       (e: { stdout: string; stderr: string }) => assert.fail(`the device engine cases failed:\n${e.stdout}\n${e.stderr}`),
     );
     const lines = r.stdout.split('\n').filter((l) => /^(not )?ok \d+ - /.test(l));
-    // the backend check, 2 per shape, recomputation, DoRA, the refusals
-    assert.equal(lines.length, 4 + 2 * DEVICE_SHAPES.length, r.stdout);
+    // the backend check, 2 per shape, recomputation, DoRA, bf16 matmul, the refusals
+    assert.equal(lines.length, 5 + 2 * DEVICE_SHAPES.length, r.stdout);
     for (const l of lines) assert.match(l, /^ok \d+ - (?!.*# SKIP)/, l);
     // The measured errors, for the log (docs/cuda.md quotes them).
     for (const l of r.stdout.split('\n')) if (l.includes('measured')) console.log(l.replace(/^# \\?# /, ''));

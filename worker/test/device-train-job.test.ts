@@ -92,8 +92,8 @@ describe('lora-worker run on the CUDA device engine (emulated)', () => {
     assert.deepEqual(
       lines(dev.stdout)
         .filter((l) => l.event === 'train_engine')
-        .map((l) => [l.engine, l.reason]),
-      [['cuda', undefined]],
+        .map((l) => [l.engine, l.reason, l.precision, l.requestedPrecision]),
+      [['cuda', undefined, 'f32', 'f32']],
     );
     const cpuLine = lines(cpu.stdout).find((l) => l.event === 'train_engine');
     assert.equal(cpuLine?.engine, 'cpu');
@@ -101,6 +101,8 @@ describe('lora-worker run on the CUDA device engine (emulated)', () => {
     const [a, b] = [await version('nlp/device-cpu'), await version('nlp/device-cuda')];
     assert.equal(a.methodMetadata.engine, 'cpu');
     assert.equal(b.methodMetadata.engine, 'cuda');
+    assert.equal(a.methodMetadata.computePrecision, 'f32');
+    assert.equal(b.methodMetadata.computePrecision, 'f32');
     const ca = a.methodMetadata.lossCurve as { step: number; loss: number; evalLoss?: number }[];
     const cb = b.methodMetadata.lossCurve as typeof ca;
     assert.deepEqual(

@@ -75,8 +75,14 @@ export interface StepResult {
 
 export type TrainEngineKind = 'cpu' | 'cuda';
 
-/** useDevice()'s answer: the CUDA engine trains from now on, or the CPU engine does and why. */
-export type DeviceChoice = { engine: 'cuda' } | { engine: 'cpu'; reason: string };
+/** The GEMMs' compute precision: fp32 throughout, or bf16 inputs with fp32 accumulation on the bf16 frozen weights. */
+export type ComputePrecision = 'f32' | 'bf16';
+
+/**
+ * useDevice()'s answer: the CUDA engine trains from now on, with the precision that will
+ * run (bf16 needs cuBLAS and a bf16 checkpoint), or the CPU engine does and why.
+ */
+export type DeviceChoice = { engine: 'cuda'; precision: ComputePrecision } | { engine: 'cpu'; reason: string };
 
 export interface ForwardResult {
   /** Mean causal-LM loss over labelled tokens (NaN without labels). */
@@ -169,7 +175,7 @@ interface TrainNative {
     o: { logits: boolean; backward: boolean; train?: boolean },
   ): Promise<{ lossSum: number; count: number; logits?: Float32Array; engine: TrainEngineKind }>;
   trainStep(s: unknown, micro: TokenBatch[], o: OptimizerOptions): Promise<StepResult>;
-  trainUseDevice(s: unknown): Promise<DeviceChoice>;
+  trainUseDevice(s: unknown, precision?: ComputePrecision): Promise<DeviceChoice>;
   trainReleaseDevice(s: unknown): Promise<void>;
   trainLrLambda(o: OptimizerOptions, step: number): number;
   trainGenerate(
@@ -603,8 +609,8 @@ export class TrainModel {
    * weight-gradient capture); a step after setAdapter() switched to such a feature fails (invalid_request,
    * the message naming it).
    */
-  async useDevice(): Promise<DeviceChoice> {
-    return this.#run(() => native().trainUseDevice(this.#session));
+  async useDevice(precision: ComputePrecision = 'f32'): Promise<DeviceChoice> {
+    return this.#run(() => native().trainUseDevice(this.#session, precision));
   }
 
   /** Copies the device engine's state back and frees it; later steps run on the CPU engine. */

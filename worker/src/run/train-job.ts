@@ -14,7 +14,16 @@ import { chunk, type Row, toBatch, toRows } from '../data/batches.ts';
 import { type PreparedDataset, permutation, prepareDataset } from '../data/dataset.ts';
 import { checkDatasetUri, fetchDataset } from '../data/remote.ts';
 import { backendInfo } from '../native/backend.ts';
-import { type OptimizerOptions, PROJECTIONS, type Projection, type TokenBatch, type TrainEngineKind, TrainModel } from '../native/train.ts';
+import {
+  type ComputePrecision,
+  type DeviceChoice,
+  type OptimizerOptions,
+  PROJECTIONS,
+  type Projection,
+  type TokenBatch,
+  type TrainEngineKind,
+  TrainModel,
+} from '../native/train.ts';
 import { loadCheckpoint, saveCheckpoint } from '../native/train-checkpoint.ts';
 import { TextTokenizer } from '../tokenizer/tokenizer.ts';
 import { seedKey } from '../transfer/seed-crypto.ts';
@@ -87,6 +96,8 @@ export interface TrainedRun {
   init: AdapterInit;
   /** Which engine ran the steps: the CUDA device engine, or the CPU's. */
   engine: TrainEngineKind;
+  /** The precision the steps' GEMMs ran in (bf16 only on the device engine with cuBLAS and a bf16 checkpoint). */
+  precision: ComputePrecision;
 }
 
 /**
@@ -94,16 +105,33 @@ export interface TrainedRun {
  * CPU engine, with one `train_engine` line saying why. Evaluation and generation stay on
  * the CPU engine either way (the adapter is copied back for them).
  */
-async function chooseEngine(model: TrainModel, ctx: RunContext): Promise<TrainEngineKind> {
+async function chooseEngine(
+  model: TrainModel,
+  ctx: RunContext,
+  requested: ComputePrecision,
+): Promise<{ engine: TrainEngineKind; precision: ComputePrecision }> {
   const info = backendInfo();
-  const choice =
+  const choice: DeviceChoice =
     info.backend === 'cuda'
-      ? await model.useDevice()
-      : { engine: 'cpu' as const, reason: `the backend is the CPU (${info.reason ?? `LOWRANK_BACKEND=${info.requested}`})` };
-  if (choice.engine === 'cuda') ctx.reporter.log.info({ event: 'train_engine', engine: 'cuda' }, 'training on the CUDA device engine');
-  else
-    ctx.reporter.log.info({ event: 'train_engine', engine: 'cpu', reason: choice.reason }, `training on the CPU engine: ${choice.reason}`);
-  return choice.engine;
+      ? await model.useDevice(requested)
+      : { engine: 'cpu', reason: `the backend is the CPU (${info.reason ?? `LOWRANK_BACKEND=${info.requested}`})` };
+  if (choice.engine === 'cuda') {
+    const why =
+      choice.precision === requested
+        ? {}
+        : { precisionReason: `bf16 matmul needs cuBLAS and a bf16 checkpoint (GEMMs: ${info.gemm ?? 'unknown'})` };
+    ctx.reporter.log.info(
+      { event: 'train_engine', engine: 'cuda', precision: choice.precision, requestedPrecision: requested, ...why },
+      `training on the CUDA device engine (${choice.precision})`,
+    );
+    return { engine: 'cuda', precision: choice.precision };
+  }
+  // The CPU engine computes in f32 (bf16 weights are widened in its GEMMs).
+  ctx.reporter.log.info(
+    { event: 'train_engine', engine: 'cpu', precision: 'f32', requestedPrecision: requested, reason: choice.reason },
+    `training on the CPU engine (f32): ${choice.reason}`,
+  );
+  return { engine: 'cpu', precision: 'f32' };
 }
 
 export async function runTrain(spec: Spec, ctx: RunContext): Promise<JobOutcome> {
@@ -168,6 +196,7 @@ export async function trainAdapter(
     evalEvery: 0,
     checkpointEvery: 0,
     logEvery: 10,
+    precision: 'bf16' as ComputePrecision, // the CRD's default
     ...spec.training,
   };
 
@@ -335,7 +364,7 @@ export async function trainAdapter(
     if (initEval !== undefined) curve.push({ step: 0, loss: initEval, evalLoss: initEval });
     baseEval = bareEval ?? initEval;
   } else baseEval = bareEval ?? curve.find((p) => p.step === 0)?.evalLoss;
-  const engine = await chooseEngine(model, ctx);
+  const { engine, precision } = await chooseEngine(model, ctx, training.precision);
   let step = resumedFrom ?? 0;
   const loopStart = { step, at: performance.now() };
   let windowTokens = 0;
@@ -401,6 +430,7 @@ export async function trainAdapter(
     resumedFrom,
     init,
     engine,
+    precision,
   };
 }
 
@@ -445,8 +475,7 @@ export function trainOutcome(spec: Spec, run: TrainedRun, dir: string): JobOutco
     gradientAccumulation: accum,
     optimizer: { type: 'adamw', ...opt },
     schedule,
-    // The engine computes in f32 on every device it runs on today (bf16 weights are widened in the GEMM).
-    computePrecision: 'f32',
+    computePrecision: run.precision,
     engine: run.engine,
     seed: spec.seed,
     lossCurve: curve,

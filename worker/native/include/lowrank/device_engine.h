@@ -21,7 +21,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a declaration below changes; the addon refuses a library of another version. */
-#define LRK_DEVICE_ENGINE_ABI 1
+#define LRK_DEVICE_ENGINE_ABI 2
 
 typedef struct lrk_dev_engine lrk_dev_engine;
 
@@ -76,6 +76,12 @@ LRK_API lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, 
                                        const int* dora);
 /* Activation recomputation (on = 1): each layer's input kept, its forward rerun in the backward. */
 LRK_API lrk_status lrk_dev_set_recompute(lrk_dev_engine* e, int on);
+/* The matmul of this engine's GEMMs with a bf16 frozen weight (after the tensors are set):
+   bf16 = 1: the fp32 operand rounded to bf16, fp32 accumulation (torch autocast's bf16
+   training); 0: fp32. *effective (may be NULL): 1 when bf16 will run, i.e. the GEMMs are on
+   cuBLAS and some frozen matrix is bf16 on the device; 0 otherwise (the tiled kernel and
+   fp32 weights compute in fp32). */
+LRK_API lrk_status lrk_dev_set_matmul(lrk_dev_engine* e, int bf16, int* effective);
 /* Floats in one packed state buffer. */
 LRK_API int64_t lrk_dev_num_params(const lrk_dev_engine* e);
 LRK_API lrk_status lrk_dev_read(lrk_dev_engine* e, int which, float* host, int64_t n);

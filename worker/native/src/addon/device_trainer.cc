@@ -25,6 +25,7 @@ struct Fns {
   lrk_status (*set_rope)(lrk_dev_engine*, int64_t, const float*, const float*);
   lrk_status (*set_adapter)(lrk_dev_engine*, const int64_t*, const float*, const int*);
   lrk_status (*set_recompute)(lrk_dev_engine*, int);
+  lrk_status (*set_matmul)(lrk_dev_engine*, int, int*);
   int64_t (*num_params)(const lrk_dev_engine*);
   lrk_status (*read)(lrk_dev_engine*, int, float*, int64_t);
   lrk_status (*write)(lrk_dev_engine*, int, const float*, int64_t);
@@ -60,6 +61,7 @@ const Fns& fns() {
       bind(&f.set_rope, "lrk_dev_set_rope", &missing);
       bind(&f.set_adapter, "lrk_dev_set_adapter", &missing);
       bind(&f.set_recompute, "lrk_dev_set_recompute", &missing);
+      bind(&f.set_matmul, "lrk_dev_set_matmul", &missing);
       bind(&f.num_params, "lrk_dev_num_params", &missing);
       bind(&f.read, "lrk_dev_read", &missing);
       bind(&f.write, "lrk_dev_write", &missing);
@@ -302,6 +304,12 @@ void DeviceTrainer::download(train::Engine& engine, bool grads) {
         off += nm;
       }
   }
+}
+
+bool DeviceTrainer::set_matmul(bool bf16) {
+  int effective = 0;
+  check(fns().set_matmul(dev_, bf16 ? 1 : 0, &effective));
+  return effective != 0;
 }
 
 void DeviceTrainer::upload_rope(const train::Engine& engine, int64_t seq) {

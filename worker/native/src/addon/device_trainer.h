@@ -34,6 +34,8 @@ class DeviceTrainer {
   void upload_adapter(const train::Engine& engine);
   /** Copies the factors, the moments and (with `grads`) the gradients back into the engine's slots. */
   void download(train::Engine& engine, bool grads);
+  /** bf16 (or fp32) matmul for the GEMMs with a bf16 frozen weight; true when bf16 will run (cuBLAS, bf16 weights). */
+  bool set_matmul(bool bf16);
   /** Engine::forward's loss sum and labelled-token count of a labelled batch (no dropout, no gradients). */
   train::LossSum evaluate(const train::Engine& engine, const train::Batch& batch);
   /** train_step (optim.cc) on the device; *step advances as there. */

@@ -551,31 +551,44 @@ Napi::Value TrainStep(const Napi::CallbackInfo& info) {
   });
 }
 
-// trainUseDevice(session) -> Promise<{ engine: "cuda" } | { engine: "cpu", reason }>: train this
-// session's next steps on the CUDA engine (weights uploaded now), or say why not.
+// trainUseDevice(session, precision = "f32") -> Promise<{ engine: "cuda", precision } |
+// { engine: "cpu", reason }>: train this session's next steps on the CUDA engine (weights
+// uploaded now), or say why not. precision "bf16" asks for bf16 matmuls on the bf16 frozen
+// weights; the answer's precision is what will run ("f32" on the tiled GEMM or fp32 weights).
 Napi::Value UseDevice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     SessionPtr s = get_session(env, info[0]);
+    std::string precision = "f32";
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      if (!info[1].IsString()) type_error(env, "precision must be \"f32\" or \"bf16\"");
+      precision = info[1].As<Napi::String>().Utf8Value();
+      if (precision != "f32" && precision != "bf16") type_error(env, "precision must be \"f32\" or \"bf16\", got \"" + precision + "\"");
+    }
     auto reason = std::make_shared<std::string>();
+    auto bf16 = std::make_shared<bool>(false);
     return queue(
         env, s,
-        [s, reason]() {
-          if (s->device) return;
-          *reason = DeviceTrainer::unsupported(*s->engine);
-          if (!reason->empty()) return;
-          try {
-            s->device = DeviceTrainer::create(*s->engine);
-          } catch (const Error& e) {
-            if (std::string(e.code()) != "backend_unavailable") throw;
-            *reason = e.what();
+        [s, reason, bf16, precision]() {
+          if (!s->device) {
+            *reason = DeviceTrainer::unsupported(*s->engine);
+            if (!reason->empty()) return;
+            try {
+              s->device = DeviceTrainer::create(*s->engine);
+            } catch (const Error& e) {
+              if (std::string(e.code()) != "backend_unavailable") throw;
+              *reason = e.what();
+              return;
+            }
+            s->host_stale = s->adapter_stale = s->weights_stale = false;
           }
-          s->host_stale = s->adapter_stale = s->weights_stale = false;
+          *bf16 = s->device->set_matmul(precision == "bf16");
         },
-        [reason](Napi::Env e) -> Napi::Value {
+        [reason, bf16](Napi::Env e) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);
           o.Set("engine", Napi::String::New(e, reason->empty() ? "cuda" : "cpu"));
           if (!reason->empty()) o.Set("reason", Napi::String::New(e, *reason));
+          else o.Set("precision", Napi::String::New(e, *bf16 ? "bf16" : "f32"));
           return o;
         });
   });

@@ -178,6 +178,8 @@ std::string gemm_description() {
 }
 
 void blas_set_matmul(Matmul m) { blas().matmul = m; }
+Matmul blas_matmul() { return blas().matmul; }
+bool blas_in_use() { return blas().usable; }
 
 std::string take_blas_error() {
   std::string e;

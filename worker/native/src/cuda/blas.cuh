@@ -21,6 +21,22 @@ lrk_status blas_init();
 std::string gemm_description();
 /** Sets the matmul precision of later GEMMs (the device engine's per-job choice); cuBLAS only. */
 void blas_set_matmul(Matmul m);
+/** The matmul precision later GEMMs use. */
+Matmul blas_matmul();
+/** Whether the GEMMs run on cuBLAS (else the tiled kernel, always fp32). */
+bool blas_in_use();
+
+/** Sets the matmul for a scope (the device engine's calls) and restores the previous one. */
+class MatmulScope {
+ public:
+  explicit MatmulScope(Matmul m) : prev_(blas_matmul()) { blas_set_matmul(m); }
+  ~MatmulScope() { blas_set_matmul(prev_); }
+  MatmulScope(const MatmulScope&) = delete;
+  MatmulScope& operator=(const MatmulScope&) = delete;
+
+ private:
+  Matmul prev_;
+};
 
 /**
  * C = α op(A) op(B) + β C (row-major, gemm.cuh's pair) through cuBLAS, on the default

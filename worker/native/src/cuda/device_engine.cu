@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "blas.cuh"
 #include "device_ops.cuh"
 #include "lowrank/device_engine.h"
 
@@ -99,6 +100,8 @@ struct lrk_dev_engine {
   // Activation recomputation: one scratch LayerActs and each layer's input kept instead of
   // every layer's activations; the backward reruns a layer's forward (same masks) first.
   bool recompute = false;
+  // The GEMMs' matmul (lrk_dev_set_matmul); the process setting until set.
+  Matmul matmul = blas_matmul();
   std::vector<LayerActs> acts;
   std::vector<DevMem> layer_in;
   DevMem recompute_out;
@@ -477,6 +480,17 @@ extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* rank
   return LRK_OK;
 }
 
+extern "C" lrk_status lrk_dev_set_matmul(lrk_dev_engine* e, int bf16, int* effective) {
+  if (!e) return fail(LRK_INVALID_ARGUMENT, "set_matmul: engine is null");
+  if (bf16 != 0 && bf16 != 1) return fail(LRK_INVALID_ARGUMENT, "set_matmul: bf16 must be 0 or 1");
+  e->matmul = bf16 ? Matmul::bf16 : Matmul::fp32;
+  bool any_bf16 = e->embed.dtype == LRK_BF16 || (!e->c.tie_word_embeddings && e->lm_head.dtype == LRK_BF16);
+  for (const auto& layer : e->layers)
+    for (const Weight& w : layer.w) any_bf16 = any_bf16 || w.dtype == LRK_BF16;
+  if (effective) *effective = bf16 && blas_in_use() && any_bf16 ? 1 : 0;
+  return LRK_OK;
+}
+
 extern "C" lrk_status lrk_dev_set_recompute(lrk_dev_engine* e, int on) {
   if (!e) return fail(LRK_INVALID_ARGUMENT, "set_recompute: engine is null");
   if (e->recompute != (on != 0)) {
@@ -520,6 +534,7 @@ lrk_status run_batch(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_s
                      bool backward) {
   if (!e || !batch || !loss_sum || !count) return fail(LRK_INVALID_ARGUMENT, "forward_backward: null argument");
   if (lrk_status s = ready(e)) return s;
+  const MatmulScope matmul(e->matmul);
   const lrk_dev_config& c = e->c;
   const int64_t rows = batch->rows, T = batch->seq, n = rows * T, d = c.hidden, V = c.vocab;
   if (rows < 1 || T < 1 || !batch->tokens || !batch->targets || !batch->pos || !batch->doc_start)
