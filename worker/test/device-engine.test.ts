@@ -28,27 +28,46 @@ const GEMMS = {
     LOWRANK_CUDA_GEMM: 'cublas',
     LOWRANK_CUBLAS_LIBRARY: join(out, 'libcublas_emu.so'),
     LOWRANK_CUDA_GEMM_SCRATCH: '4096',
+    // The loss in chunks of 7 tokens (32 or 16 per batch: several chunks and a ragged last one).
+    LOWRANK_CUDA_LOGITS_CHUNK: '7',
   },
 };
+
+const cases = join(import.meta.dirname, 'support', 'device-engine-cases.ts');
+
+/** The emulated library as the CUDA backend of a child process (the backend is chosen once per process). */
+async function emulatedEnv(extra: Record<string, string>): Promise<NodeJS.ProcessEnv> {
+  await exec('make', ['--no-print-directory', '-C', join(native, 'src', 'cuda'), 'emu', `OUT=${out}`, '-j', '2']);
+  // FAKE: an empty libcuda.so.1 stands in for the NVIDIA driver, so the addon goes on to load the library.
+  writeFileSync(join(tmp, 'fake.c'), 'int lowrank_fake_nvidia_driver;\n');
+  await exec('cc', ['-shared', '-fPIC', '-o', join(tmp, 'libcuda.so.1'), join(tmp, 'fake.c')]);
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    LOWRANK_BACKEND: 'cuda',
+    LOWRANK_CUDA_LIBRARY: join(out, 'liblowrank_cuda_emu.so'),
+    LD_LIBRARY_PATH: tmp,
+    LOWRANK_CUDA_MATMUL: 'fp32',
+    ...extra,
+  };
+  delete env.NODE_TEST_CONTEXT; // else the child speaks the runner's internal protocol, not TAP
+  return env;
+}
+
+test('a bad LOWRANK_CUDA_LOGITS_CHUNK fails the step and names the setting', { timeout: 300_000 }, async () => {
+  const env = await emulatedEnv({ LOWRANK_CUDA_LOGITS_CHUNK: '0' });
+  const args = ['--test', '--test-reporter=tap', '--test-name-pattern', "^llama: one step's loss", cases];
+  const r = await exec(process.execPath, args, { env, maxBuffer: 1 << 24 }).then(
+    () => assert.fail('the step ran with LOWRANK_CUDA_LOGITS_CHUNK=0'),
+    (e: { stdout: string }) => e,
+  );
+  assert.match(r.stdout, /LOWRANK_CUDA_LOGITS_CHUNK must be a number of tokens >= 1, got \\?"0\\?"/);
+});
 
 for (const [what, gemm] of Object.entries(GEMMS))
   test(`the device engine matches the CPU engine on every family shape (emulated CUDA, GEMMs by ${what})`, {
     timeout: 900_000,
   }, async () => {
-    await exec('make', ['--no-print-directory', '-C', join(native, 'src', 'cuda'), 'emu', `OUT=${out}`, '-j', '2']);
-    // FAKE: an empty libcuda.so.1 stands in for the NVIDIA driver, so the addon goes on to load the library.
-    writeFileSync(join(tmp, 'fake.c'), 'int lowrank_fake_nvidia_driver;\n');
-    await exec('cc', ['-shared', '-fPIC', '-o', join(tmp, 'libcuda.so.1'), join(tmp, 'fake.c')]);
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      LOWRANK_BACKEND: 'cuda',
-      LOWRANK_CUDA_LIBRARY: join(out, 'liblowrank_cuda_emu.so'),
-      LD_LIBRARY_PATH: tmp,
-      LOWRANK_CUDA_MATMUL: 'fp32',
-      ...gemm,
-    };
-    delete env.NODE_TEST_CONTEXT; // else the child speaks the runner's internal protocol, not TAP
-    const cases = join(import.meta.dirname, 'support', 'device-engine-cases.ts');
+    const env = await emulatedEnv(gemm);
     const r = await exec(process.execPath, ['--test', '--test-reporter=tap', cases], { env, maxBuffer: 1 << 24 }).catch(
       (e: { stdout: string; stderr: string }) => assert.fail(`the device engine cases failed:\n${e.stdout}\n${e.stderr}`),
     );

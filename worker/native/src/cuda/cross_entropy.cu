@@ -1,6 +1,8 @@
 // Causal-LM cross-entropy on the GPU, the CPU op's fused loss and softmax backward: one
 // block per row; the max and Σexp (in double) by fixed-shape trees, so a row's result
-// does not depend on timing; vocab-sized rows are walked with a block stride.
+// does not depend on timing; vocab-sized rows are walked with a block stride. dlogits may
+// be logits (in place: the device engine's chunked loss): every read of a row comes before
+// the block's last barrier, every write after it.
 #include <cmath>
 
 #include "common.cuh"
@@ -19,6 +21,7 @@ __global__ void cross_entropy_kernel(int64_t vocab, const float* logits, const i
   const float* z = logits + row * vocab;
   float* g = dlogits + row * vocab;
   const int32_t label = labels[row];
+  const float z_label = label == -100 ? 0.0f : z[label];  // read before any thread writes g
   if (label == -100) {  // uniform across the block: no thread reaches a barrier alone
     for (int64_t j = threadIdx.x; j < vocab; j += kThreads) g[j] = 0.0f;
     if (threadIdx.x == 0) loss[row] = 0.0f;
@@ -46,7 +49,7 @@ __global__ void cross_entropy_kernel(int64_t vocab, const float* logits, const i
     const float v = __fmul_rn(expf(z[j] - lse), scale);
     g[j] = j == label ? __fsub_rn(v, scale) : v;
   }
-  if (threadIdx.x == 0) loss[row] = lse - z[label];
+  if (threadIdx.x == 0) loss[row] = lse - z_label;
 }
 
 }  // namespace

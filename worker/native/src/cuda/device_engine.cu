@@ -5,6 +5,7 @@
 // per-token losses and per-tensor Σg² (a few KB) come back.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -106,7 +107,8 @@ struct lrk_dev_engine {
   std::vector<DevMem> layer_in;
   DevMem recompute_out;
   DevMem tokens, targets, pos, doc_start;
-  DevMem fin, xf, rstdf, logits, dlogits, row_loss;
+  DevMem fin, xf, rstdf, logits, row_loss;
+  int64_t logits_rows = 0;  // tokens per loss chunk: logits [chunk, vocab], their gradient in place
   DevMem dres, dx, dq, dk, dv, dao, dgate, dup, dact, g, tmp, tmpd, P, dS;
   DevMem ba, dyg;  // DoRA scratch: B·A [out, in] and dy ⊙ (m/n) [n, out]
   std::vector<float> host_loss;
@@ -145,6 +147,22 @@ lrk_status ready(const lrk_dev_engine* e) {
                                               std::to_string(p) + " lacks its weight or bias");
   }
   if (e->num_params == 0) return fail(LRK_INVALID_ARGUMENT, "device engine: no adapter to train (set_adapter)");
+  return LRK_OK;
+}
+
+// Tokens per chunk of the loss: [tokens, vocab] logits are never whole (a 1B Llama's
+// 4096 × 128256 would be 2 GiB, its gradient 2 more). LOWRANK_CUDA_LOGITS_CHUNK (tokens)
+// overrides the default of 2^26 floats (256 MiB) per chunk.
+lrk_status logits_chunk(int64_t n, int64_t vocab, int64_t* rows) {
+  int64_t want = std::max<int64_t>(1, (int64_t{1} << 26) / vocab);
+  if (const char* v = std::getenv("LOWRANK_CUDA_LOGITS_CHUNK"); v && *v) {
+    char* end = nullptr;
+    const long long t = std::strtoll(v, &end, 10);
+    if (*end || t < 1)
+      return fail(LRK_INVALID_ARGUMENT, std::string("LOWRANK_CUDA_LOGITS_CHUNK must be a number of tokens >= 1, got \"") + v + "\"");
+    want = t;
+  }
+  *rows = std::min(n, want);
   return LRK_OK;
 }
 
@@ -203,8 +221,8 @@ lrk_status ensure_buffers(lrk_dev_engine* e, int64_t rows, int64_t seq, bool dro
     if (lrk_status s = m->alloc(f32_bytes(n * d))) return s;
   for (DevMem* m : {&e->rstdf, &e->row_loss})
     if (lrk_status s = m->alloc(f32_bytes(n))) return s;
-  for (DevMem* m : {&e->logits, &e->dlogits})
-    if (lrk_status s = m->alloc(f32_bytes(n * c.vocab))) return s;
+  if (lrk_status s = logits_chunk(n, c.vocab, &e->logits_rows)) return s;
+  if (lrk_status s = e->logits.alloc(f32_bytes(e->logits_rows * c.vocab))) return s;
   for (DevMem* m : {&e->dq, &e->dao})
     if (lrk_status s = m->alloc(f32_bytes(n * qd))) return s;
   for (DevMem* m : {&e->dk, &e->dv})
@@ -567,9 +585,18 @@ lrk_status run_batch(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_s
   for (int64_t l = 0; l < c.layers; l++) layer_forward(k, l, l + 1 == c.layers ? e->fin.as() : e->input(l + 1));
   rmsnorm_forward_dev(n, d, c.rms_norm_eps, e->fin.as(), e->norm.as(), e->xf.as(), e->rstdf.as());
   const Weight& head = c.tie_word_embeddings ? e->embed : e->lm_head;
-  lora_forward_dev(n, d, V, 0, 0.0f, e->xf.as(), nullptr, head.mem.as<void>(), head.dtype, nullptr, nullptr,
-                   e->logits.as(), nullptr);
-  cross_entropy_dev(n, V, e->logits.as(), e->targets.as<int32_t>(), loss_scale, e->row_loss.as(), e->dlogits.as());
+  // The head, the loss and (training) the head's input gradient, a chunk of tokens at a
+  // time: the chunk's logits become its gradient in place, then dx rows = dlogits · head.
+  for (int64_t i0 = 0; i0 < n; i0 += e->logits_rows) {
+    const int64_t m = std::min(e->logits_rows, n - i0);
+    float* z = e->logits.as();
+    lora_forward_dev(m, d, V, 0, 0.0f, e->xf.as() + i0 * d, nullptr, head.mem.as<void>(), head.dtype, nullptr,
+                     nullptr, z, nullptr);
+    cross_entropy_dev(m, V, z, e->targets.as<int32_t>() + i0, loss_scale, e->row_loss.as() + i0, z);
+    if (backward)
+      lora_backward_dev(m, d, V, 0, 0.0f, nullptr, nullptr, z, head.mem.as<void>(), head.dtype, nullptr, nullptr,
+                        e->dx.as() + i0 * d, false, nullptr, nullptr, nullptr, nullptr, nullptr);
+  }
   LRK_CUDA_SYNC("device engine forward");
   e->host_loss.resize(static_cast<size_t>(n));
   LRK_CUDA_TRY(cudaMemcpy(e->host_loss.data(), e->row_loss.as(), f32_bytes(n), cudaMemcpyDeviceToHost));
@@ -584,9 +611,7 @@ lrk_status run_batch(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_s
   *loss_sum = sum;
   *count = cnt;
   if (!backward) return LRK_OK;
-  // Backward: dlogits → the final norm → each layer from the top.
-  lora_backward_dev(n, d, V, 0, 0.0f, nullptr, nullptr, e->dlogits.as(), head.mem.as<void>(), head.dtype, nullptr,
-                    nullptr, e->dx.as(), false, nullptr, nullptr, nullptr, nullptr, nullptr);
+  // Backward (the head's part ran with the loss): the final norm → each layer from the top.
   rmsnorm_backward_dev(n, d, e->fin.as(), e->norm.as(), e->rstdf.as(), e->dx.as(), e->dres.as(), 0);
   for (int64_t l = c.layers - 1; l >= 0; l--) {
     if (e->recompute) layer_forward(k, l, e->recompute_out.as());  // the activations this layer's backward reads
