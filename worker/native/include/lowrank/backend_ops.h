@@ -102,6 +102,14 @@ LRK_API const lrk_ops* lrk_cuda_ops(void);
    their peak since the last reset (reset = 1 resets the peak after reading). */
 LRK_API void lrk_cuda_gemm_info(char* out, size_t len);
 LRK_API void lrk_cuda_memory(int64_t* current, int64_t* peak, int reset);
+/* Optional: a dense fp32 matrix [rows, cols] (row-major host copy) kept on the device for
+   repeated thin products (the randomized SVD's operator, dense_matrix.cu): apply with
+   trans 0 gives y [rows, l] = M x for x [cols, l]; trans 1 gives y [cols, l] = Mᵀ x for
+   x [rows, l]; host row-major in and out. */
+typedef struct lrk_cuda_matrix lrk_cuda_matrix;
+LRK_API lrk_status lrk_cuda_matrix_create(const float* host, int64_t rows, int64_t cols, lrk_cuda_matrix** out);
+LRK_API lrk_status lrk_cuda_matrix_apply(lrk_cuda_matrix* m, int trans, const float* x, int64_t l, float* y);
+LRK_API void lrk_cuda_matrix_destroy(lrk_cuda_matrix* m);
 
 #ifdef __cplusplus
 }

@@ -66,6 +66,13 @@ struct LinearOperator {
 /** The operator of a dense matrix; m must outlive it (it is referenced, not copied). */
 LinearOperator dense_operator(const Matrix& m);
 
+/** Makes the operator of a dense matrix (m outlives the operator); another backend's (the CUDA one's: M on the device). */
+using DenseOperatorFactory = std::function<LinearOperator(const Matrix&)>;
+/** Installs the factory backend_dense_operator uses (the addon, once, when the CUDA backend is chosen). */
+void set_dense_operator_factory(DenseOperatorFactory f);
+/** The randomized SVDs' operator for m: the installed backend's, else dense_operator(m). */
+LinearOperator backend_dense_operator(const Matrix& m);
+
 struct RandomizedSvdOptions {
   int64_t rank = 0;        // k
   int64_t oversample = 10;  // p; torch.svd_lowrank uses 0

@@ -1,6 +1,7 @@
 // Backend resolution (see backend_select.h): the driver first (the most basic reason a
 // GPU path cannot run), then the library, its ABI version, then a device.
 #include "backend_select.h"
+#include "device_linalg.h"
 
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -82,7 +83,11 @@ void resolve() {
   if (g_info.requested == "cpu") return;
   g_info.reason = try_cuda(&g_info);
   g_info.cuda_available = g_cuda != nullptr;
-  if (g_cuda) g_info.backend = "cuda";
+  if (g_cuda) {
+    g_info.backend = "cuda";
+    // Inside call_once: the symbols come straight from the handle (cuda_symbol would re-enter it).
+    install_device_linalg([](const char* name) { return dlsym(g_lib, name); });
+  }
 }
 
 }  // namespace

@@ -69,7 +69,7 @@ Napi::Value RandomizedSvd(const Napi::CallbackInfo& info) {
     o.niter = static_cast<int>(get_int(env, info[3], "niter"));
     o.seed = get_u64(env, info[4], "seed");
     o.stream = get_u64(env, info[5], "stream");
-    return to_svd(env, randomized_svd(dense_operator(m), o));
+    return to_svd(env, randomized_svd(backend_dense_operator(m), o));
   });
 }
 

@@ -185,7 +185,7 @@ LoraModule merge_svd(const std::string& name, const std::vector<Part>& parts, in
       ro.rank = std::min<int64_t>(k, std::min(mixed.rows, mixed.cols));
       ro.seed = opts.seed;
       ro.stream = stream_id("rsvd:" + name);
-      svd = randomized_svd(dense_operator(mixed), ro);
+      svd = randomized_svd(backend_dense_operator(mixed), ro);
       for (float x : mixed.data) total += static_cast<double>(x) * x;  // ‖M‖², since σ is truncated
     } else {
       svd = svd_thin_f64(mixed);

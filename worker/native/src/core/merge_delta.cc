@@ -170,7 +170,7 @@ DenseFactorResult factor_dense(const Matrix& m, const DenseFactorOptions& o) {
     ro.niter = o.niter;
     ro.seed = o.seed;
     ro.stream = o.stream;
-    svd = randomized_svd(dense_operator(m), ro);
+    svd = randomized_svd(backend_dense_operator(m), ro);
   } else {
     svd = svd_thin_f64(m);
   }

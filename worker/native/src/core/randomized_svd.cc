@@ -21,6 +21,22 @@ LinearOperator dense_operator(const Matrix& m) {
 
 namespace {
 
+DenseOperatorFactory& factory() {
+  static DenseOperatorFactory f;
+  return f;
+}
+
+}  // namespace
+
+void set_dense_operator_factory(DenseOperatorFactory f) { factory() = std::move(f); }
+
+LinearOperator backend_dense_operator(const Matrix& m) {
+  const DenseOperatorFactory& f = factory();
+  return f ? f(m) : dense_operator(m);
+}
+
+namespace {
+
 Matrix orthonormal_basis(const Matrix& y) {
   Matrix q, r;
   qr_thin(y, &q, &r);
