@@ -2,8 +2,8 @@
  * The randomized SVDs of merges and compressions on the CUDA backend (the dense operator's
  * products on the device, src/cuda/dense_matrix.cu + src/addon/device_linalg.cc) against
  * the CPU's: support/device-svd-cases.ts run in two child processes, LOWRANK_BACKEND=cpu and
- * the emulated CUDA library (as backend-emulated.test.ts; on a GPU machine pass
- * LOWRANK_CUDA_LIBRARY unset to use the real one). Tolerances (METHODS §8.1): σ within
+ * the emulated CUDA library (as backend-emulated.test.ts; LOWRANK_DEVICE_TESTS=gpu: the
+ * real library and driver, as scripts/gpu-check runs it). Tolerances (METHODS §8.1): σ within
  * 1e-5·σ1, the rank-k products U diag(σ) Vᵀ and B A rel ≤ 1e-5 (gaps of 0.3·σ_i at the cuts).
  */
 import assert from 'node:assert/strict';
@@ -49,17 +49,24 @@ function product(u: number[], s: number[] | null, vt: number[], rows: number, k:
 test('randomized SVD and randomized factorDense: the CUDA backend (emulated) equals the CPU within tolerance', {
   timeout: 300_000,
 }, async () => {
-  await exec('make', ['--no-print-directory', '-C', join(native, 'src', 'cuda'), 'emu', `OUT=${out}`, '-j', '2']);
-  // FAKE: an empty libcuda.so.1 stands in for the NVIDIA driver, so the addon goes on to load the library.
-  writeFileSync(join(tmp, 'fake.c'), 'int lowrank_fake_nvidia_driver;\n');
-  await exec('cc', ['-shared', '-fPIC', '-o', join(tmp, 'libcuda.so.1'), join(tmp, 'fake.c')]);
+  if (process.env.LOWRANK_DEVICE_TESTS !== 'gpu') {
+    await exec('make', ['--no-print-directory', '-C', join(native, 'src', 'cuda'), 'emu', `OUT=${out}`, '-j', '2']);
+    // FAKE: an empty libcuda.so.1 stands in for the NVIDIA driver, so the addon goes on to load the library.
+    writeFileSync(join(tmp, 'fake.c'), 'int lowrank_fake_nvidia_driver;\n');
+    await exec('cc', ['-shared', '-fPIC', '-o', join(tmp, 'libcuda.so.1'), join(tmp, 'fake.c')]);
+  }
   const cpu = await run({ LOWRANK_BACKEND: 'cpu' });
-  const dev = await run({
-    LOWRANK_BACKEND: 'cuda',
-    LOWRANK_CUDA_LIBRARY: join(out, 'liblowrank_cuda_emu.so'),
-    LD_LIBRARY_PATH: tmp,
-    LOWRANK_CUDA_GEMM: 'tiled',
-  });
+  const gpu = process.env.LOWRANK_DEVICE_TESTS === 'gpu';
+  const dev = await run(
+    gpu
+      ? { LOWRANK_BACKEND: 'cuda' }
+      : {
+          LOWRANK_BACKEND: 'cuda',
+          LOWRANK_CUDA_LIBRARY: join(out, 'liblowrank_cuda_emu.so'),
+          LD_LIBRARY_PATH: tmp,
+          LOWRANK_CUDA_GEMM: 'tiled',
+        },
+  );
   assert.equal(cpu.backend, 'cpu');
   assert.equal(dev.backend, 'cuda');
   assert.equal(cpu.peak, 0);
