@@ -78,11 +78,17 @@ class DeviceBuffer {
   lrk_status alloc(size_t bytes, const void* host = nullptr) {
     counted_free(ptr_, bytes_);
     ptr_ = nullptr;
+    bytes_ = 0;
     LRK_CUDA_TRY(counted_malloc(&ptr_, bytes ? bytes : 1));
     bytes_ = bytes ? bytes : 1;
     if (host && bytes) LRK_CUDA_TRY(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
     return LRK_OK;
   }
+  /**
+   * Grow-only (scratch: the GEMM's converted operands, thin products): keeps the buffer when
+   * it holds `bytes` already. cudaFree waits for the device, so growing is safe with work queued.
+   */
+  lrk_status reserve(size_t bytes) { return ptr_ && bytes <= bytes_ ? LRK_OK : alloc(bytes); }
   lrk_status to_host(void* host, size_t bytes) const {
     if (bytes) LRK_CUDA_TRY(cudaMemcpy(host, ptr_, bytes, cudaMemcpyDeviceToHost));
     return LRK_OK;
@@ -97,32 +103,8 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// A grow-only device buffer (the GEMM's converted operands): reserve() keeps the old one
-// when it is big enough. cudaFree waits for the device, so growing is safe with work queued.
-class Scratch {
- public:
-  Scratch() = default;
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { counted_free(ptr_, bytes_); }
-  lrk_status reserve(size_t bytes) {
-    if (bytes <= bytes_) return LRK_OK;
-    counted_free(ptr_, bytes_);
-    ptr_ = nullptr;
-    bytes_ = 0;
-    LRK_CUDA_TRY(counted_malloc(&ptr_, bytes));
-    bytes_ = bytes;
-    return LRK_OK;
-  }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+// A device buffer used grow-only through reserve().
+using Scratch = DeviceBuffer;
 
 inline size_t f32_bytes(int64_t n) { return static_cast<size_t>(n) * sizeof(float); }
 
