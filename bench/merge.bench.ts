@@ -9,6 +9,10 @@
  *
  *   node bench/merge.bench.ts [--layers 1] [--n 3] [--rank 16] [--combinations cat,linear,svd,ties]
  *                             [--density 0.5] [--spectra-layers 1] [--all-layers 32] [--svd-method exact|randomized]
+ *                             [--torch-device cpu|cuda]
+ *
+ * On a GPU machine (scripts/gpu-check): `--torch-device cuda` puts PEFT's base and factors on the GPU;
+ * ours runs on the resolved backend (with CUDA, the randomized SVDs' products on the device).
  *
  * Needs LOWRANK_PYTHON (scripts/lib/pyenv.sh) and the addon (scripts/build-native).
  * Dense svd types (ties_svd, ...) take minutes per 7B module on both sides: opt in.
@@ -18,6 +22,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { backendInfo } from '../worker/src/native/backend.ts';
 import { reduceRank } from '../worker/src/native/compress.ts';
 import { blasThreads, type LoraModule, philox, spectra } from '../worker/src/native/linalg.ts';
 import { COMBINATION_TYPES, type CombinationType, type MergeInput, mergeAdapters } from '../worker/src/native/merge.ts';
@@ -42,6 +47,7 @@ const { values } = parseArgs({
     'spectra-layers': { type: 'string', default: '1' },
     'all-layers': { type: 'string', default: '32' },
     'svd-method': { type: 'string', default: 'exact' },
+    'torch-device': { type: 'string', default: 'cpu' },
   },
 });
 const layers = Number(values.layers);
@@ -109,6 +115,7 @@ try {
       density,
       spectra_layers: spectraLayers,
       reduce_rank: Math.max(1, rank >> 1),
+      device: values['torch-device'],
     }),
   );
 
@@ -150,10 +157,16 @@ try {
     reduce_s: number;
     peak_rss_mb: number;
     threads: number;
+    device?: string;
+    peak_device_mb?: number;
   };
 
   const fmt = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(3).padStart(9));
   console.log(`machine: ${cpus()[0]?.model ?? '?'} x ${cpus().length}; OpenBLAS threads ${blasThreads()}; torch threads ${peft.threads}`);
+  const backend = backendInfo();
+  console.log(
+    `our backend: ${backend.backend}${backend.device ? ` (${backend.device})` : ''}; PEFT on ${peft.device ?? 'cpu'}${peft.peak_device_mb ? `, peak device ${Math.round(peft.peak_device_mb)} MB` : ''}`,
+  );
   console.log(
     `merge of ${n} adapters, r=${rank}, ${layers} layer(s) x 7 modules of Llama-2-7B shape (${layers * 7} modules); dense svd: ${svdMethod}`,
   );

@@ -31,7 +31,7 @@ PREFIX = "base_model.model."
 class Stack(nn.Module):
     """model.layers.{i}.{self_attn|mlp}.{proj}: only the shapes of a Llama block."""
 
-    def __init__(self, layers, shapes):
+    def __init__(self, layers, shapes, device):
         super().__init__()
         self.model = nn.Module()
         self.model.layers = nn.ModuleList()
@@ -40,7 +40,7 @@ class Stack(nn.Module):
             block.self_attn, block.mlp = nn.Module(), nn.Module()
             for proj, (out_f, in_f) in shapes.items():
                 parent = block.self_attn if proj in ("q_proj", "k_proj", "v_proj", "o_proj") else block.mlp
-                setattr(parent, proj, nn.utils.skip_init(nn.Linear, in_f, out_f, bias=False))
+                setattr(parent, proj, nn.utils.skip_init(nn.Linear, in_f, out_f, bias=False, device=device))
             self.model.layers.append(block)
 
 
@@ -50,8 +50,16 @@ def peak_rss_mb():
 
 def main(d):
     spec = read_json(d, "bench.json")
+    dev = spec.get("device", "cpu")
+    gpu = dev != "cpu"
+
+    def now():  # GPU work is asynchronous: wait for it before reading the clock
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     torch.manual_seed(0)
-    base = Stack(spec["layers"], {k: tuple(v) for k, v in spec["shapes"].items()})
+    base = Stack(spec["layers"], {k: tuple(v) for k, v in spec["shapes"].items()}, dev)
     pm = None
     for a in spec["adapters"]:
         cfg = LoraConfig(r=a["r"], lora_alpha=a["alpha"], target_modules=list(spec["shapes"]), init_lora_weights=False)
@@ -60,38 +68,41 @@ def main(d):
         else:
             pm.add_adapter(a["name"], cfg)
     layers = {n[len(PREFIX) :]: m for n, m in pm.named_modules() if isinstance(m, LoraLayer)}
-    t0 = time.perf_counter()
+    t0 = now()
     with torch.no_grad():
         for a in spec["adapters"]:
             for name, m in a["modules"].items():
                 layers[name].lora_A[a["name"]].weight.copy_(torch.from_numpy(load(d, m["A"])))
                 layers[name].lora_B[a["name"]].weight.copy_(torch.from_numpy(load(d, m["B"])))
-    out = {"load_s": time.perf_counter() - t0, "rss_after_load_mb": peak_rss_mb(), "merge_s": {}, "threads": torch.get_num_threads()}
+    out = {"load_s": now() - t0, "rss_after_load_mb": peak_rss_mb(), "merge_s": {}, "threads": torch.get_num_threads()}
     names = [a["name"] for a in spec["adapters"]]
     for c in spec["combinations"]:
         kwargs = {"density": spec.get("density")} if c not in ("cat", "linear", "svd") else {}
-        t0 = time.perf_counter()
+        t0 = now()
         with torch.no_grad():
             pm.add_weighted_adapter(names, spec["weights"], f"m_{c}", combination_type=c, **kwargs)
-        out["merge_s"][c] = time.perf_counter() - t0
+        out["merge_s"][c] = now() - t0
         pm.delete_adapter(f"m_{c}")
     spectra_names = [n for n in layers if int(n.split(".")[2]) < spec["spectra_layers"]]
-    t0 = time.perf_counter()
+    t0 = now()
     with torch.no_grad():
         for n in spectra_names:
             torch.linalg.svdvals(layers[n].get_delta_weight(names[0]))
-    out["spectra_s"] = time.perf_counter() - t0
+    out["spectra_s"] = now() - t0
     out["spectra_modules"] = len(spectra_names)
     # Rank reduction of the same modules: randomized SVD of the dense delta, re-factored balanced.
     k = spec["reduce_rank"]
-    t0 = time.perf_counter()
+    t0 = now()
     with torch.no_grad():
         for n in spectra_names:
             u, sv, v = torch.svd_lowrank(layers[n].get_delta_weight(names[0]), q=k + 10, niter=4)
             root = sv[:k].sqrt()
             _b, _a = u[:, :k] * root, (v[:, :k] * root).T.contiguous()
-    out["reduce_s"] = time.perf_counter() - t0
+    out["reduce_s"] = now() - t0
     out["peak_rss_mb"] = peak_rss_mb()
+    if gpu:
+        out["device"] = torch.cuda.get_device_name(0)
+        out["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))
 
 
