@@ -3,10 +3,10 @@
  * hidden 2048, intermediate 8192, 32 heads, 8 KV heads, 16 layers, tied embeddings),
  * random weights.
  *
- *  1. LoRA hot path: forward + backward of the seven adapted projections of one layer
+ *  (printed second) 1. LoRA hot path: forward + backward of the seven adapted projections of one layer
  *     (bf16 W, rank r, given output gradients), ours device-resident
  *     (lrk_cuda_bench_lora_layer) vs PEFT's LoRA Linear layers: ms, tokens/s, memory held.
- *  2. Full training step (forward, loss, backward, AdamW) of the same random bf16 model
+ *  (printed first) 2. Full training step (forward, loss, backward, AdamW) of the same random bf16 model
  *     (peft_cuda_bench.py save writes it; both sides load it), LoRA r on all seven
  *     projections, rows × seq tokens: ours on the device engine (TrainModel.useDevice, the
  *     job's path) vs PyTorch + PEFT: tokens/s, peak device memory, ratio.
@@ -97,27 +97,7 @@ const mib = (b: number) => Math.round(b / 2 ** 20);
 const rate = (tokens: number, ms: number) => Math.round(tokens / (ms / 1000));
 console.log(`device: ${info.device}; GEMMs: ${info.gemm ?? 'unknown'}; torch on ${torchDevice}`);
 
-if (values.only !== 'model') {
-  const shape = {
-    tokens: num('tokens'),
-    hidden: num('hidden'),
-    intermediate: num('intermediate'),
-    qDim: num('heads') * num('head-dim'),
-    kvDim: num('kv-heads') * num('head-dim'),
-    rank: num('rank'),
-    iters: num('iters'),
-  };
-  const bench = loadNative().cudaBenchLoraLayer as (a: typeof shape) => { msPerIter: number; bytesHeld: number };
-  const ours = bench(shape);
-  const theirs = peft('layer', shape);
-  const theirsMs = Number(theirs.msPerIter);
-  console.log(`torch ${theirs.torch} on ${theirs.device}`);
-  console.log(`LoRA layer fwd+bwd, ${shape.tokens} tokens, r ${shape.rank}, bf16 W:`);
-  console.log(`  ours ${ours.msPerIter.toFixed(2)} ms (${rate(shape.tokens, ours.msPerIter)} tokens/s), ${mib(ours.bytesHeld)} MiB`);
-  console.log(`  PEFT ${theirsMs.toFixed(2)} ms (${rate(shape.tokens, theirsMs)} tokens/s), ${mib(Number(theirs.bytesHeld))} MiB`);
-  console.log(`  ratio (PEFT time / ours): ${(theirsMs / ours.msPerIter).toFixed(2)}`);
-}
-
+// The full step first: deviceBytesPeak, read right after it, is then the step's own peak.
 if (values.only !== 'layer') {
   const rows = num('rows');
   const seq = num('seq');
@@ -141,6 +121,7 @@ if (values.only !== 'layer') {
     const ours = await oursTraining(dir, rows, seq, steps);
     const theirs = peft('model', { ...model, dir });
     const theirsRate = Number(theirs.tokensPerSecond);
+    console.log(`torch ${theirs.torch} on ${theirs.device}`);
     console.log(`full training step, ${rows}×${seq} tokens, LoRA r ${num('rank')} on q/k/v/o/gate/up/down, AdamW:`);
     console.log(
       `  ours (${ours.precision}${values.recompute ? ', recompute' : ''}) ${Math.round(ours.tokensPerSecond)} tokens/s (${ours.msPerStep.toFixed(1)} ms/step), peak ${mib(ours.peakBytes)} MiB`,
@@ -149,11 +130,31 @@ if (values.only !== 'layer') {
       `  PEFT (bf16) ${Math.round(theirsRate)} tokens/s (${Number(theirs.msPerStep).toFixed(1)} ms/step), peak ${mib(Number(theirs.peakBytes))} MiB`,
     );
     console.log(
-      `  ratio (ours tokens/s / PEFT): ${(ours.tokensPerSecond / theirsRate).toFixed(2)}; memory (ours / PEFT): ${(ours.peakBytes / Math.max(1, Number(theirs.peakBytes))).toFixed(2)}`,
+      `  ratio (ours tokens/s / PEFT): ${(ours.tokensPerSecond / theirsRate).toFixed(2)}; memory (ours / PEFT): ${Number(theirs.peakBytes) > 0 ? (ours.peakBytes / Number(theirs.peakBytes)).toFixed(2) : 'n/a (torch on the CPU)'}`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+if (values.only !== 'model') {
+  const shape = {
+    tokens: num('tokens'),
+    hidden: num('hidden'),
+    intermediate: num('intermediate'),
+    qDim: num('heads') * num('head-dim'),
+    kvDim: num('kv-heads') * num('head-dim'),
+    rank: num('rank'),
+    iters: num('iters'),
+  };
+  const bench = loadNative().cudaBenchLoraLayer as (a: typeof shape) => { msPerIter: number; bytesHeld: number };
+  const ours = bench(shape);
+  const theirs = peft('layer', shape);
+  const theirsMs = Number(theirs.msPerIter);
+  console.log(`LoRA layer fwd+bwd, ${shape.tokens} tokens, r ${shape.rank}, bf16 W:`);
+  console.log(`  ours ${ours.msPerIter.toFixed(2)} ms (${rate(shape.tokens, ours.msPerIter)} tokens/s), ${mib(ours.bytesHeld)} MiB`);
+  console.log(`  PEFT ${theirsMs.toFixed(2)} ms (${rate(shape.tokens, theirsMs)} tokens/s), ${mib(Number(theirs.bytesHeld))} MiB`);
+  console.log(`  ratio (PEFT time / ours): ${(theirsMs / ours.msPerIter).toFixed(2)}`);
 }
 
 /** Our training step on the device engine, as a train job runs it: load, adapter, useDevice, timed steps. */
