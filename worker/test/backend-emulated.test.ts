@@ -38,7 +38,15 @@ function emulated(): Promise<NodeJS.ProcessEnv> {
     await exec('cc', ['-shared', '-fPIC', '-o', join(tmp, 'libcuda.so.1'), join(tmp, 'fake.c')]);
     const env: NodeJS.ProcessEnv = { ...process.env, LOWRANK_BACKEND: 'cuda', LOWRANK_CUDA_LIBRARY: emuLib, LD_LIBRARY_PATH: tmp };
     delete env.NODE_TEST_CONTEXT; // else the child speaks the runner's internal protocol, not TAP
-    for (const k of ['LOWRANK_CUBLAS_LIBRARY', 'LOWRANK_CUDA_GEMM', 'LOWRANK_CUDA_MATMUL', 'LOWRANK_CUDA_GEMM_SCRATCH']) delete env[k];
+    for (const k of [
+      'LOWRANK_CUBLAS_LIBRARY',
+      'LOWRANK_CUDA_GEMM',
+      'LOWRANK_CUDA_MATMUL',
+      'LOWRANK_CUDA_GEMM_SCRATCH',
+      'LOWRANK_CUSOLVER_LIBRARY',
+      'LOWRANK_CUDA_SVD',
+    ])
+      delete env[k];
     return env;
   })();
   return built;
@@ -77,6 +85,11 @@ test('settings: a required cuBLAS that does not load, or a bad setting, make the
     [{ LOWRANK_CUDA_GEMM: 'fast' }, /LOWRANK_CUDA_GEMM must be one of auto, cublas, tiled, got "fast"/],
     [{ LOWRANK_CUDA_MATMUL: 'fp8' }, /LOWRANK_CUDA_MATMUL must be one of fp32, tf32, bf16, got "fp8"/],
     [{ ...CUBLAS, LOWRANK_CUDA_GEMM_SCRATCH: '10' }, /LOWRANK_CUDA_GEMM_SCRATCH must be a number of elements >= 64/],
+    [
+      { LOWRANK_CUDA_SVD: 'cusolver', LOWRANK_CUSOLVER_LIBRARY: '/nonexistent/libcusolver.so' },
+      /cuSOLVER not found .*LOWRANK_CUDA_SVD=cusolver/,
+    ],
+    [{ LOWRANK_CUDA_SVD: 'gpu' }, /LOWRANK_CUDA_SVD must be one of auto, cusolver, cpu, got "gpu"/],
   ] as const) {
     const env = { ...base, ...extra, LOWRANK_BACKEND: 'auto' };
     const info = JSON.parse((await exec(process.execPath, ['--input-type=module', '-e', probe], { env })).stdout);
@@ -88,6 +101,19 @@ test('settings: a required cuBLAS that does not load, or a bad setting, make the
   const info = JSON.parse((await exec(process.execPath, ['--input-type=module', '-e', probe], { env })).stdout);
   assert.equal(info.backend, 'cuda');
   assert.match(info.gemm, /^tiled kernel, fp32 \(cuBLAS not found \(.*\/nonexistent\/libcublas\.so.*\); install it/);
+  // likewise the exact SVDs stay on LAPACK without cuSOLVER, or when told to, and say why
+  for (const [extra, svd] of [
+    [
+      { LOWRANK_CUSOLVER_LIBRARY: '/nonexistent/libcusolver.so' },
+      /^cpu LAPACK \(cuSOLVER not found \(.*\/nonexistent\/libcusolver\.so.*\); install it/,
+    ],
+    [{ LOWRANK_CUDA_SVD: 'cpu', LOWRANK_CUSOLVER_LIBRARY: join(out, 'libcusolver_emu.so') }, /^cpu LAPACK \(LOWRANK_CUDA_SVD=cpu\)$/],
+    [{ LOWRANK_CUSOLVER_LIBRARY: join(out, 'libcusolver_emu.so') }, /^cuSOLVER 0\.0\.0 gesvd, fp64 \(.*libcusolver_emu\.so\)$/],
+  ] as const) {
+    const i = JSON.parse((await exec(process.execPath, ['--input-type=module', '-e', probe], { env: { ...base, ...extra } })).stdout);
+    assert.equal(i.backend, 'cuda');
+    assert.match(i.svd, svd);
+  }
 });
 
 async function suite(env: NodeJS.ProcessEnv): Promise<void> {

@@ -99,6 +99,10 @@ describe('lora-worker run', () => {
     );
     assert.equal(v.methodMetadata.density, 0.5);
     assert.deepEqual(v.methodMetadata.labels, { team: 'support' });
+    // What computed it (METHODS §8.2): the core, the backend (this machine has no GPU) and the CPU BLAS.
+    assert.match(v.methodMetadata.compute.core, /^\d+\.\d+\.\d+$/);
+    assert.equal(v.methodMetadata.compute.backend, 'cpu');
+    assert.match(v.methodMetadata.compute.blas, /OpenBLAS/);
     // Progress went to stdout as JSON lines.
     const events = res.stdout
       .trim()

@@ -21,6 +21,8 @@ export interface BackendInfo {
   library?: string;
   /** When CUDA runs: what runs its GEMMs (cuBLAS and its version and matmul precision, or the tiled kernel and why). */
   gemm?: string;
+  /** When CUDA runs: what runs the exact SVDs of merges and compressions (cuSOLVER and its version, or the CPU's LAPACK and why). */
+  svd?: string;
   /** When CUDA runs: device bytes the CUDA library holds now, and their peak so far (cudaMalloc'd buffers only). */
   deviceBytes?: number;
   deviceBytesPeak?: number;

@@ -17,6 +17,7 @@ import { runGenerate } from '../generate/generate-job.ts';
 import { runTrainGenerator } from '../generate/train-generator-job.ts';
 import { runTransfer } from '../transfer/transfer-job.ts';
 import { runCompress } from './compress-job.ts';
+import { computeRecord } from './compute-record.ts';
 import { runMerge } from './merge-job.ts';
 import { publish, type VersionRef } from './output.ts';
 import { Reporter } from './reporter.ts';
@@ -80,7 +81,7 @@ export async function runJob(resource: JobResource, options: RunOptions): Promis
     const spec = resource.spec as { output: Parameters<typeof publish>[2] };
     const output = await publish(client, outcome.dir, spec.output, outcome.baseModel, {
       method: outcome.method,
-      methodMetadata: outcome.methodMetadata,
+      methodMetadata: { ...outcome.methodMetadata, compute: computeRecord() },
       metrics: outcome.metrics,
       lineage: outcome.lineage,
       ...(options.jobId ? { jobId: options.jobId } : {}),

@@ -1,13 +1,18 @@
 /**
  * Run by device-svd.test.ts in a child process whose backend is fixed (LOWRANK_BACKEND):
- * the randomized SVDs merges and compressions use (linalg.randomizedSvd, delta.factorDense
- * with `randomized`), on one matrix with a decaying spectrum. Prints one JSON line: the
- * backend, the device bytes at peak (> 0 only when the products ran on the device), and
- * the results.
+ * the SVDs merges and compressions use, on matrices with decaying spectra:
+ * - randomized (linalg.randomizedSvd, delta.factorDense with `randomized`) on M [90, 70];
+ * - exact in double (linalg.svd f64: cuSOLVER on the device for 2^16 elements or more) on a
+ *   small matrix first (it stays on LAPACK: the device peak must still be 0 after it), then
+ *   a wide [260, 300] and a tall [300, 260] one, factorDense's energy rule, and a ties_svd merge
+ *   of two adapters whose dense delta is [300, 260].
+ * Prints one JSON line: the backend, the device bytes at peak after the small SVD and at
+ * the end, and the results.
  */
 import { backendInfo } from '../../src/native/backend.ts';
 import { factorDense } from '../../src/native/delta.ts';
-import { gemm, type Matrix, philox, randomizedSvd } from '../../src/native/linalg.ts';
+import { svd as exactSvd, gemm, type Matrix, philox, randomizedSvd, type SvdResult } from '../../src/native/linalg.ts';
+import { mergeAdapters } from '../../src/native/merge.ts';
 
 const normal = (rows: number, cols: number, stream: number): Matrix => ({
   rows,
@@ -23,6 +28,27 @@ const m = gemm(u, v);
 const noise = philox(11, 3, 90 * 70, 'normal') as Float32Array;
 for (let i = 0; i < m.data.length; i++) m.data[i] = (m.data[i] as number) + 1e-4 * (noise[i] as number);
 
+// [rows, cols] Gaussian with column j scaled by 0.98^j: distinct, decaying singular values.
+function decaying(rows: number, cols: number, stream: number): Matrix {
+  const x = normal(rows, cols, stream);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) x.data[i * cols + j] = (x.data[i * cols + j] as number) * 0.98 ** j;
+  return x;
+}
+const plain = (r: SvdResult) => ({ u: Array.from(r.u.data), s: Array.from(r.s), vt: Array.from(r.vt.data) });
+
+const small = exactSvd(decaying(10, 8, 20), { precision: 'f64' });
+const peakSmall = backendInfo().deviceBytesPeak ?? 0;
+const wide = exactSvd(decaying(260, 300, 21), { precision: 'f64' });
+const tall = exactSvd(decaying(300, 260, 22), { precision: 'f64' });
+const energy = factorDense(decaying(260, 300, 23), { energy: 0.9 });
+const adapter = (stream: number) => ({
+  modules: {
+    'layers.0.mlp.down_proj': { r: 8, in: 260, out: 300, scale: 2, A: normal(8, 260, stream).data, B: normal(300, 8, stream + 1).data },
+  },
+});
+const merged = await mergeAdapters([adapter(30), adapter(32)], { combination: 'ties_svd', weights: [0.6, 0.9], density: 0.5, svdRank: 6 });
+const mm = merged.modules['layers.0.mlp.down_proj'];
+
 const svd = randomizedSvd(m, { rank: 6, oversample: 4, niter: 2, seed: 5 });
 const factor = factorDense(m, { rank: 5, randomized: true, oversample: 6, niter: 3, seed: 9, purpose: 'rsvd:test' });
 const info = backendInfo();
@@ -30,6 +56,20 @@ console.log(
   JSON.stringify({
     backend: info.backend,
     peak: info.deviceBytesPeak ?? 0,
+    peakSmall,
+    svdInfo: info.svd ?? null,
+    exact: {
+      small: plain(small),
+      wide: plain(wide),
+      tall: plain(tall),
+      energy: { A: Array.from(energy.module.A), B: Array.from(energy.module.B), sigma: Array.from(energy.sigma), r: energy.module.r },
+      merge: {
+        A: Array.from(mm?.A ?? []),
+        B: Array.from(mm?.B ?? []),
+        r: mm?.r,
+        retained: merged.info['layers.0.mlp.down_proj']?.retainedEnergy,
+      },
+    },
     m: Array.from(m.data),
     svd: { u: Array.from(svd.u.data), s: Array.from(svd.s), vt: Array.from(svd.vt.data) },
     factor: { A: Array.from(factor.module.A), B: Array.from(factor.module.B), sigma: Array.from(factor.sigma) },

@@ -110,6 +110,12 @@ typedef struct lrk_cuda_matrix lrk_cuda_matrix;
 LRK_API lrk_status lrk_cuda_matrix_create(const float* host, int64_t rows, int64_t cols, lrk_cuda_matrix** out);
 LRK_API lrk_status lrk_cuda_matrix_apply(lrk_cuda_matrix* m, int trans, const float* x, int64_t l, float* y);
 LRK_API void lrk_cuda_matrix_destroy(lrk_cuda_matrix* m);
+/* Optional: the exact thin SVD in double (svd.cu, cuSOLVER gesvd) of M [rows, cols] (fp32,
+   row-major, host): U [rows, k], s [k] descending, Vt [k, cols] in fp32, k = min(rows, cols),
+   before the sign rule (the caller's). lrk_cuda_svd_info says what runs the SVDs and
+   answers 1 when cuSOLVER is in use (else the SVDs stay on LAPACK). */
+LRK_API int lrk_cuda_svd_info(char* out, size_t len);
+LRK_API lrk_status lrk_cuda_svd_f64(const float* m, int64_t rows, int64_t cols, float* u, float* s, float* vt);
 
 #ifdef __cplusplus
 }

@@ -52,6 +52,15 @@ Svd svd_thin(const Matrix& m);
  */
 Svd svd_thin_f64(const Matrix& m);
 
+/**
+ * Another backend's svd_thin_f64 (the CUDA one's: cuSOLVER in double): fills U, s, Vt
+ * (before the sign rule) and answers true, or answers false to leave m to LAPACK (too
+ * small to be worth the trip). Throws on a device error.
+ */
+using SvdF64Provider = std::function<bool(const Matrix&, Svd*)>;
+/** Installs the provider svd_thin_f64 tries first (the addon, once, when the CUDA backend is chosen). */
+void set_svd_f64_provider(SvdF64Provider f);
+
 /** Flips (u_i, v_i) so the largest-|.| entry of u_i is positive (lowest index on ties). */
 void apply_sign_rule(Svd* svd);
 

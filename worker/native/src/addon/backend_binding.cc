@@ -336,6 +336,11 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
         gemm(buf, sizeof buf);
         o.Set("gemm", std::string(buf));
       }
+      if (auto svd = reinterpret_cast<int (*)(char*, size_t)>(cuda_symbol("lrk_cuda_svd_info"))) {
+        char buf[512] = {0};
+        svd(buf, sizeof buf);
+        o.Set("svd", std::string(buf));
+      }
       if (auto mem = reinterpret_cast<void (*)(int64_t*, int64_t*, int)>(cuda_symbol("lrk_cuda_memory"))) {
         int64_t now = 0, peak = 0;
         mem(&now, &peak, 0);

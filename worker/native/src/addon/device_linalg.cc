@@ -1,10 +1,17 @@
-// Randomized SVDs on the CUDA backend (merges, compressions, linalg.randomizedSvd): the
-// dense operator's products run on the device (lrk_cuda_matrix_*: M uploaded once, each
-// product moves only the thin [·, l] operand and result); the thin QRs and the small SVD
-// stay on the host, as on the CPU. Installed once, when the CUDA backend is chosen.
+// The SVDs of merges and compressions on the CUDA backend, installed once when it is chosen:
+// - randomized (svd.algorithm: randomized, factorDense randomized, linalg.randomizedSvd):
+//   the dense operator's products run on the device (lrk_cuda_matrix_*: M uploaded once,
+//   each product moves only the thin [·, l] operand and result); the thin QRs and the small
+//   SVD stay on the host, as on the CPU;
+// - exact (svd_thin_f64: the default of merges, compressions, factorDense, linalg.svd f64):
+//   cuSOLVER's gesvd in double (lrk_cuda_svd_f64) for matrices of kSvdMinElements or more,
+//   when the library has cuSOLVER in use; smaller ones stay on LAPACK.
+// Device calls are serialised: merges run on libuv workers, and cuBLAS/cuSOLVER handles
+// and the library's scratch are not for concurrent use.
 #include "device_linalg.h"
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "lowrank/backend_ops.h"
@@ -14,11 +21,21 @@
 namespace lowrank::addon {
 namespace {
 
+// Below this many elements (256 × 256) the upload and launches cost more than LAPACK's SVD.
+constexpr int64_t kSvdMinElements = int64_t{1} << 16;
+
+std::mutex& device_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 struct Fns {
   lrk_status (*create)(const float*, int64_t, int64_t, lrk_cuda_matrix**);
   lrk_status (*apply)(lrk_cuda_matrix*, int, const float*, int64_t, float*);
   void (*destroy)(lrk_cuda_matrix*);
   const char* (*last_error)();
+  int (*svd_info)(char*, size_t);
+  lrk_status (*svd_f64)(const float*, int64_t, int64_t, float*, float*, float*);
 };
 
 void check(const Fns& f, lrk_status s) {
@@ -35,9 +52,20 @@ bool install_device_linalg(void* (*symbol)(const char* name)) {
   f.apply = reinterpret_cast<decltype(f.apply)>(symbol("lrk_cuda_matrix_apply"));
   f.destroy = reinterpret_cast<decltype(f.destroy)>(symbol("lrk_cuda_matrix_destroy"));
   f.last_error = reinterpret_cast<decltype(f.last_error)>(symbol("lrk_cuda_last_error"));
+  f.svd_info = reinterpret_cast<decltype(f.svd_info)>(symbol("lrk_cuda_svd_info"));
+  f.svd_f64 = reinterpret_cast<decltype(f.svd_f64)>(symbol("lrk_cuda_svd_f64"));
+  if (f.svd_info && f.svd_f64 && f.svd_info(nullptr, 0) == 1) {
+    set_svd_f64_provider([f](const Matrix& m, Svd* out) {
+      if (m.rows * m.cols < kSvdMinElements) return false;
+      std::lock_guard<std::mutex> lock(device_mutex());
+      check(f, f.svd_f64(m.ptr(), m.rows, m.cols, out->u.ptr(), out->s.data(), out->vt.ptr()));
+      return true;
+    });
+  }
   if (!f.create || !f.apply || !f.destroy) return false;  // an older library: the CPU operator stays
   set_dense_operator_factory([f](const Matrix& m) {
     lrk_cuda_matrix* h = nullptr;
+    std::lock_guard<std::mutex> lock(device_mutex());
     check(f, f.create(m.ptr(), m.rows, m.cols, &h));
     std::shared_ptr<lrk_cuda_matrix> mat(h, f.destroy);
     LinearOperator op;
@@ -45,11 +73,13 @@ bool install_device_linalg(void* (*symbol)(const char* name)) {
     op.cols = m.cols;
     op.apply = [f, mat, rows = m.rows](const Matrix& x) {
       Matrix y(rows, x.cols);
+      std::lock_guard<std::mutex> lock(device_mutex());
       check(f, f.apply(mat.get(), 0, x.ptr(), x.cols, y.ptr()));
       return y;
     };
     op.apply_t = [f, mat, cols = m.cols](const Matrix& x) {
       Matrix y(cols, x.cols);
+      std::lock_guard<std::mutex> lock(device_mutex());
       check(f, f.apply(mat.get(), 1, x.ptr(), x.cols, y.ptr()));
       return y;
     };

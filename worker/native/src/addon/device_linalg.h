@@ -1,9 +1,13 @@
-// The CUDA backend's dense operator for the core's randomized SVDs (device_linalg.cc).
+// The CUDA backend's SVDs for the core (device_linalg.cc): the randomized SVDs' dense
+// operator, and the exact SVDs on cuSOLVER.
 #pragma once
 
 namespace lowrank::addon {
 
-/** Routes backend_dense_operator to the device; false when the library (symbols from `symbol`) lacks lrk_cuda_matrix_*. */
+/**
+ * Routes backend_dense_operator to the device, and svd_thin_f64 too when the library has
+ * cuSOLVER in use; false when the library (symbols from `symbol`) lacks lrk_cuda_matrix_*.
+ */
 bool install_device_linalg(void* (*symbol)(const char* name));
 
 }  // namespace lowrank::addon

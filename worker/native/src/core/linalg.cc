@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "lowrank/error.h"
 
@@ -141,13 +142,29 @@ Svd svd_thin(const Matrix& m) {
   return out;
 }
 
+namespace {
+
+SvdF64Provider& svd_provider() {
+  static SvdF64Provider f;
+  return f;
+}
+
+}  // namespace
+
+void set_svd_f64_provider(SvdF64Provider f) { svd_provider() = std::move(f); }
+
 // As svd_thin, in double: M [m, n] (fp32) -> U, s, Vt rounded to fp32, sign rule applied.
+// The installed backend's (cuSOLVER) when it takes m, else LAPACK's.
 Svd svd_thin_f64(const Matrix& m) {
   check_lapack_size(m, "svd");
   check_finite(m, "svd");
   int64_t rows = m.rows, cols = m.cols, k = std::min(rows, cols);
   Svd out{Matrix(rows, k), std::vector<float>(static_cast<size_t>(k)), Matrix(k, cols)};
   if (k == 0) return out;
+  if (const SvdF64Provider& provider = svd_provider(); provider && provider(m, &out)) {
+    apply_sign_rule(&out);
+    return out;
+  }
   std::vector<double> a(m.data.begin(), m.data.end()), s(static_cast<size_t>(k));
   std::vector<double> u(static_cast<size_t>(rows * k)), vt(static_cast<size_t>(k * cols));
   lapack_int lr = static_cast<lapack_int>(rows), lc = static_cast<lapack_int>(cols), lk = static_cast<lapack_int>(k);

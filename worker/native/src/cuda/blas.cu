@@ -6,15 +6,13 @@
 // type) is converted into a grow-only scratch buffer, k-chunked so that buffer stays small.
 #include "blas.cuh"
 
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
-#include <initializer_list>
 #include <type_traits>
 
 #include "blas_api.h"
+#include "settings.cuh"
 #include "widen.cuh"
 
 namespace lowrank::cuda {
@@ -48,40 +46,15 @@ int64_t g_scratch_elems = int64_t{1} << 26;
 
 const char* matmul_name(Matmul m) { return m == Matmul::fp32 ? "fp32" : m == Matmul::tf32 ? "tf32" : "bf16"; }
 
-lrk_status setting(const char* name, const char* def, std::initializer_list<const char*> allowed, std::string* out) {
-  const char* v = std::getenv(name);
-  *out = v && *v ? v : def;
-  for (const char* a : allowed)
-    if (*out == a) return LRK_OK;
-  std::string list;
-  for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
-  return fail(LRK_INVALID_ARGUMENT, std::string(name) + " must be one of " + list + ", got \"" + *out + "\"");
-}
-
 std::string load(Blas& g) {
-  const char* env = std::getenv("LOWRANK_CUBLAS_LIBRARY");
   std::string tried;
-  void* lib = nullptr;
-  for (const char* name : {env && *env ? env : "libcublas.so.13", env && *env ? "" : "libcublas.so.12"}) {
-    if (!*name) continue;
-    lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (lib) {
-      g.library = name;
-      break;
-    }
-    const char* e = dlerror();
-    tried += std::string(tried.empty() ? "" : "; ") + (e ? e : name);
-  }
+  void* lib = open_first("LOWRANK_CUBLAS_LIBRARY", {"libcublas.so.13", "libcublas.so.12"}, &g.library, &tried);
   if (!lib) return "cuBLAS not found (" + tried + "); install it (pip install nvidia-cublas) and set LOWRANK_CUBLAS_LIBRARY";
   g.create = reinterpret_cast<cublasCreate_fn>(dlsym(lib, "cublasCreate_v2"));
   g.set_math = reinterpret_cast<cublasSetMathMode_fn>(dlsym(lib, "cublasSetMathMode"));
   g.gemm_ex = reinterpret_cast<cublasGemmEx_fn>(dlsym(lib, "cublasGemmEx"));
   if (!g.create || !g.set_math || !g.gemm_ex) return g.library + " lacks cublasCreate_v2/cublasSetMathMode/cublasGemmEx";
-  // cublasGetProperty(MAJOR_VERSION = 0 | MINOR = 1 | PATCH = 2) needs no context.
-  auto prop = reinterpret_cast<cublasStatus_t (*)(int, int*)>(dlsym(lib, "cublasGetProperty"));
-  int v[3] = {0, 0, 0};
-  if (prop && prop(0, &v[0]) == 0 && prop(1, &v[1]) == 0 && prop(2, &v[2]) == 0)
-    g.version = std::to_string(v[0]) + "." + std::to_string(v[1]) + "." + std::to_string(v[2]);
+  g.version = library_version(lib, "cublasGetProperty");
   return "";
 }
 

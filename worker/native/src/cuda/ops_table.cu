@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "blas.cuh"
+#include "solver.cuh"
 #include "common.cuh"
 #include "cuda_ops.h"
 
@@ -73,7 +74,7 @@ extern "C" int lrk_cuda_probe(char* device_name, size_t name_len, char* why, siz
   copy_out(device_name, name_len,
            std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + "; driver CUDA " +
                ver(driver) + ", runtime " + ver(runtime) + ")");
-  if (lowrank::cuda::blas_init() != LRK_OK) {
+  if (lowrank::cuda::blas_init() != LRK_OK || lowrank::cuda::solver_init() != LRK_OK) {
     copy_out(why, why_len, lowrank::cuda::last_error_slot());
     return static_cast<int>(cudaErrorNotSupported);
   }
