@@ -45,6 +45,7 @@ interface Result {
     tall: Plain;
     energy: { A: number[]; B: number[]; sigma: number[]; r: number };
     merge: { A: number[]; B: number[]; r: number; retained: number };
+    dense: Record<string, { ba: number[]; r: number; retained: number | null }>;
   };
   m: number[];
   svd: { u: number[]; s: number[]; vt: number[] };
@@ -166,4 +167,23 @@ test('exact SVDs in double (cuSOLVER, emulated): wide, tall, factorDense energy 
   assert.ok(eEnergy <= 1e-5 && eFactor <= 1e-5, `factorDense energy: σ ${eEnergy}, B A ${eFactor}`);
   assert.ok(eMerge <= 1e-5, `ties_svd merge B A rel ${eMerge}`);
   assert.ok(Math.abs(dev.exact.merge.retained - cpu.exact.merge.retained) <= 1e-6, 'retained energy');
+});
+
+test('the dense stage of svd-type merges on the device (emulated): every combination equals the CPU', { timeout: 300_000 }, async () => {
+  const [cpu, dev] = await both();
+  const names = Object.keys(cpu.exact.dense);
+  assert.equal(names.length, 8);
+  const measured: string[] = [];
+  for (const name of names) {
+    const c = cpu.exact.dense[name];
+    const d = dev.exact.dense[name];
+    assert.ok(c && d, name);
+    assert.equal(d.r, c.r, `${name}: rank`);
+    const e = entrywise(d.ba, c.ba);
+    measured.push(`${name} ${e.toExponential(1)}`);
+    // full-rank cases: B A is the combined matrix (deltas, pruning, combination) through the exact SVD
+    assert.ok(e <= 1e-5, `${name}: merged ΔW rel ${e}`);
+    if (c.retained !== null) assert.ok(Math.abs((d.retained ?? Number.NaN) - c.retained) <= 1e-6, `${name}: retained energy`);
+  }
+  console.log(`# measured merged ΔW entrywise rel: ${measured.join(', ')}`);
 });

@@ -49,6 +49,67 @@ const adapter = (stream: number) => ({
 const merged = await mergeAdapters([adapter(30), adapter(32)], { combination: 'ties_svd', weights: [0.6, 0.9], density: 0.5, svdRank: 6 });
 const mm = merged.modules['layers.0.mlp.down_proj'];
 
+// The dense stage of PEFT's svd-type merges (deltas, pruning, combination) at full rank, so
+// the merged B A is the combined matrix itself: every combination, both sign methods,
+// explicit DARE masks, the randomized SVD (the combined matrix comes back to the host), and
+// integer factors whose deltas hold many equal magnitudes (the threshold falls inside a tie
+// group: the lowest indices are kept).
+const MOD = 'layers.1.self_attn.o_proj';
+const integer = (stream: number, rows: number, cols: number): Float32Array => {
+  const u = philox(11, stream, rows * cols, 'u32') as Uint32Array;
+  return Float32Array.from(u, (x) => (x % 5) - 2);
+};
+const dense = (stream: number, ints = false) => ({
+  modules: {
+    [MOD]: {
+      r: 4,
+      in: 260,
+      out: 300,
+      scale: 0.5,
+      A: ints ? integer(stream, 4, 260) : normal(4, 260, stream).data,
+      B: ints ? integer(stream + 1, 300, 4) : normal(300, 4, stream + 1).data,
+    },
+  },
+});
+const maskBytes = (stream: number) => Uint8Array.from(philox(11, stream, 300 * 260, 'u32') as Uint32Array, (x) => (x % 3 === 0 ? 0 : 1));
+const full = { svdRank: 260, seed: 77 };
+const denseCases: Record<string, [ReturnType<typeof dense>[], Parameters<typeof mergeAdapters>[1]]> = {
+  ties_total: [[dense(40), dense(42), dense(44)], { combination: 'ties_svd', weights: [0.5, 1, -0.7], density: 0.4, ...full }],
+  ties_frequency: [
+    [dense(40), dense(42), dense(44)],
+    { combination: 'ties_svd', weights: [0.5, 1, 0.7], density: 0.3, majoritySignMethod: 'frequency', ...full },
+  ],
+  ties_integer_ties: [[dense(50, true), dense(52, true)], { combination: 'ties_svd', weights: [0.6, 0.9], density: 0.5, ...full }],
+  magnitude_integer_ties: [
+    [dense(54, true), dense(56, true)],
+    { combination: 'magnitude_prune_svd', weights: [1, 0.5], density: 0.35, ...full },
+  ],
+  dare_linear: [[dense(60), dense(62)], { combination: 'dare_linear_svd', weights: [0.8, 0.4], density: 0.6, ...full }],
+  dare_ties: [[dense(60), dense(62)], { combination: 'dare_ties_svd', weights: [0.8, 0.4], density: 0.6, ...full }],
+  dare_explicit_masks: [
+    [dense(64), dense(66)],
+    {
+      combination: 'dare_linear_svd',
+      weights: [1, 1],
+      density: 0.5,
+      dareMasks: { [`${MOD}|delta|0`]: maskBytes(70), [`${MOD}|delta|1`]: maskBytes(71) },
+      ...full,
+    },
+  ],
+  randomized: [
+    [dense(40), dense(42)],
+    { combination: 'ties_svd', weights: [0.5, 1], density: 0.5, svdRank: 8, svdMethod: 'randomized', seed: 5 },
+  ],
+};
+const denseMerged: Record<string, { ba: number[]; r: number; retained: number | null }> = {};
+for (const [name, [inputs, options]] of Object.entries(denseCases)) {
+  const res = await mergeAdapters(inputs, options);
+  const m = res.modules[MOD];
+  if (!m) throw new Error(`${name}: no merged module`);
+  const ba = gemm({ rows: m.out, cols: m.r, data: m.B }, { rows: m.r, cols: m.in, data: m.A }, { alpha: m.scale });
+  denseMerged[name] = { ba: Array.from(ba.data), r: m.r, retained: res.info[MOD]?.retainedEnergy ?? null };
+}
+
 const svd = randomizedSvd(m, { rank: 6, oversample: 4, niter: 2, seed: 5 });
 const factor = factorDense(m, { rank: 5, randomized: true, oversample: 6, niter: 3, seed: 9, purpose: 'rsvd:test' });
 const info = backendInfo();
@@ -63,6 +124,7 @@ console.log(
       wide: plain(wide),
       tall: plain(tall),
       energy: { A: Array.from(energy.module.A), B: Array.from(energy.module.B), sigma: Array.from(energy.sigma), r: energy.module.r },
+      dense: denseMerged,
       merge: {
         A: Array.from(mm?.A ?? []),
         B: Array.from(mm?.B ?? []),

@@ -116,6 +116,23 @@ LRK_API void lrk_cuda_matrix_destroy(lrk_cuda_matrix* m);
    answers 1 when cuSOLVER is in use (else the SVDs stay on LAPACK). */
 LRK_API int lrk_cuda_svd_info(char* out, size_t len);
 LRK_API lrk_status lrk_cuda_svd_f64(const float* m, int64_t rows, int64_t cols, float* u, float* s, float* vt);
+/* Optional: the dense deltas of a PEFT svd-type merge on the device (dense_stack.cu): `count`
+   terms t_i [rows, cols]; stack_delta sets t_i = scale·B A (B [rows, r], A [r, cols], host
+   fp32); stack_magnitude keeps exactly k entries of t_i (the largest |t|, lowest index on
+   ties; k <= 0 zeroes it, k >= rows·cols keeps it); stack_dare sets t_i = keep ? t_i/d : 0
+   (keep = mask[j] when given, else Philox(seed, stream) uniform u_j < density; density >= 1
+   leaves it); stack_combine makes the result, Σ w_i t_i (ties 0) or the TIES election
+   (ties 1; sign_total 1 = "total", 0 = "frequency"), copied to `out` when not NULL;
+   stack_svd is the result's thin SVD in double (as lrk_cuda_svd_f64). */
+typedef struct lrk_cuda_stack lrk_cuda_stack;
+LRK_API lrk_status lrk_cuda_stack_create(int64_t count, int64_t rows, int64_t cols, lrk_cuda_stack** out);
+LRK_API void lrk_cuda_stack_destroy(lrk_cuda_stack* st);
+LRK_API lrk_status lrk_cuda_stack_delta(lrk_cuda_stack* st, int64_t i, int64_t r, float scale, const float* b, const float* a);
+LRK_API lrk_status lrk_cuda_stack_magnitude(lrk_cuda_stack* st, int64_t i, int64_t k);
+LRK_API lrk_status lrk_cuda_stack_dare(lrk_cuda_stack* st, int64_t i, double density, uint64_t seed, uint64_t stream,
+                                       const uint8_t* mask);
+LRK_API lrk_status lrk_cuda_stack_combine(lrk_cuda_stack* st, int ties, int sign_total, const float* weights, float* out);
+LRK_API lrk_status lrk_cuda_stack_svd(lrk_cuda_stack* st, float* u, float* s, float* vt);
 
 #ifdef __cplusplus
 }

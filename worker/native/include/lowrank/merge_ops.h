@@ -2,6 +2,7 @@
 // P9, P10), applied to a stack of N same-shaped tensors t_i with weights λ_i.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,8 @@
 namespace lowrank {
 
 enum class SignMethod { kTotal, kFrequency };
+
+struct LoraModule;  // adapter.h
 
 /**
  * Keep-mask of magnitude pruning: the k = int(density · n) largest |t| (k computed as
@@ -39,6 +42,42 @@ Matrix weighted_sum(const std::vector<Matrix>& stack, const std::vector<float>& 
  * zeros never agree, result Σ λ_i t_i keep_i / max(1, Σ keep_i).
  */
 Matrix ties_merge(const std::vector<Matrix>& stack, const std::vector<float>& weights, SignMethod method);
+
+/** One input of a dense merge stage: ΔW = scale · B A of `module`, weighted. */
+struct DenseMergeTerm {
+  const LoraModule* module = nullptr;
+  float weight = 0.0f;
+  const std::vector<uint8_t>* dare_mask = nullptr;  // an explicit keep mask, else Philox(seed, dare_stream)
+  uint64_t dare_stream = 0;
+};
+
+/**
+ * The dense stage of a PEFT svd-type merge (merge.cc): each ΔW_i pruned (magnitude: keep
+ * int(density·n); DARE: Philox mask and 1/density, when density < 1), then combined
+ * (weighted_sum, or ties_merge when `ties`).
+ */
+struct DenseMergeRequest {
+  std::vector<DenseMergeTerm> terms;
+  bool magnitude = false, dare = false, ties = false;
+  double density = 1.0;
+  SignMethod sign = SignMethod::kTotal;
+  uint64_t seed = 0;
+};
+
+/** What a dense merge provider did with a request. */
+enum class DenseMergeResult { kNotTaken, kMixed, kSvd };
+
+/**
+ * Another backend's dense merge stage (the CUDA one's, the deltas never leaving the device):
+ * kSvd with the combined matrix's thin SVD in double in `svd` (before the sign rule; only
+ * when `svd` is not null), kMixed with the combined matrix in `mixed`, or kNotTaken to leave
+ * the request to the CPU (too small to be worth the trip). Throws on a device error.
+ */
+using DenseMergeProvider = std::function<DenseMergeResult(const DenseMergeRequest&, Matrix* mixed, Svd* svd)>;
+/** Installs the provider merge_svd tries first (the addon, once, when the CUDA backend is chosen). */
+void set_dense_merge_provider(DenseMergeProvider f);
+/** The installed provider, or an empty function. */
+const DenseMergeProvider& dense_merge_provider();
 
 /** torch.quantile(x, q) with linear interpolation between order statistics. */
 float quantile(std::vector<float> x, double q);

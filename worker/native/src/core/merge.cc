@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "lowrank/error.h"
+#include "lowrank/merge_ops.h"
 #include "lowrank/rng.h"
 
 namespace lowrank {
@@ -161,6 +162,38 @@ void clamp_factors(LoraModule* m, double q) {
   for (float& x : m->a.data) clip(x);
 }
 
+// The dense stage of merge_svd (deltas, pruning, combination and, when `svd` is not null,
+// maybe the exact SVD) on the installed backend. Explicit DARE masks are checked here, as
+// dare_mask_for does on the CPU.
+DenseMergeResult device_combine(const std::string& name, const std::vector<Part>& parts, const MergeOptions& opts, Matrix* mixed,
+                    Svd* svd) {
+  const DenseMergeProvider& provider = dense_merge_provider();
+  if (!provider) return DenseMergeResult::kNotTaken;
+  const Op op = op_of(opts.combination);
+  DenseMergeRequest req;
+  req.magnitude = op == Op::kMagnitude || op == Op::kTies;
+  req.dare = op == Op::kDareLinear || op == Op::kDareTies;
+  req.ties = op == Op::kTies || op == Op::kDareTies;
+  req.density = opts.density;
+  req.sign = opts.sign_method;
+  req.seed = opts.seed;
+  const int64_t n = parts[0].m->out * parts[0].m->in;
+  for (const Part& p : parts) {
+    DenseMergeTerm t;
+    t.module = p.m;
+    t.weight = static_cast<float>(p.w);
+    t.dare_stream = dare_stream(name, "delta", p.input);
+    if (auto it = opts.dare_masks.find(dare_mask_key(name, "delta", p.input)); req.dare && it != opts.dare_masks.end()) {
+      if (static_cast<int64_t>(it->second.size()) != n)
+        throw Error("invalid_argument", "dare mask " + it->first + " has " + std::to_string(it->second.size()) +
+                                            " entries, the tensor " + std::to_string(n));
+      t.dare_mask = &it->second;
+    }
+    req.terms.push_back(t);
+  }
+  return provider(req, mixed, svd);
+}
+
 // svd types: op on the deltas s_i B_i A_i with weights w_i, truncated SVD at rank k.
 // Plain svd stays factored (cat, then the factored SVD); the others need dense deltas.
 LoraModule merge_svd(const std::string& name, const std::vector<Part>& parts, int64_t k, const MergeOptions& opts,
@@ -171,16 +204,22 @@ LoraModule merge_svd(const std::string& name, const std::vector<Part>& parts, in
     LoraModule cat = merge_cat(parts, 0, /*fold_scale=*/true);
     svd = factored_svd(cat);
   } else {
-    std::vector<Matrix> deltas;
-    std::vector<float> w;
-    std::vector<int64_t> idx;
-    for (const Part& p : parts) {
-      deltas.push_back(delta_weight(*p.m));
-      w.push_back(static_cast<float>(p.w));
-      idx.push_back(p.input);
+    Matrix mixed;
+    const DenseMergeResult on_device = device_combine(name, parts, opts, &mixed, opts.randomized_svd ? nullptr : &svd);
+    if (on_device == DenseMergeResult::kNotTaken) {
+      std::vector<Matrix> deltas;
+      std::vector<float> w;
+      std::vector<int64_t> idx;
+      for (const Part& p : parts) {
+        deltas.push_back(delta_weight(*p.m));
+        w.push_back(static_cast<float>(p.w));
+        idx.push_back(p.input);
+      }
+      mixed = combine(op_of(opts.combination), std::move(deltas), idx, w, StackContext{&opts, &name, "delta"});
     }
-    Matrix mixed = combine(op_of(opts.combination), std::move(deltas), idx, w, StackContext{&opts, &name, "delta"});
-    if (opts.randomized_svd) {
+    if (on_device == DenseMergeResult::kSvd) {
+      apply_sign_rule(&svd);
+    } else if (opts.randomized_svd) {
       RandomizedSvdOptions ro;
       ro.rank = std::min<int64_t>(k, std::min(mixed.rows, mixed.cols));
       ro.seed = opts.seed;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #include "lowrank/error.h"
 #include "lowrank/rng.h"
@@ -90,6 +91,18 @@ Matrix ties_merge(const std::vector<Matrix>& stack, const std::vector<float>& we
   }
   return out;
 }
+
+namespace {
+
+DenseMergeProvider& provider_slot() {
+  static DenseMergeProvider f;
+  return f;
+}
+
+}  // namespace
+
+void set_dense_merge_provider(DenseMergeProvider f) { provider_slot() = std::move(f); }
+const DenseMergeProvider& dense_merge_provider() { return provider_slot(); }
 
 // Sorted x, position q (n - 1), linear interpolation (torch.quantile's default).
 float quantile(std::vector<float> x, double q) {
