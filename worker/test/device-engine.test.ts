@@ -30,6 +30,8 @@ const GEMMS = {
     LOWRANK_CUDA_GEMM_SCRATCH: '4096',
     // The loss in chunks of 7 tokens (32 or 16 per batch: several chunks and a ragged last one).
     LOWRANK_CUDA_LOGITS_CHUNK: '7',
+    // The attention backward one head at a time (sequences of 16 tokens: 16² floats of P and dS).
+    LOWRANK_CUDA_ATTENTION_SCRATCH: '256',
   },
 };
 
@@ -53,15 +55,19 @@ async function emulatedEnv(extra: Record<string, string>): Promise<NodeJS.Proces
   return env;
 }
 
-test('a bad LOWRANK_CUDA_LOGITS_CHUNK fails the step and names the setting', { timeout: 300_000 }, async () => {
-  const env = await emulatedEnv({ LOWRANK_CUDA_LOGITS_CHUNK: '0' });
-  const args = ['--test', '--test-reporter=tap', '--test-name-pattern', "^llama: one step's loss", cases];
-  const r = await exec(process.execPath, args, { env, maxBuffer: 1 << 24 }).then(
-    () => assert.fail('the step ran with LOWRANK_CUDA_LOGITS_CHUNK=0'),
-    (e: { stdout: string }) => e,
-  );
-  assert.match(r.stdout, /LOWRANK_CUDA_LOGITS_CHUNK must be a number of tokens >= 1, got \\?"0\\?"/);
-});
+for (const [name, value, reason] of [
+  ['LOWRANK_CUDA_LOGITS_CHUNK', '0', /LOWRANK_CUDA_LOGITS_CHUNK must be a number of tokens >= 1, got \\?"0\\?"/],
+  ['LOWRANK_CUDA_ATTENTION_SCRATCH', 'lots', /LOWRANK_CUDA_ATTENTION_SCRATCH must be a number of floats >= 1, got \\?"lots\\?"/],
+] as const)
+  test(`a bad ${name} fails the step and names the setting`, { timeout: 300_000 }, async () => {
+    const env = await emulatedEnv({ [name]: value });
+    const args = ['--test', '--test-reporter=tap', '--test-name-pattern', "^llama: one step's loss", cases];
+    const r = await exec(process.execPath, args, { env, maxBuffer: 1 << 24 }).then(
+      () => assert.fail(`the step ran with ${name}=${value}`),
+      (e: { stdout: string }) => e,
+    );
+    assert.match(r.stdout, reason);
+  });
 
 for (const [what, gemm] of Object.entries(GEMMS))
   test(`the device engine matches the CPU engine on every family shape (emulated CUDA, GEMMs by ${what})`, {
@@ -72,8 +78,8 @@ for (const [what, gemm] of Object.entries(GEMMS))
       (e: { stdout: string; stderr: string }) => assert.fail(`the device engine cases failed:\n${e.stdout}\n${e.stderr}`),
     );
     const lines = r.stdout.split('\n').filter((l) => /^(not )?ok \d+ - /.test(l));
-    // the backend check, 2 per shape, recomputation, DoRA, bf16 matmul, the refusals
-    assert.equal(lines.length, 5 + 2 * DEVICE_SHAPES.length, r.stdout);
+    // the backend check, 2 per shape, recomputation, DoRA and LoRA-SB without and with dropout, generation, bf16 matmul, the refusals
+    assert.equal(lines.length, 9 + 2 * DEVICE_SHAPES.length, r.stdout);
     for (const l of lines) assert.match(l, /^ok \d+ - (?!.*# SKIP)/, l);
     // The measured errors, for the log (docs/cuda.md quotes them).
     for (const l of r.stdout.split('\n')) if (l.includes('measured')) console.log(l.replace(/^# \\?# /, ''));

@@ -4,8 +4,8 @@
  * libcuda.so.1), against a real registry. The startup line, the `train_engine` line and
  * the version's methodMetadata say engine cuda, and the loss curve (train losses on the
  * device, eval losses on the CPU engine after the adapter is copied back) equals a
- * LOWRANK_BACKEND=cpu run's within METHODS §8.1's 1e-4; a DoRA job with dropout (which
- * the device engine lacks) falls back to the CPU engine and its `train_engine` line says why.
+ * LOWRANK_BACKEND=cpu run's within METHODS §8.1's 1e-4, for LoRA, for DoRA with dropout
+ * (PEFT's W·drop(x) path) and for LoRA-SB (a trained r×r core between frozen A and B).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -79,67 +79,76 @@ before(async () => {
   Object.assign(tok, await seedNlpTeam(reg.prisma));
 });
 
+/** Trains `method` with LOWRANK_BACKEND=cpu and on the emulated device engine; both curves must agree. */
+async function deviceEqualsCpu(name: string, method: Record<string, unknown>): Promise<void> {
+  const cpu = await runWorker(spec(`nlp/${name}-cpu`, method), {
+    registry: reg.base,
+    token: tok.ada,
+    tmp,
+    env: { LOWRANK_BACKEND: 'cpu' },
+  });
+  assert.equal(cpu.code, 0, cpu.stderr + cpu.stdout);
+  const dev = await runWorker(spec(`nlp/${name}-cuda`, method), { registry: reg.base, token: tok.ada, tmp, env: emulated });
+  assert.equal(dev.code, 0, dev.stderr + dev.stdout);
+  const start = lines(dev.stdout).find((l) => l.event === 'native_backend');
+  assert.equal(start?.backend, 'cuda');
+  assert.equal(start?.engine, 'cuda');
+  assert.match(String(start?.device), /^CPU emulation of the CUDA kernels/);
+  assert.deepEqual(
+    lines(dev.stdout)
+      .filter((l) => l.event === 'train_engine')
+      .map((l) => [l.engine, l.reason, l.precision, l.requestedPrecision]),
+    [['cuda', undefined, 'f32', 'f32']],
+  );
+  const cpuLine = lines(cpu.stdout).find((l) => l.event === 'train_engine');
+  assert.equal(cpuLine?.engine, 'cpu');
+  assert.match(String(cpuLine?.reason), /^the backend is the CPU \(LOWRANK_BACKEND=cpu\)/);
+  const [a, b] = [await version(`nlp/${name}-cpu`), await version(`nlp/${name}-cuda`)];
+  assert.equal(a.methodMetadata.engine, 'cpu');
+  assert.equal(b.methodMetadata.engine, 'cuda');
+  assert.equal(a.methodMetadata.computePrecision, 'f32');
+  assert.equal(b.methodMetadata.computePrecision, 'f32');
+  const ca = a.methodMetadata.lossCurve as { step: number; loss: number; evalLoss?: number }[];
+  const cb = b.methodMetadata.lossCurve as typeof ca;
+  assert.deepEqual(
+    cb.map((p) => p.step),
+    ca.map((p) => p.step),
+  );
+  assert.ok(ca.length >= 6, 'step 0 and 5 steps');
+  let worst = 0;
+  for (const [i, p] of ca.entries()) {
+    const q = cb[i] as (typeof ca)[number];
+    for (const [x, y] of [
+      [q.loss, p.loss],
+      [q.evalLoss, p.evalLoss],
+    ] as const) {
+      if (y === undefined) {
+        assert.equal(x, undefined);
+        continue;
+      }
+      const e = Math.abs((x as number) - y) / Math.abs(y);
+      worst = Math.max(worst, e);
+      assert.ok(e <= 1e-4, `step ${p.step}: ${x} vs ${y}`);
+    }
+  }
+  console.log(`# measured ${name}: worst loss-curve rel (device vs CPU engine, 5 steps): ${worst.toExponential(2)}`);
+  assert.ok(ca.at(-1)?.loss !== ca[1]?.loss, 'the adapter trained');
+}
+
 describe('lora-worker run on the CUDA device engine (emulated)', () => {
   it('trains on the device engine and its loss curve equals the CPU engine run', { timeout: 600_000 }, async () => {
-    const cpu = await runWorker(spec('nlp/device-cpu'), { registry: reg.base, token: tok.ada, tmp, env: { LOWRANK_BACKEND: 'cpu' } });
-    assert.equal(cpu.code, 0, cpu.stderr + cpu.stdout);
-    const dev = await runWorker(spec('nlp/device-cuda'), { registry: reg.base, token: tok.ada, tmp, env: emulated });
-    assert.equal(dev.code, 0, dev.stderr + dev.stdout);
-    const start = lines(dev.stdout).find((l) => l.event === 'native_backend');
-    assert.equal(start?.backend, 'cuda');
-    assert.equal(start?.engine, 'cuda');
-    assert.match(String(start?.device), /^CPU emulation of the CUDA kernels/);
-    assert.deepEqual(
-      lines(dev.stdout)
-        .filter((l) => l.event === 'train_engine')
-        .map((l) => [l.engine, l.reason, l.precision, l.requestedPrecision]),
-      [['cuda', undefined, 'f32', 'f32']],
-    );
-    const cpuLine = lines(cpu.stdout).find((l) => l.event === 'train_engine');
-    assert.equal(cpuLine?.engine, 'cpu');
-    assert.match(String(cpuLine?.reason), /^the backend is the CPU \(LOWRANK_BACKEND=cpu\)/);
-    const [a, b] = [await version('nlp/device-cpu'), await version('nlp/device-cuda')];
-    assert.equal(a.methodMetadata.engine, 'cpu');
-    assert.equal(b.methodMetadata.engine, 'cuda');
-    assert.equal(a.methodMetadata.computePrecision, 'f32');
-    assert.equal(b.methodMetadata.computePrecision, 'f32');
-    const ca = a.methodMetadata.lossCurve as { step: number; loss: number; evalLoss?: number }[];
-    const cb = b.methodMetadata.lossCurve as typeof ca;
-    assert.deepEqual(
-      cb.map((p) => p.step),
-      ca.map((p) => p.step),
-    );
-    assert.ok(ca.length >= 6, 'step 0 and 5 steps');
-    let worst = 0;
-    for (const [i, p] of ca.entries()) {
-      const q = cb[i] as (typeof ca)[number];
-      for (const [x, y] of [
-        [q.loss, p.loss],
-        [q.evalLoss, p.evalLoss],
-      ] as const) {
-        if (y === undefined) {
-          assert.equal(x, undefined);
-          continue;
-        }
-        const e = Math.abs((x as number) - y) / Math.abs(y);
-        worst = Math.max(worst, e);
-        assert.ok(e <= 1e-4, `step ${p.step}: ${x} vs ${y}`);
-      }
-    }
-    console.log(`# measured worst loss-curve rel (device vs CPU engine, 5 steps): ${worst.toExponential(2)}`);
-    assert.ok(ca.at(-1)?.loss !== ca[1]?.loss, 'the adapter trained');
+    await deviceEqualsCpu('device', {});
   });
 
-  it('a DoRA job with dropout on the CUDA backend trains on the CPU engine and says why', { timeout: 600_000 }, async () => {
-    const r = await runWorker(spec('nlp/device-dora', { type: 'dora' }), { registry: reg.base, token: tok.ada, tmp, env: emulated });
-    assert.equal(r.code, 0, r.stderr + r.stdout);
-    const chosen = lines(r.stdout).filter((l) => l.event === 'train_engine');
-    assert.equal(chosen.length, 1);
-    assert.equal(chosen[0].engine, 'cpu');
-    assert.match(
-      chosen[0].reason,
-      /^DoRA with LoRA dropout \(PEFT's W·drop\(x\) path\) is not implemented by the CUDA engine \(model\.layers\.0\.self_attn\.q_proj\)$/,
-    );
-    assert.equal((await version('nlp/device-dora')).methodMetadata.engine, 'cpu');
+  it("DoRA with dropout (PEFT's W·drop(x) path) trains on the device engine, equal to the CPU engine run", {
+    timeout: 600_000,
+  }, async () => {
+    await deviceEqualsCpu('device-dora', { type: 'dora' });
+  });
+
+  it('LoRA-SB (a trained r×r core; its init on the CPU engine) trains on the device engine, equal to the CPU engine run', {
+    timeout: 600_000,
+  }, async () => {
+    await deviceEqualsCpu('device-lora-sb', { type: 'lora-sb', alpha: undefined, loraSb: { samples: 8, niter: 2 } });
   });
 });

@@ -186,7 +186,7 @@ interface TrainNative {
     maxNew: number,
     o: GenerateOptions,
     leftPad?: number[],
-  ): Promise<Int32Array>;
+  ): Promise<{ tokens: Int32Array; engine: 'cpu' | 'cuda' }>;
   trainSetThreads(n: number): void;
   trainThreads(): number;
 }
@@ -321,6 +321,7 @@ export class TrainModel {
   #modules = new Map<string, [number, number]>();
   /** Native calls in flight: the synchronous methods would block the event loop on the session lock until they end. */
   #pending = 0;
+  #generateEngine: 'cpu' | 'cuda' | undefined;
 
   async #run<T>(p: () => Promise<T>): Promise<T> {
     this.#pending++;
@@ -595,7 +596,18 @@ export class TrainModel {
         throw new TypeError(`leftPad must give each of the ${rows} rows a padding count in [0, ${promptLen})`);
       }
     }
-    return this.#run(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o, leftPad));
+    const r = await this.#run(() => native().trainGenerate(this.#session, prompt, rows, promptLen, maxNewTokens, o, leftPad));
+    this.#generateEngine = r.engine;
+    return r.tokens;
+  }
+
+  /**
+   * Where the last generate() ran its forward: 'cuda' after useDevice() (the KV caches and
+   * the model on the device; the decoding loop and sampling are the CPU's, so the tokens are
+   * the CPU engine's within the logits' tolerance), else 'cpu'. Undefined before any.
+   */
+  get generateEngine(): 'cpu' | 'cuda' | undefined {
+    return this.#generateEngine;
   }
 
   /**

@@ -191,6 +191,33 @@ test('activation recomputation on the device: the same bytes as without, the CPU
   assert.ok(Math.abs(r.loss - a.loss) / a.loss <= 1e-5);
 });
 
+/**
+ * 3 AdamW steps of both engines on micro(step): every loss within rel 1e-5 (the worst is
+ * answered); after step 0 the grad norm is measured and `gradients` checks the rest.
+ */
+async function threeSteps(
+  cpu: TrainModel,
+  dev: TrainModel,
+  opt: OptimizerOptions,
+  micro: (step: number) => TokenBatch[],
+  tag: string,
+  gradients: () => void,
+): Promise<number> {
+  let worst = 0;
+  for (let step = 0; step < 3; step++) {
+    const a = await cpu.trainStep(micro(step), opt);
+    const b = await dev.trainStep(micro(step), opt);
+    assert.equal(b.engine, 'cuda');
+    const e = Math.abs(b.loss - a.loss) / a.loss;
+    assert.ok(e <= 1e-5, `step ${step}: loss ${b.loss} vs ${a.loss}`);
+    worst = Math.max(worst, e);
+    if (step > 0) continue;
+    measured(`${tag} grad norm rel`, Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm);
+    gradients();
+  }
+  return worst;
+}
+
 /** DoRA magnitudes near ‖W + s·BA‖ per row (so m/n ≠ 1 and dm is non-trivial). */
 function magnitudes(model: TrainModel, seed: number): Record<string, Float32Array> {
   const out: Record<string, Float32Array> = {};
@@ -211,49 +238,134 @@ function magnitudes(model: TrainModel, seed: number): Record<string, Float32Arra
   return out;
 }
 
-test('DoRA (qwen2 shape, biases): the gradients of one step (A, B, magnitude) and 3 AdamW steps equal the CPU engine', async () => {
-  const shape = DEVICE_SHAPES[1] as DeviceShape;
-  const [cpu, dev] = await pair(shape, 70);
-  const mags = magnitudes(cpu, 71);
-  await dev.releaseDevice();
-  for (const m of [cpu, dev]) m.setAdapter(m.adapter(), mags);
-  assert.deepEqual(await dev.useDevice(), { engine: 'cuda', precision: 'f32' });
-  const opt: OptimizerOptions = { lr: 2e-3, maxGradNorm: 0.05, weightDecay: 0.01, schedule: 'linear', totalSteps: 3 };
-  let worst = 0;
-  for (let step = 0; step < 3; step++) {
-    const micro = [batch(70, 1 + step, 2, false)];
-    const a = await cpu.trainStep(micro, opt);
-    const b = await dev.trainStep(micro, opt);
-    assert.equal(b.engine, 'cuda');
-    const e = Math.abs(b.loss - a.loss) / a.loss;
-    assert.ok(e <= 1e-5, `step ${step}: loss ${b.loss} vs ${a.loss}`);
-    worst = Math.max(worst, e);
-    if (step > 0) continue;
-    measured('dora grad norm rel', Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm);
-    const [ga, gb] = [cpu.gradients(), dev.gradients()];
-    let g = 0;
-    for (const [m, x] of Object.entries(ga)) {
-      const y = gb[m];
-      assert.ok(y?.magnitude && x.magnitude, `${m}: no magnitude gradient`);
-      for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(y.magnitude, x.magnitude)]) {
-        g = Math.max(g, v);
-        assert.ok(v <= 2e-5, `${m}: gradient rel ${v}`);
+for (const dropout of [0, 0.15]) {
+  const what = dropout > 0 ? `DoRA with LoRA dropout ${dropout} (PEFT's W·drop(x) path)` : 'DoRA';
+  const tag = dropout > 0 ? 'dora+dropout' : 'dora';
+  test(`${what} (qwen2 shape, biases): the gradients of one step (A, B, magnitude) and 3 AdamW steps equal the CPU engine`, async () => {
+    const shape = DEVICE_SHAPES[1] as DeviceShape;
+    const [cpu, dev] = await pair(shape, 70);
+    const mags = magnitudes(cpu, 71);
+    await dev.releaseDevice();
+    for (const m of [cpu, dev]) {
+      m.setAdapter(m.adapter(), mags);
+      if (dropout > 0) m.setDropout(dropout, 72);
+    }
+    assert.deepEqual(await dev.useDevice(), { engine: 'cuda', precision: 'f32' });
+    const opt: OptimizerOptions = { lr: 2e-3, maxGradNorm: 0.05, weightDecay: 0.01, schedule: 'linear', totalSteps: 3 };
+    const worst = await threeSteps(
+      cpu,
+      dev,
+      opt,
+      (step) => [batch(70, 1 + step, 2, false)],
+      tag,
+      () => {
+        const [ga, gb] = [cpu.gradients(), dev.gradients()];
+        let g = 0;
+        for (const [m, x] of Object.entries(ga)) {
+          const y = gb[m];
+          assert.ok(y?.magnitude && x.magnitude, `${m}: no magnitude gradient`);
+          for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(y.magnitude, x.magnitude)]) {
+            g = Math.max(g, v);
+            assert.ok(v <= 2e-5, `${m}: gradient rel ${v}`);
+          }
+        }
+        measured(`${tag} worst gradient rel (A, B, magnitude)`, g);
+      },
+    );
+    measured(`${tag} 3-step worst loss rel`, worst);
+    const [ma, mb] = [cpu.magnitudes(), dev.magnitudes()];
+    let p = 0;
+    for (const [m, x] of Object.entries(cpu.adapter())) {
+      const y = dev.adapter()[m];
+      assert.ok(y);
+      for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(mb[m] ?? [], ma[m] ?? [])]) {
+        p = Math.max(p, v);
+        assert.ok(v <= 1e-5, `${m}: rel ${v} after 3 steps`);
       }
     }
-    measured('dora worst gradient rel (A, B, magnitude)', g);
-  }
-  measured('dora 3-step worst loss rel', worst);
-  const [ma, mb] = [cpu.magnitudes(), dev.magnitudes()];
-  let p = 0;
-  for (const [m, x] of Object.entries(cpu.adapter())) {
-    const y = dev.adapter()[m];
-    assert.ok(y);
-    for (const v of [rel(y.A, x.A), rel(y.B, x.B), rel(mb[m] ?? [], ma[m] ?? [])]) {
-      p = Math.max(p, v);
-      assert.ok(v <= 1e-5, `${m}: rel ${v} after 3 steps`);
+    measured(`${tag} 3-step worst parameter rel`, p);
+  });
+}
+
+/** LoRA-SB cores R [r, r] (random, O(1)) for every module. */
+function cores(model: TrainModel, seed: number): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  let stream = 1;
+  for (const [path, m] of Object.entries(model.adapter()))
+    out[path] = Float32Array.from(philox(seed, stream++, m.r * m.r, 'normal') as Float32Array, (x) => 0.5 * x);
+  return out;
+}
+
+for (const dropout of [0, 0.15]) {
+  const tag = dropout > 0 ? 'lora-sb+dropout' : 'lora-sb';
+  test(`LoRA-SB${dropout > 0 ? ` with LoRA dropout ${dropout}` : ''} (llama shape): R's gradients of one step and 3 AdamW steps equal the CPU engine; A and B stay frozen`, async () => {
+    const shape = DEVICE_SHAPES[0] as DeviceShape;
+    const [cpu, dev] = await pair(shape, 80);
+    const rs = cores(cpu, 81);
+    await dev.releaseDevice();
+    for (const m of [cpu, dev]) {
+      m.setAdapter(m.adapter(), {}, rs);
+      if (dropout > 0) m.setDropout(dropout, 82);
     }
+    const frozen = dev.adapter();
+    assert.deepEqual(await dev.useDevice(), { engine: 'cuda', precision: 'f32' });
+    const opt: OptimizerOptions = { lr: 5e-3, maxGradNorm: 0.5, weightDecay: 0.01, schedule: 'cosine', warmupSteps: 1, totalSteps: 3 };
+    const micro = (step: number) => [batch(80, 1 + step, 2, false), batch(80, 11 + step, 1, false)];
+    const worst = await threeSteps(cpu, dev, opt, micro, tag, () => {
+      const [ga, gb] = [cpu.gradients(), dev.gradients()];
+      let g = 0;
+      for (const [m, x] of Object.entries(ga)) {
+        assert.ok(x.R && gb[m]?.R, `${m}: no core gradient`);
+        const v = rel(gb[m]?.R ?? [], x.R);
+        g = Math.max(g, v);
+        assert.ok(v <= 2e-5, `${m}: R gradient rel ${v}`);
+      }
+      measured(`${tag} worst R gradient rel`, g);
+    });
+    measured(`${tag} 3-step worst loss rel`, worst);
+    const [ca, cb] = [cpu.cores(), dev.cores()];
+    let p = 0;
+    for (const [m, x] of Object.entries(ca)) {
+      const v = rel(cb[m] ?? [], x);
+      p = Math.max(p, v);
+      assert.ok(v <= 1e-5, `${m}: R rel ${v} after 3 steps`);
+      assert.ok(rel(x, rs[m] ?? []) > 1e-4, `${m}: R did not train`);
+      assert.deepEqual(dev.adapter()[m]?.A, frozen[m]?.A, `${m}: A changed`);
+      assert.deepEqual(dev.adapter()[m]?.B, frozen[m]?.B, `${m}: B changed`);
+    }
+    measured(`${tag} 3-step worst R rel`, p);
+  });
+}
+
+test("generation on the device (KV caches, every shape; greedy and temperature + top-p, left padding, EOS) gives the CPU engine's tokens", async () => {
+  let total = 0;
+  for (const shape of DEVICE_SHAPES) {
+    const [cpu, dev] = await pair(shape, 60);
+    // After a step, so the adapter is trained (and the device holds the newer copy).
+    const micro = [batch(60, 1, 2, false)];
+    await cpu.trainStep(micro, { lr: 5e-3 });
+    await dev.trainStep(micro, { lr: 5e-3 });
+    const rows = 3;
+    const prompt = Int32Array.from(philox(61, 1, rows * 6, 'uniform') as Float32Array, (x) => Math.floor(x * DEVICE_VOCAB));
+    const req = { prompt, rows, maxNewTokens: 9, leftPad: [0, 2, 5] };
+    for (const o of [{}, { temperature: 0.9, topP: 0.85, seed: 5 }, { temperature: 1.3, topP: 1, seed: 9, eos: 3 }]) {
+      const a = await cpu.generate(req, o);
+      const b = await dev.generate(req, o);
+      assert.equal(cpu.generateEngine, 'cpu');
+      assert.equal(dev.generateEngine, 'cuda', `${shape.id}: the device did not generate`);
+      assert.deepEqual(Array.from(b), Array.from(a), `${shape.id} ${JSON.stringify(o)}: tokens differ`);
+      total += a.length;
+    }
+    // Unpadded prompts of another batch size reuse the engine (caches sized per call).
+    const one = { prompt: prompt.slice(0, 6), rows: 1, maxNewTokens: 4 };
+    assert.deepEqual(Array.from(await dev.generate(one)), Array.from(await cpu.generate(one)), `${shape.id}: one row`);
+    // Training goes on after generation (the activations are resized back).
+    const c2 = await cpu.trainStep(micro, { lr: 5e-3 });
+    const d2 = await dev.trainStep(micro, { lr: 5e-3 });
+    assert.equal(d2.engine, 'cuda');
+    assert.ok(Math.abs(d2.loss - c2.loss) / c2.loss <= 1e-5, `${shape.id}: the step after generation`);
   }
-  measured('dora 3-step worst parameter rel', p);
+  console.log(`# measured generation: ${total} tokens, all equal to the CPU engine's`);
 });
 
 test('bf16 matmul: runs on cuBLAS with a bf16 checkpoint, within bf16 tolerance of the CPU; else f32, equal', async () => {
@@ -293,33 +405,22 @@ test('a refused feature keeps the CPU engine and names itself; a later unsupport
   await dev.releaseDevice();
   const mods = dev.adapter();
   const name = Object.keys(mods)[0] as string;
-  const m = mods[name];
-  assert.ok(m);
-  const ones = { [name]: new Float32Array(m.out).fill(1) };
-  // DoRA with dropout (PEFT recomputes W·drop(x)).
-  dev.setDropout(0.1, 1);
-  dev.setAdapter(mods, ones);
-  const dora = await dev.useDevice();
-  assert.equal(dora.engine, 'cpu');
+  // Frozen-weight gradient capture (LoRA-GA's and LoRA-SB's inits) while it is on.
+  dev.captureWeightGradient(name, true);
+  const cap = await dev.useDevice();
+  assert.equal(cap.engine, 'cpu');
   assert.match(
-    (dora as { reason: string }).reason,
-    /^DoRA with LoRA dropout \(PEFT's W·drop\(x\) path\) is not implemented by the CUDA engine \(model\.layers\.0\./,
+    (cap as { reason: string }).reason,
+    /^frozen-weight gradient capture \(LoRA-GA \/ LoRA-SB inits\) runs on the CPU engine \(model\.layers\.0\./,
   );
   assert.equal((await dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 })).engine, 'cpu');
-  // LoRA-SB: a trained r x r core.
-  dev.setAdapter(mods, {}, { [name]: new Float32Array(m.r * m.r).fill(0.5) });
-  assert.match(((await dev.useDevice()) as { reason: string }).reason, /^LoRA-SB \/ LoRA-XS adapters/);
-  // Frozen-weight gradient capture (LoRA-GA's init) while it is on.
-  dev.setAdapter(mods);
-  dev.captureWeightGradient(name, true);
-  assert.match(((await dev.useDevice()) as { reason: string }).reason, /^frozen-weight gradient capture/);
   dev.captureWeightGradient(name, false);
-  // On the device, then switched to DoRA with dropout: the step says why instead of training something else.
+  // On the device, then capture switched on: the step says why instead of training something else.
   assert.deepEqual(await dev.useDevice(), { engine: 'cuda', precision: 'f32' });
-  dev.setAdapter(mods, ones);
+  dev.captureWeightGradient(name, true);
   await assert.rejects(dev.trainStep([batch(90, 1, 1, false)], { lr: 1e-3 }), (e: Error & { code?: string }) => {
     assert.equal(e.code, 'invalid_request');
-    assert.match(e.message, /^the CUDA engine cannot train this adapter: DoRA with LoRA dropout/);
+    assert.match(e.message, /^the CUDA engine cannot train this adapter: frozen-weight gradient capture/);
     return true;
   });
 });

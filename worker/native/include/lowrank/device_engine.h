@@ -21,7 +21,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a declaration below changes; the addon refuses a library of another version. */
-#define LRK_DEVICE_ENGINE_ABI 2
+#define LRK_DEVICE_ENGINE_ABI 3
 
 typedef struct lrk_dev_engine lrk_dev_engine;
 
@@ -69,11 +69,15 @@ LRK_API lrk_status lrk_dev_set_tensor(lrk_dev_engine* e, int which, int64_t laye
                                       lrk_dtype dtype);
 /* cos/sin [npos, head_dim / 2] (train/rope.h rope_tables for positions [0, npos)). */
 LRK_API lrk_status lrk_dev_set_rope(lrk_dev_engine* e, int64_t npos, const float* cos, const float* sin);
-/* ranks/scales/dora [layers · 7] (r = 0: no adapter; dora may be NULL: none): lays out the packed
-   state, all zeros. DoRA (PEFT semantics, METHODS §1.3): y = b + (m/n) ⊙ (x Wᵀ + s·BAx), n =
-   ‖W + s·BA‖ per output row, detached; not with dropout. */
+/* ranks/scales/dora/core [layers · 7] (r = 0: no adapter; dora and core may be NULL: none): lays
+   out the packed state, all zeros. DoRA (PEFT semantics, METHODS §1.3): y = b + (m/n) ⊙ (x Wᵀ +
+   s·BAx), n = ‖W + s·BA‖ per output row, detached; with dropout PEFT's W·drop(x) path. A core
+   module (LoRA-SB / LoRA-XS, METHODS §1.7): y = x Wᵀ + s·((x̃ Aᵀ) Rᵀ) Bᵀ with A and B frozen
+   (lrk_dev_set_factors) and only R [r, r] in the packed state; not with DoRA. */
 LRK_API lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, const float* scales,
-                                       const int* dora);
+                                       const int* dora, const int* core);
+/* The frozen factors A [r, in] and B [out, r] of a core module (after lrk_dev_set_adapter; copied). */
+LRK_API lrk_status lrk_dev_set_factors(lrk_dev_engine* e, int64_t layer, int proj, const float* a, const float* b);
 /* Activation recomputation (on = 1): each layer's input kept, its forward rerun in the backward. */
 LRK_API lrk_status lrk_dev_set_recompute(lrk_dev_engine* e, int on);
 /* The matmul of this engine's GEMMs with a bf16 frozen weight (after the tensors are set):
@@ -106,6 +110,19 @@ LRK_API lrk_status lrk_dev_forward(lrk_dev_engine* e, const lrk_dev_batch* batch
 LRK_API lrk_status lrk_dev_optimizer_step(lrk_dev_engine* e, double max_grad_norm, double lr, double beta1,
                                           double beta2, double eps, double weight_decay, int64_t t,
                                           double* grad_norm);
+
+/*
+ * Generation with KV caches on the device (the CPU engine's Engine::generate forward;
+ * the decoding loop and sampling stay the caller's, train/generate_loop.h): begin sizes the
+ * caches for rows × max_len positions (max_len ≤ 8192, within the RoPE tables); each step
+ * feeds t new tokens per row at positions p0 .. p0 + t − 1 (tokens, RoPE positions and the
+ * first key each may attend to, [rows · t]) and writes the logits [rows, vocab] of each
+ * row's last new token to host memory; end frees the caches.
+ */
+LRK_API lrk_status lrk_dev_generate_begin(lrk_dev_engine* e, int64_t rows, int64_t max_len);
+LRK_API lrk_status lrk_dev_generate_step(lrk_dev_engine* e, int64_t t, int64_t p0, const int32_t* tokens,
+                                         const int64_t* pos, const int64_t* key_start, float* logits);
+LRK_API void lrk_dev_generate_end(lrk_dev_engine* e);
 
 #ifdef __cplusplus
 }

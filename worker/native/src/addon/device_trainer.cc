@@ -1,6 +1,8 @@
 // The CPU engine's session trained by the CUDA device engine (see device_trainer.h).
 #include "device_trainer.h"
 
+#include "../train/generate_loop.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -23,7 +25,8 @@ struct Fns {
   void (*destroy)(lrk_dev_engine*);
   lrk_status (*set_tensor)(lrk_dev_engine*, int, int64_t, int, const void*, lrk_dtype);
   lrk_status (*set_rope)(lrk_dev_engine*, int64_t, const float*, const float*);
-  lrk_status (*set_adapter)(lrk_dev_engine*, const int64_t*, const float*, const int*);
+  lrk_status (*set_adapter)(lrk_dev_engine*, const int64_t*, const float*, const int*, const int*);
+  lrk_status (*set_factors)(lrk_dev_engine*, int64_t, int, const float*, const float*);
   lrk_status (*set_recompute)(lrk_dev_engine*, int);
   lrk_status (*set_matmul)(lrk_dev_engine*, int, int*);
   int64_t (*num_params)(const lrk_dev_engine*);
@@ -34,6 +37,9 @@ struct Fns {
   lrk_status (*forward_backward)(lrk_dev_engine*, const lrk_dev_batch*, float, float, uint64_t, const uint64_t*, double*,
                                  int64_t*);
   lrk_status (*optimizer_step)(lrk_dev_engine*, double, double, double, double, double, double, int64_t, double*);
+  lrk_status (*generate_begin)(lrk_dev_engine*, int64_t, int64_t);
+  lrk_status (*generate_step)(lrk_dev_engine*, int64_t, int64_t, const int32_t*, const int64_t*, const int64_t*, float*);
+  void (*generate_end)(lrk_dev_engine*);
 };
 
 template <typename T>
@@ -60,6 +66,7 @@ const Fns& fns() {
       bind(&f.set_tensor, "lrk_dev_set_tensor", &missing);
       bind(&f.set_rope, "lrk_dev_set_rope", &missing);
       bind(&f.set_adapter, "lrk_dev_set_adapter", &missing);
+      bind(&f.set_factors, "lrk_dev_set_factors", &missing);
       bind(&f.set_recompute, "lrk_dev_set_recompute", &missing);
       bind(&f.set_matmul, "lrk_dev_set_matmul", &missing);
       bind(&f.num_params, "lrk_dev_num_params", &missing);
@@ -69,6 +76,9 @@ const Fns& fns() {
       bind(&f.forward, "lrk_dev_forward", &missing);
       bind(&f.forward_backward, "lrk_dev_forward_backward", &missing);
       bind(&f.optimizer_step, "lrk_dev_optimizer_step", &missing);
+      bind(&f.generate_begin, "lrk_dev_generate_begin", &missing);
+      bind(&f.generate_step, "lrk_dev_generate_step", &missing);
+      bind(&f.generate_end, "lrk_dev_generate_end", &missing);
       if (!missing.empty()) {
         why = info.library + " lacks the device engine (" + missing + "): rebuild it with scripts/build-cuda";
       } else if (f.abi() != LRK_DEVICE_ENGINE_ABI) {
@@ -145,9 +155,6 @@ std::string DeviceTrainer::unsupported(const train::Engine& engine) {
     for (int p = 0; p < train::kNumProj; p++) {
       const train::LoraSlot& s = engine.slot(l, p);
       const std::string where = " (" + train::module_path(l, p) + ")";
-      if (s.dora && engine.dropout() > 0.0f)
-        return "DoRA with LoRA dropout (PEFT's W·drop(x) path) is not implemented by the CUDA engine" + where;
-      if (s.core) return "LoRA-SB / LoRA-XS adapters (a trained r x r core) are not implemented by the CUDA engine" + where;
       if (!engine.weight_grad(l, p).empty())
         return "frozen-weight gradient capture (LoRA-GA / LoRA-SB inits) runs on the CPU engine" + where;
     }
@@ -235,36 +242,38 @@ void DeviceTrainer::upload_adapter(const train::Engine& engine) {
   const train::ModelConfig& c = engine.model().cfg;
   std::vector<int64_t> ranks;
   std::vector<float> scales;
-  std::vector<int> dora;
+  std::vector<int> dora, core;
   for (int64_t l = 0; l < c.num_layers; l++)
     for (int p = 0; p < train::kNumProj; p++) {
       ranks.push_back(engine.slot(l, p).r);
       scales.push_back(engine.slot(l, p).scale);
       dora.push_back(engine.slot(l, p).dora ? 1 : 0);
+      core.push_back(engine.slot(l, p).core ? 1 : 0);
     }
-  check(f.set_adapter(dev_, ranks.data(), scales.data(), dora.data()));
+  check(f.set_adapter(dev_, ranks.data(), scales.data(), dora.data(), core.data()));
   num_params_ = f.num_params(dev_);
   std::vector<float> params, m1, m2;
   params.reserve(static_cast<size_t>(num_params_));
-  auto append = [](std::vector<float>& to, const std::vector<float>& v, size_t n) {
-    if (v.size() == n) to.insert(to.end(), v.begin(), v.end());
-    else to.insert(to.end(), n, 0.0f);
+  // A tensor, its AdamW moments (zeros before the first step), in the device's packed order.
+  auto add = [&](const std::vector<float>& v, const std::vector<float>& m, const std::vector<float>& sq) {
+    params.insert(params.end(), v.begin(), v.end());
+    for (auto [to, from] : {std::pair{&m1, &m}, std::pair{&m2, &sq}}) {
+      if (from->size() == v.size()) to->insert(to->end(), from->begin(), from->end());
+      else to->insert(to->end(), v.size(), 0.0f);
+    }
   };
   for (int64_t l = 0; l < c.num_layers; l++)
     for (int p = 0; p < train::kNumProj; p++) {
       const train::LoraSlot& s = engine.slot(l, p);
       if (s.r == 0) continue;
-      const size_t na = s.a.size(), nb = s.b.size();
-      params.insert(params.end(), s.a.begin(), s.a.end());
-      params.insert(params.end(), s.b.begin(), s.b.end());
-      append(m1, s.ma, na);
-      append(m1, s.mb, nb);
-      append(m2, s.va, na);
-      append(m2, s.vb, nb);
-      if (!s.dora) continue;  // the magnitude follows B
-      params.insert(params.end(), s.m.begin(), s.m.end());
-      append(m1, s.mm, s.m.size());
-      append(m2, s.vm, s.m.size());
+      if (s.core) {  // LoRA-SB: A and B frozen on the device, R packed
+        check(f.set_factors(dev_, l, p, s.a.data(), s.b.data()));
+        add(s.rc, s.mrc, s.vrc);
+        continue;
+      }
+      add(s.a, s.ma, s.va);
+      add(s.b, s.mb, s.vb);
+      if (s.dora) add(s.m, s.mm, s.vm);  // the magnitude follows B
     }
   check(f.write(dev_, LRK_DEV_PARAMS, params.data(), num_params_));
   check(f.write(dev_, LRK_DEV_EXP_AVG, m1.data(), num_params_));
@@ -275,35 +284,58 @@ void DeviceTrainer::download(train::Engine& engine, bool grads) {
   const Fns& f = fns();
   const train::ModelConfig& c = engine.model().cfg;
   std::vector<float> buf(static_cast<size_t>(num_params_));
-  // (state, A's host vector, B's host vector) for each state buffer.
+  // Each state buffer and the host vectors of A, B, the magnitude and the core it fills.
   struct Part {
     int which;
-    std::vector<float> train::LoraSlot::*a, train::LoraSlot::*b, train::LoraSlot::*m;
+    std::vector<float> train::LoraSlot::*a, train::LoraSlot::*b, train::LoraSlot::*m, train::LoraSlot::*r;
   };
   using S = train::LoraSlot;
-  std::vector<Part> parts = {{LRK_DEV_PARAMS, &S::a, &S::b, &S::m},
-                             {LRK_DEV_EXP_AVG, &S::ma, &S::mb, &S::mm},
-                             {LRK_DEV_EXP_AVG_SQ, &S::va, &S::vb, &S::vm}};
-  if (grads) parts.push_back({LRK_DEV_GRADS, &S::ga, &S::gb, &S::gm});
+  std::vector<Part> parts = {{LRK_DEV_PARAMS, &S::a, &S::b, &S::m, &S::rc},
+                             {LRK_DEV_EXP_AVG, &S::ma, &S::mb, &S::mm, &S::mrc},
+                             {LRK_DEV_EXP_AVG_SQ, &S::va, &S::vb, &S::vm, &S::vrc}};
+  if (grads) parts.push_back({LRK_DEV_GRADS, &S::ga, &S::gb, &S::gm, &S::grc});
   for (const Part& part : parts) {
     check(f.read(dev_, part.which, buf.data(), num_params_));
     size_t off = 0;
+    // The next n floats of the buffer into v (n read before v itself may be reassigned: part 0).
+    auto take = [&](std::vector<float>& v, size_t n) {
+      v.assign(buf.begin() + static_cast<std::ptrdiff_t>(off), buf.begin() + static_cast<std::ptrdiff_t>(off + n));
+      off += n;
+    };
     for (int64_t l = 0; l < c.num_layers; l++)
       for (int p = 0; p < train::kNumProj; p++) {
         train::LoraSlot& s = engine.slot(l, p);
         if (s.r == 0) continue;
-        std::vector<float>& a = s.*part.a;
-        std::vector<float>& b = s.*part.b;
-        a.assign(buf.begin() + static_cast<std::ptrdiff_t>(off), buf.begin() + static_cast<std::ptrdiff_t>(off + s.a.size()));
-        off += s.a.size();
-        b.assign(buf.begin() + static_cast<std::ptrdiff_t>(off), buf.begin() + static_cast<std::ptrdiff_t>(off + s.b.size()));
-        off += s.b.size();
-        if (!s.dora) continue;
-        const size_t nm = s.m.size();  // read before m itself is reassigned (part 0)
-        (s.*part.m).assign(buf.begin() + static_cast<std::ptrdiff_t>(off), buf.begin() + static_cast<std::ptrdiff_t>(off + nm));
-        off += nm;
+        if (s.core) {
+          take(s.*part.r, static_cast<size_t>(s.r * s.r));
+          continue;
+        }
+        const size_t na = s.a.size(), nb = s.b.size(), nm = s.m.size();
+        take(s.*part.a, na);
+        take(s.*part.b, nb);
+        if (s.dora) take(s.*part.m, nm);
       }
   }
+}
+
+std::vector<int32_t> DeviceTrainer::generate(const train::Engine& engine, const int32_t* prompt, int64_t rows,
+                                             int64_t prompt_len, int64_t max_new, const train::SampleOptions& o,
+                                             const int64_t* left_pad) {
+  const Fns& f = fns();
+  // The caches go once the loop ends, whatever happens.
+  struct Caches {
+    const Fns& f;
+    lrk_dev_engine* dev;
+    ~Caches() { f.generate_end(dev); }
+  } caches{f, dev_};
+  auto forward = [&](const train::GenerateStep& st, float* logits) {
+    if (st.p0 == 0) {  // the prefill: the arguments were checked; size the tables and caches
+      upload_rope(engine, st.max_len);
+      check(f.generate_begin(dev_, st.rows, st.max_len));
+    }
+    check(f.generate_step(dev_, st.t, st.p0, st.tokens->data(), st.pos->data(), st.key_start->data(), logits));
+  };
+  return train::generate_loop(engine.model().cfg, prompt, rows, prompt_len, max_new, o, left_pad, forward);
 }
 
 bool DeviceTrainer::set_matmul(bool bf16) {

@@ -1,7 +1,9 @@
 // The CUDA training engine (include/lowrank/device_engine.h) driven from a CPU engine's
 // session: the CPU engine stays the description of the model and adapter (and runs
-// evaluation and generation); this uploads its frozen weights once, mirrors its adapter
-// and AdamW state on the device, and runs train_step's loop (optim.cc) there. What the
+// forwards with logits or gradients); this uploads its frozen weights once, mirrors its
+// adapter and AdamW state on the device, and runs train_step's loop (optim.cc), loss-only
+// evaluation and generation's forward (with KV caches; the sampling loop is the CPU's,
+// train/generate_loop.h) there. What the
 // device engine does not implement is named by unsupported(), so the caller can fall back.
 #pragma once
 #include <memory>
@@ -38,6 +40,9 @@ class DeviceTrainer {
   bool set_matmul(bool bf16);
   /** Engine::forward's loss sum and labelled-token count of a labelled batch (no dropout, no gradients). */
   train::LossSum evaluate(const train::Engine& engine, const train::Batch& batch);
+  /** Engine::generate with the forward on the device: the same checks, positions and sampling. */
+  std::vector<int32_t> generate(const train::Engine& engine, const int32_t* prompt, int64_t rows, int64_t prompt_len,
+                                int64_t max_new, const train::SampleOptions& o, const int64_t* left_pad);
   /** train_step (optim.cc) on the device; *step advances as there. */
   train::StepResult step(const train::Engine& engine, const train::OptimConfig& o, int64_t* step,
                          const std::vector<train::Batch>& micro);

@@ -620,7 +620,7 @@ Napi::Value LrLambda(const Napi::CallbackInfo& info) {
 }
 
 // trainGenerate(session, prompt: Int32Array, rows, promptLen, maxNew, { temperature, topP, seed, eos }, leftPad?)
-//   -> Promise<Int32Array [rows, maxNew]>.
+//   -> Promise<{ tokens: Int32Array [rows, maxNew], engine: "cpu" | "cuda" }>.
 Napi::Value Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -643,16 +643,28 @@ Napi::Value Generate(const Napi::CallbackInfo& info) {
       for (uint32_t i = 0; i < a.Length(); i++) pad->push_back(get_int(env, a.Get(i), "leftPad[i]"));
     }
     auto out = std::make_shared<std::vector<int32_t>>();
+    auto on_device = std::make_shared<bool>(false);
     return queue(
         env, s,
-        [s, prompt, rows, prompt_len, max_new, o, out, pad]() {
+        [s, prompt, rows, prompt_len, max_new, o, out, pad, on_device]() {
+          const int64_t* left = pad->empty() ? nullptr : pad->data();
+          // With a device engine the forward runs there (KV caches on the device); else on the CPU engine.
+          if (s->device && DeviceTrainer::unsupported(*s->engine).empty()) {
+            sync_device(*s);
+            *out = s->device->generate(*s->engine, prompt->data(), rows, prompt_len, max_new, o, left);
+            *on_device = true;
+            return;
+          }
           sync_host(*s);
-          *out = s->engine->generate(prompt->data(), rows, prompt_len, max_new, o, pad->empty() ? nullptr : pad->data());
+          *out = s->engine->generate(prompt->data(), rows, prompt_len, max_new, o, left);
         },
-        [out](Napi::Env e) -> Napi::Value {
+        [out, on_device](Napi::Env e) -> Napi::Value {
           Napi::Int32Array a = Napi::Int32Array::New(e, out->size());
           if (!out->empty()) std::memcpy(a.Data(), out->data(), out->size() * sizeof(int32_t));
-          return a;
+          Napi::Object r = Napi::Object::New(e);
+          r.Set("tokens", a);
+          r.Set("engine", Napi::String::New(e, *on_device ? "cuda" : "cpu"));
+          return r;
         });
   });
 }

@@ -3,6 +3,7 @@
 // and Σexp by fixed-shape trees (sum in double, as the CPU), then each thread forms P·V for
 // its output features with j in order. Deterministic; O(T²) work and, in the backward,
 // O(H·T²) memory with no tiling: correctness kernels, not flash ones.
+#include <algorithm>
 #include <cmath>
 
 #include "common.cuh"
@@ -22,14 +23,18 @@ __device__ inline int64_t first_key(int64_t i, int64_t window, const int64_t* do
   return lo;
 }
 
-__global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_t hd, float scale, int64_t window,
+// Query row r (block x) sits at position i = q0 + r of the keys (q0 = 0: one sequence; q0 > 0:
+// new tokens against a KV cache of q0 earlier positions); doc_start is indexed by r.
+__global__ void attention_kernel(int64_t q0, int64_t heads, int64_t group, int64_t hd, float scale, int64_t window,
                                  const int64_t* doc_start, const float* q, const float* k, const float* v, float* out) {
-  LRK_DYNAMIC_SHARED(float, p);  // [T]
+  LRK_DYNAMIC_SHARED(float, p);  // [q0 + rows]
   __shared__ float fred[kThreads];
   __shared__ double dred[kThreads];
-  const int64_t i = blockIdx.x, h = blockIdx.y, kh = h / group, lo = first_key(i, window, doc_start);
+  const int64_t r = blockIdx.x, i = q0 + r, h = blockIdx.y, kh = h / group;
+  int64_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+  if (doc_start && doc_start[r] > lo) lo = doc_start[r];
   const int64_t qd = heads * hd, kvd = (heads / group) * hd;
-  const float* qi = q + i * qd + h * hd;
+  const float* qi = q + r * qd + h * hd;
   float mx = -INFINITY;
   for (int64_t j = lo + threadIdx.x; j <= i; j += kThreads) {
     const float* kj = k + j * kvd + kh * hd;
@@ -60,24 +65,25 @@ __global__ void attention_kernel(int64_t T, int64_t heads, int64_t group, int64_
   for (int64_t e = threadIdx.x; e < hd; e += kThreads) {
     float o = 0;
     for (int64_t j = lo; j <= i; j++) o = __fadd_rn(o, __fmul_rn(__fmul_rn(p[j], inv), v[j * kvd + kh * hd + e]));
-    out[i * qd + h * hd + e] = o;
+    out[r * qd + h * hd + e] = o;
   }
 }
 
 // Backward, step 1: one block per (query i, head h) recomputes P's row i as the forward
 // does and writes it with dS_i = P_i ⊙ (dO_i Vᵀ − Σ_j P_ij (dO_i·V_j)) into [H, T, T]
 // buffers (zeros past the diagonal); the three products then run as GEMMs per head.
+// Heads h0 .. h0 + gridDim.y − 1; P and dS hold that chunk ([chunk, T, T]).
 __global__ void attention_ds_kernel(int64_t T, int64_t heads, int64_t group, int64_t hd, float scale, int64_t window,
                                     const int64_t* doc_start, const float* q, const float* k, const float* v,
-                                    const float* dout, float* P, float* dS) {
+                                    const float* dout, float* P, float* dS, int64_t h0) {
   __shared__ float fred[kThreads];
   __shared__ double dred[kThreads];
-  const int64_t i = blockIdx.x, h = blockIdx.y, kh = h / group, lo = first_key(i, window, doc_start);
+  const int64_t i = blockIdx.x, hl = blockIdx.y, h = h0 + hl, kh = h / group, lo = first_key(i, window, doc_start);
   const int64_t qd = heads * hd, kvd = (heads / group) * hd;
   const float* qi = q + i * qd + h * hd;
   const float* doi = dout + i * qd + h * hd;
-  float* p = P + (h * T + i) * T;
-  float* g = dS + (h * T + i) * T;
+  float* p = P + (hl * T + i) * T;
+  float* g = dS + (hl * T + i) * T;
   float mx = -INFINITY;
   for (int64_t j = lo + threadIdx.x; j <= i; j += kThreads) {
     const float* kj = k + j * kvd + kh * hd;
@@ -139,27 +145,40 @@ void attention_forward_dev(int64_t T, int64_t heads, int64_t kv_heads, int64_t h
   if (T == 0) return;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
-  LRK_LAUNCH(attention_kernel, grid, kThreads, f32_bytes(T))(T, heads, heads / kv_heads, head_dim, scale, window,
+  LRK_LAUNCH(attention_kernel, grid, kThreads, f32_bytes(T))(0, heads, heads / kv_heads, head_dim, scale, window,
                                                              doc_start, q, k, v, out);
+}
+
+void attention_cached_dev(int64_t t, int64_t q0, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window,
+                          const int64_t* key_start, const float* q, const float* k, const float* v, float* out) {
+  if (t == 0) return;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const dim3 grid(static_cast<unsigned>(t), static_cast<unsigned>(heads));
+  LRK_LAUNCH(attention_kernel, grid, kThreads, f32_bytes(q0 + t))(q0, heads, heads / kv_heads, head_dim, scale, window,
+                                                                  key_start, q, k, v, out);
 }
 
 void attention_backward_dev(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window,
                             const int64_t* doc_start, const float* q, const float* k, const float* v,
-                            const float* dout, float* dq, float* dk, float* dv, float* P, float* dS) {
+                            const float* dout, float* dq, float* dk, float* dv, float* P, float* dS, int64_t chunk) {
   if (T == 0) return;
   const int64_t qd = heads * head_dim, kvd = kv_heads * head_dim, hd = head_dim, group = heads / kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
-  LRK_LAUNCH(attention_ds_kernel, grid, kThreads, 0)(T, heads, group, hd, scale, window, doc_start, q, k, v, dout, P,
-                                                     dS);
-  for (int64_t h = 0; h < heads; h++) {  // head order: the dK/dV sums of a group are deterministic
-    const int64_t ko = (h / group) * hd, qo = h * hd;
-    const float* Ph = P + h * T * T;
-    const float* dSh = dS + h * T * T;
-    const float beta = h % group == 0 ? 0.0f : 1.0f;  // the group's first head overwrites dK/dV
-    gemm(false, false, T, hd, T, scale, dSh, T, k + ko, kvd, 0.0f, dq + qo, qd);
-    gemm(true, false, T, hd, T, scale, dSh, T, q + qo, qd, beta, dk + ko, kvd);
-    gemm(true, false, T, hd, T, 1.0f, Ph, T, dout + qo, qd, beta, dv + ko, kvd);
+  if (chunk < 1 || chunk > heads) chunk = heads;
+  for (int64_t h0 = 0; h0 < heads; h0 += chunk) {  // P and dS of `chunk` heads at a time
+    const int64_t hn = std::min(chunk, heads - h0);
+    const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(hn));
+    LRK_LAUNCH(attention_ds_kernel, grid, kThreads, 0)(T, heads, group, hd, scale, window, doc_start, q, k, v, dout, P,
+                                                       dS, h0);
+    for (int64_t h = h0; h < h0 + hn; h++) {  // head order: the dK/dV sums of a group are deterministic
+      const int64_t ko = (h / group) * hd, qo = h * hd;
+      const float* Ph = P + (h - h0) * T * T;
+      const float* dSh = dS + (h - h0) * T * T;
+      const float beta = h % group == 0 ? 0.0f : 1.0f;  // the group's first head overwrites dK/dV
+      gemm(false, false, T, hd, T, scale, dSh, T, k + ko, kvd, 0.0f, dq + qo, qd);
+      gemm(true, false, T, hd, T, scale, dSh, T, q + qo, qd, beta, dk + ko, kvd);
+      gemm(true, false, T, hd, T, 1.0f, Ph, T, dout + qo, qd, beta, dv + ko, kvd);
+    }
   }
 }
 

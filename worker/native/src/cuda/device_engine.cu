@@ -51,6 +51,11 @@ class DevMem {
     return static_cast<T*>(p_);
   }
   bool empty() const { return p_ == nullptr; }
+  void reset() {
+    if (p_) counted_free(p_, bytes_ ? bytes_ : 1);
+    p_ = nullptr;
+    bytes_ = 0;
+  }
 
  private:
   void* p_ = nullptr;
@@ -88,8 +93,10 @@ struct lrk_dev_engine {
   DevMem cos, sin;
   int64_t npos = 0;
   // Adapter: ranks/scales per (layer, proj), offsets of A and B in the packed state.
-  std::vector<int64_t> rank, off_a, off_b, off_m;
+  std::vector<int64_t> rank, off_a, off_b, off_m, off_r;
   std::vector<int> dora;  // DoRA modules: the magnitude m [out] follows B in the packed state
+  std::vector<int> core;  // LoRA-SB / XS modules: only R [r, r] is packed; A and B frozen in fa / fb
+  std::vector<DevMem> fa, fb;
   std::vector<float> scale;
   int64_t num_params = 0;
   DevMem params, grads, exp_avg, exp_avg_sq;
@@ -108,11 +115,17 @@ struct lrk_dev_engine {
   DevMem recompute_out;
   DevMem tokens, targets, pos, doc_start;
   DevMem fin, xf, rstdf, logits, row_loss;
+  int64_t attn_heads = 0;   // heads per chunk of the attention backward (P, dS [attn_heads, T, T])
   int64_t logits_rows = 0;  // tokens per loss chunk: logits [chunk, vocab], their gradient in place
   DevMem dres, dx, dq, dk, dv, dao, dgate, dup, dact, g, tmp, tmpd, P, dS;
-  DevMem ba, dyg;  // DoRA scratch: B·A [out, in] and dy ⊙ (m/n) [n, out]
+  DevMem gr;             // LoRA-SB scratch: (dy B) R [n, r]
+  DevMem ba, dyg, dyg1;  // DoRA scratch: B·A [out, in], dy ⊙ (m/n) and (with dropout) dy ⊙ (m/n − 1) [n, out]
   std::vector<float> host_loss;
   std::vector<int32_t> host_targets;
+  // Generation: K and V caches per layer [rows · gen_len, kv_dim], the step's logits [rows, vocab].
+  int64_t gen_rows = 0, gen_len = 0;
+  std::vector<DevMem> kc, vc;
+  DevMem gen_logits;
 
   int64_t q_dim() const { return c.heads * c.head_dim; }
   int64_t kv_dim() const { return c.kv_heads * c.head_dim; }
@@ -128,6 +141,9 @@ struct lrk_dev_engine {
     return c.hidden;
   }
   size_t slot(int64_t l, int p) const { return static_cast<size_t>(l * kNumProj + p); }
+  // A slot's factors: packed (trained) or frozen (a core module's).
+  float* factor_a(size_t s) const { return core[s] ? fa[s].as() : params.as() + off_a[s]; }
+  float* factor_b(size_t s) const { return core[s] ? fb[s].as() : params.as() + off_b[s]; }
   LayerActs& act(int64_t l) { return acts[recompute ? 0 : static_cast<size_t>(l)]; }
   float* input(int64_t l) { return recompute ? layer_in[static_cast<size_t>(l)].as() : act(l).in.as(); }
 };
@@ -147,6 +163,23 @@ lrk_status ready(const lrk_dev_engine* e) {
                                               std::to_string(p) + " lacks its weight or bias");
   }
   if (e->num_params == 0) return fail(LRK_INVALID_ARGUMENT, "device engine: no adapter to train (set_adapter)");
+  for (size_t s = 0; s < e->core.size(); s++)
+    if (e->core[s] && (e->fa[s].empty() || e->fb[s].empty()))
+      return fail(LRK_INVALID_ARGUMENT, "device engine: core module " + std::to_string(s) + " lacks its frozen A and B (set_factors)");
+  return LRK_OK;
+}
+
+// A count >= 1 from the environment (`name`, in `unit`), or `def` when unset; a bad value
+// fails the step and names the setting.
+lrk_status env_count(const char* name, const char* unit, int64_t def, int64_t* out) {
+  *out = def;
+  const char* v = std::getenv(name);
+  if (!v || !*v) return LRK_OK;
+  char* end = nullptr;
+  const long long t = std::strtoll(v, &end, 10);
+  if (*end || t < 1)
+    return fail(LRK_INVALID_ARGUMENT, std::string(name) + " must be a number of " + unit + " >= 1, got \"" + v + "\"");
+  *out = t;
   return LRK_OK;
 }
 
@@ -154,15 +187,20 @@ lrk_status ready(const lrk_dev_engine* e) {
 // 4096 × 128256 would be 2 GiB, its gradient 2 more). LOWRANK_CUDA_LOGITS_CHUNK (tokens)
 // overrides the default of 2^26 floats (256 MiB) per chunk.
 lrk_status logits_chunk(int64_t n, int64_t vocab, int64_t* rows) {
-  int64_t want = std::max<int64_t>(1, (int64_t{1} << 26) / vocab);
-  if (const char* v = std::getenv("LOWRANK_CUDA_LOGITS_CHUNK"); v && *v) {
-    char* end = nullptr;
-    const long long t = std::strtoll(v, &end, 10);
-    if (*end || t < 1)
-      return fail(LRK_INVALID_ARGUMENT, std::string("LOWRANK_CUDA_LOGITS_CHUNK must be a number of tokens >= 1, got \"") + v + "\"");
-    want = t;
-  }
+  int64_t want = 0;
+  if (lrk_status s = env_count("LOWRANK_CUDA_LOGITS_CHUNK", "tokens", std::max<int64_t>(1, (int64_t{1} << 26) / vocab), &want))
+    return s;
   *rows = std::min(n, want);
+  return LRK_OK;
+}
+
+// Heads per chunk of the attention backward, whose P and dS scratch is [chunk, T, T]:
+// every head at once up to 2^26 floats (256 MiB) each, fewer beyond (4096 tokens × 32 heads
+// would be 2 GiB each). LOWRANK_CUDA_ATTENTION_SCRATCH (floats) overrides the budget.
+lrk_status attention_chunk(int64_t heads, int64_t seq, int64_t* chunk) {
+  int64_t budget = 0;
+  if (lrk_status s = env_count("LOWRANK_CUDA_ATTENTION_SCRATCH", "floats", int64_t{1} << 26, &budget)) return s;
+  *chunk = std::clamp<int64_t>(budget / (seq * seq), 1, heads);
   return LRK_OK;
 }
 
@@ -230,6 +268,8 @@ lrk_status ensure_buffers(lrk_dev_engine* e, int64_t rows, int64_t seq, bool dro
   for (DevMem* m : {&e->dgate, &e->dup, &e->dact})
     if (lrk_status s = m->alloc(f32_bytes(n * ff))) return s;
   if (lrk_status s = e->g.alloc(f32_bytes(n * std::max<int64_t>(rmax, 1)))) return s;
+  if (std::find(e->core.begin(), e->core.end(), 1) != e->core.end())
+    if (lrk_status s = e->gr.alloc(f32_bytes(n * rmax))) return s;
   int64_t dora_out = 0, dora_w = 0;
   for (size_t sl = 0; sl < e->dora.size(); sl++)
     if (e->dora[sl]) {
@@ -240,11 +280,14 @@ lrk_status ensure_buffers(lrk_dev_engine* e, int64_t rows, int64_t seq, bool dro
   if (dora_out > 0) {
     if (lrk_status s = e->dyg.alloc(f32_bytes(n * dora_out))) return s;
     if (lrk_status s = e->ba.alloc(f32_bytes(dora_w))) return s;
+    if (dropout)
+      if (lrk_status s = e->dyg1.alloc(f32_bytes(n * dora_out))) return s;
   }
   if (lrk_status s = e->tmp.alloc(f32_bytes(n * std::max({d, ff, qd})))) return s;
-  // Attention backward scratch: one row's P and dS for every head (O(H·T²), as the CPU's att).
+  // Attention backward scratch: P and dS of a chunk of heads at a time ([chunk, T, T]).
+  if (lrk_status s = attention_chunk(c.heads, seq, &e->attn_heads)) return s;
   for (DevMem* m : {&e->P, &e->dS})
-    if (lrk_status s = m->alloc(f32_bytes(c.heads * seq * seq))) return s;
+    if (lrk_status s = m->alloc(f32_bytes(e->attn_heads * seq * seq))) return s;
   e->rows = rows;
   e->seq = seq;
   e->dropout_bufs = e->dropout_bufs || dropout;
@@ -272,16 +315,89 @@ void linear_forward(const StepCtx& k, int64_t l, int p, const float* x, float* y
     mul_dev(k.n * in, x, a.mask[p].as(), a.xd[p].as());
     xa = a.xd[p].as();
   }
-  const float* pa = r > 0 ? e->params.as() + e->off_a[s] : nullptr;
-  const float* pb = r > 0 ? e->params.as() + e->off_b[s] : nullptr;
+  const float* pa = r > 0 ? e->factor_a(s) : nullptr;
+  const float* pb = r > 0 ? e->factor_b(s) : nullptr;
   const bool dora = r > 0 && e->dora[s];
-  lora_forward_dev(k.n, in, out, r, e->scale[s], x, xa, w.w[p].mem.as<void>(), w.w[p].dtype, pa, pb,
-                   dora ? a.z[p].as() : y, r > 0 ? a.h[p].as() : nullptr);
-  if (dora) {  // y = (m/n) ⊙ z, n = ‖W + s·BA‖ per row (detached)
-    dora_norm_dev(out, in, w.w[p].mem.as<void>(), w.w[p].dtype, e->scale[s], pa, pb, r, e->ba.as(), a.norm[p].as());
+  const void* W = w.w[p].mem.as<void>();
+  if (r > 0 && e->core[s]) {
+    // LoRA-SB: y = x Wᵀ + s·((x̃ Aᵀ) Rᵀ) Bᵀ; h = x̃ Aᵀ kept, h Rᵀ in the g scratch (the CPU's order).
+    lora_forward_dev(k.n, in, out, 0, 0.0f, x, x, W, w.w[p].dtype, nullptr, nullptr, y, nullptr);
+    gemm(false, true, k.n, r, in, 1.0f, xa, in, pa, in, 0.0f, a.h[p].as(), r);
+    gemm(false, true, k.n, r, r, 1.0f, a.h[p].as(), r, e->params.as() + e->off_r[s], r, 0.0f, e->g.as(), r);
+    gemm(false, true, k.n, out, r, e->scale[s], e->g.as(), r, pb, r, 1.0f, y, out);
+  } else if (dora && xa != x) {
+    // PEFT's DoRA with dropout: y = W x + (g − 1) ⊙ W x̃ + g ⊙ z̃, z̃ = W x̃ + s·B A x̃ (kept in z),
+    // g = m/n. W x̃ goes to tmp, copied into z, and z += s·h Bᵀ (the CPU's order).
+    float* wxd = e->tmp.as();
+    float* z = a.z[p].as();
+    lora_forward_dev(k.n, in, out, 0, 0.0f, x, x, W, w.w[p].dtype, nullptr, nullptr, y, nullptr);
+    lora_forward_dev(k.n, in, out, 0, 0.0f, xa, xa, W, w.w[p].dtype, nullptr, nullptr, wxd, nullptr);
+    gemm(false, true, k.n, r, in, 1.0f, xa, in, pa, in, 0.0f, a.h[p].as(), r);
+    copy_dev(k.n * out, wxd, z);
+    gemm(false, true, k.n, out, r, e->scale[s], a.h[p].as(), r, pb, r, 1.0f, z, out);
+    dora_norm_dev(out, in, W, w.w[p].dtype, e->scale[s], pa, pb, r, e->ba.as(), a.norm[p].as());
+    dora_dropout_combine_dev(k.n, out, wxd, z, e->params.as() + e->off_m[s], a.norm[p].as(), y);
+  } else {
+    lora_forward_dev(k.n, in, out, r, e->scale[s], x, xa, W, w.w[p].dtype, pa, pb, dora ? a.z[p].as() : y,
+                     r > 0 ? a.h[p].as() : nullptr);
+  }
+  if (dora && xa == x) {  // y = (m/n) ⊙ z, n = ‖W + s·BA‖ per row (detached)
+    dora_norm_dev(out, in, W, w.w[p].dtype, e->scale[s], pa, pb, r, e->ba.as(), a.norm[p].as());
     dora_scale_dev(k.n, out, a.z[p].as(), e->params.as() + e->off_m[s], a.norm[p].as(), y);
   }
   if (e->c.proj_bias[p]) bias_add_dev(k.n, out, w.b[p].as(), y);
+}
+
+// DoRA with dropout (engine.cc dora_dropout_backward), g = m/n: dm += Σ dy ⊙ z̃ / n;
+// dB += s (dy ⊙ g)ᵀ h; dA += s ((dy ⊙ g) B)ᵀ x̃; dx (+)= dy W + D ⊙ [(dy ⊙ (g − 1)) W + s ((dy ⊙ g) B) A].
+void dora_dropout_backward(const StepCtx& k, int64_t l, int p, const float* dy, float* dx, bool accumulate) {
+  lrk_dev_engine* e = k.e;
+  const LayerWeights& w = e->layers[static_cast<size_t>(l)];
+  LayerActs& a = e->act(l);
+  const size_t s = e->slot(l, p);
+  const int64_t r = e->rank[s], in = e->proj_in(p), out = e->proj_out(p);
+  float* params = e->params.as();
+  float* grads = e->grads.as();
+  const float* pa = params + e->off_a[s];
+  const void* W = w.w[p].mem.as<void>();
+  dora_grad_m_dev(k.n, out, dy, a.z[p].as(), a.norm[p].as(), grads + e->off_m[s]);
+  dora_dropout_dy_dev(k.n, out, dy, params + e->off_m[s], a.norm[p].as(), e->dyg.as(), e->dyg1.as());
+  // g = (dy ⊙ g) B into e->g, and the factor gradients (no input gradient here)
+  lora_backward_dev(k.n, in, out, r, e->scale[s], a.xd[p].as(), a.h[p].as(), e->dyg.as(), W, w.w[p].dtype, pa,
+                    params + e->off_b[s], nullptr, false, nullptr, e->g.as(), nullptr, grads + e->off_a[s],
+                    grads + e->off_b[s]);
+  if (!dx) return;
+  float* t = e->tmp.as();
+  lora_backward_dev(k.n, in, out, 0, 0.0f, nullptr, nullptr, dy, W, w.w[p].dtype, nullptr, nullptr, dx, accumulate,
+                    nullptr, nullptr, nullptr, nullptr, nullptr);
+  lora_backward_dev(k.n, in, out, 0, 0.0f, nullptr, nullptr, e->dyg1.as(), W, w.w[p].dtype, nullptr, nullptr, t,
+                    false, nullptr, nullptr, nullptr, nullptr, nullptr);
+  gemm(false, false, k.n, in, r, e->scale[s], e->g.as(), r, pa, in, 1.0f, t, in);
+  masked_add_dev(k.n * in, t, a.mask[p].as(), dx);
+}
+
+// LoRA-SB (engine.cc linear_backward's core branch): g = dy B; dR += s gᵀ h; dx (+)= dy W +
+// s (g R) A [⊙ D]. A and B are frozen: no gradient.
+void core_backward(const StepCtx& k, int64_t l, int p, const float* dy, float* dx, bool accumulate) {
+  lrk_dev_engine* e = k.e;
+  const LayerWeights& w = e->layers[static_cast<size_t>(l)];
+  LayerActs& a = e->act(l);
+  const size_t s = e->slot(l, p);
+  const int64_t r = e->rank[s], in = e->proj_in(p), out = e->proj_out(p);
+  const float* R = e->params.as() + e->off_r[s];
+  if (dx)
+    lora_backward_dev(k.n, in, out, 0, 0.0f, nullptr, nullptr, dy, w.w[p].mem.as<void>(), w.w[p].dtype, nullptr,
+                      nullptr, dx, accumulate, nullptr, nullptr, nullptr, nullptr, nullptr);
+  gemm(false, false, k.n, r, out, 1.0f, dy, out, e->factor_b(s), r, 0.0f, e->g.as(), r);
+  gemm(true, false, r, r, k.n, e->scale[s], e->g.as(), r, a.h[p].as(), r, 1.0f, e->grads.as() + e->off_r[s], r);
+  if (!dx) return;
+  gemm(false, false, k.n, r, r, 1.0f, e->g.as(), r, R, r, 0.0f, e->gr.as(), r);
+  if (k.dropout > 0.0f) {
+    gemm(false, false, k.n, in, r, e->scale[s], e->gr.as(), r, e->factor_a(s), in, 0.0f, e->tmp.as(), in);
+    masked_add_dev(k.n * in, e->tmp.as(), a.mask[p].as(), dx);
+  } else {
+    gemm(false, false, k.n, in, r, e->scale[s], e->gr.as(), r, e->factor_a(s), in, 1.0f, dx, in);
+  }
 }
 
 // dx (+)= dy W + s (dy B) A [⊙ D]; dA, dB accumulate (engine.cc linear_backward).
@@ -294,6 +410,14 @@ void linear_backward(const StepCtx& k, int64_t l, int p, const float* x, const f
   const bool dropped = r > 0 && k.dropout > 0.0f;
   float* params = e->params.as();
   float* grads = e->grads.as();
+  if (r > 0 && e->dora[s] && dropped) {
+    dora_dropout_backward(k, l, p, dy, dx, accumulate);
+    return;
+  }
+  if (r > 0 && e->core[s]) {
+    core_backward(k, l, p, dy, dx, accumulate);
+    return;
+  }
   if (r > 0 && e->dora[s]) {  // dm += Σ dy ⊙ z / n; the rest sees dy ⊙ (m/n)
     dora_grad_m_dev(k.n, out, dy, a.z[p].as(), a.norm[p].as(), grads + e->off_m[s]);
     dora_scale_dev(k.n, out, dy, params + e->off_m[s], a.norm[p].as(), e->dyg.as());
@@ -351,7 +475,7 @@ void layer_backward(const StepCtx& k, int64_t l) {
     attention_backward_dev(T, c.heads, c.kv_heads, c.head_dim, e->window[static_cast<size_t>(l)],
                            e->doc_start.as<int64_t>() + b * T, a.q.as() + b * T * qd, a.k.as() + b * T * kvd,
                            a.v.as() + b * T * kvd, e->dao.as() + b * T * qd, e->dq.as() + b * T * qd,
-                           e->dk.as() + b * T * kvd, e->dv.as() + b * T * kvd, e->P.as(), e->dS.as());
+                           e->dk.as() + b * T * kvd, e->dv.as() + b * T * kvd, e->P.as(), e->dS.as(), e->attn_heads);
   rope_apply_dev(e->dq.as(), n, qd, c.heads, c.head_dim, e->pos.as<int64_t>(), e->cos.as(), e->sin.as(), 1);
   rope_apply_dev(e->dk.as(), n, kvd, c.kv_heads, c.head_dim, e->pos.as<int64_t>(), e->cos.as(), e->sin.as(), 1);
   // The embedding is frozen: below layer 0 only the adapters' gradients matter.
@@ -400,7 +524,11 @@ extern "C" lrk_status lrk_dev_create(const lrk_dev_config* config, lrk_dev_engin
   e->off_a.assign(slots, 0);
   e->off_b.assign(slots, 0);
   e->off_m.assign(slots, 0);
+  e->off_r.assign(slots, 0);
   e->dora.assign(slots, 0);
+  e->core.assign(slots, 0);
+  e->fa.resize(slots);
+  e->fb.resize(slots);
   e->scale.assign(slots, 0.0f);
   *out = e;
   return LRK_OK;
@@ -457,31 +585,36 @@ extern "C" lrk_status lrk_dev_set_rope(lrk_dev_engine* e, int64_t npos, const fl
 }
 
 extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* ranks, const float* scales,
-                                          const int* dora) {
+                                          const int* dora, const int* core) {
   if (!e || !ranks || !scales) return fail(LRK_INVALID_ARGUMENT, "set_adapter: ranks and scales are required");
   const size_t slots = e->rank.size();
   int64_t total = 0;
   std::vector<int64_t> toff, tsize;
+  // One packed tensor (offset, size) of the state, in the CPU optimizer's order.
+  auto pack = [&](int64_t size) {
+    toff.push_back(total);
+    tsize.push_back(size);
+    total += size;
+    return toff.back();
+  };
   for (size_t s = 0; s < slots; s++) {
     if (ranks[s] < 0) return fail(LRK_INVALID_ARGUMENT, "set_adapter: a rank is negative");
     const int p = static_cast<int>(s % kNumProj);
     e->rank[s] = ranks[s];
     e->scale[s] = scales[s];
     e->dora[s] = ranks[s] > 0 && dora && dora[s] ? 1 : 0;
+    e->core[s] = ranks[s] > 0 && core && core[s] ? 1 : 0;
+    e->fa[s].reset();
+    e->fb[s].reset();
     if (ranks[s] == 0) continue;
-    e->off_a[s] = total;
-    toff.push_back(total);
-    tsize.push_back(ranks[s] * e->proj_in(p));
-    total += ranks[s] * e->proj_in(p);
-    e->off_b[s] = total;
-    toff.push_back(total);
-    tsize.push_back(ranks[s] * e->proj_out(p));
-    total += ranks[s] * e->proj_out(p);
-    if (!e->dora[s]) continue;
-    e->off_m[s] = total;
-    toff.push_back(total);
-    tsize.push_back(e->proj_out(p));
-    total += e->proj_out(p);
+    if (e->dora[s] && e->core[s]) return fail(LRK_INVALID_ARGUMENT, "set_adapter: a module cannot be DoRA and have a core");
+    if (e->core[s]) {  // LoRA-SB: R alone trains
+      e->off_r[s] = pack(ranks[s] * ranks[s]);
+      continue;
+    }
+    e->off_a[s] = pack(ranks[s] * e->proj_in(p));
+    e->off_b[s] = pack(ranks[s] * e->proj_out(p));
+    if (e->dora[s]) e->off_m[s] = pack(e->proj_out(p));
   }
   e->num_params = total;
   e->tensor_off = toff;
@@ -496,6 +629,16 @@ extern "C" lrk_status lrk_dev_set_adapter(lrk_dev_engine* e, const int64_t* rank
   e->rows = e->seq = 0;  // the LoRA activations follow the ranks
   e->dropout_bufs = false;
   return LRK_OK;
+}
+
+extern "C" lrk_status lrk_dev_set_factors(lrk_dev_engine* e, int64_t layer, int proj, const float* a, const float* b) {
+  if (!e || !a || !b || layer < 0 || layer >= e->c.layers || proj < 0 || proj >= kNumProj)
+    return fail(LRK_INVALID_ARGUMENT, "set_factors: engine, layer, projection in range, A and B");
+  const size_t s = e->slot(layer, proj);
+  if (!e->core[s]) return fail(LRK_INVALID_ARGUMENT, "set_factors: the module has no core (set_adapter's core flag)");
+  const int64_t r = e->rank[s];
+  if (lrk_status st = e->fa[s].upload(a, f32_bytes(r * e->proj_in(proj)))) return st;
+  return e->fb[s].upload(b, f32_bytes(e->proj_out(proj) * r));
 }
 
 extern "C" lrk_status lrk_dev_set_matmul(lrk_dev_engine* e, int bf16, int* effective) {
@@ -561,9 +704,6 @@ lrk_status run_batch(lrk_dev_engine* e, const lrk_dev_batch* batch, float loss_s
   if (!(dropout >= 0.0f && dropout < 1.0f)) return fail(LRK_INVALID_ARGUMENT, "forward_backward: dropout in [0, 1)");
   if (dropout > 0.0f && !dropout_streams)
     return fail(LRK_INVALID_ARGUMENT, "forward_backward: dropout needs one stream per (layer, proj)");
-  if (dropout > 0.0f)
-    for (int d : e->dora)
-      if (d) return fail(LRK_INVALID_ARGUMENT, "forward_backward: DoRA with LoRA dropout is not implemented on the device");
   for (int64_t i = 0; i < n; i++) {
     if (batch->tokens[i] < 0 || batch->tokens[i] >= V)
       return fail(LRK_INVALID_ARGUMENT, "forward_backward: token " + std::to_string(i) + " is outside the vocabulary");
@@ -661,5 +801,95 @@ extern "C" lrk_status lrk_dev_optimizer_step(lrk_dev_engine* e, double max_grad_
   adamw_dev(e->num_params, e->params.as(), e->grads.as(), e->exp_avg.as(), e->exp_avg_sq.as(), lr, beta1, beta2, eps,
             weight_decay, t);
   LRK_CUDA_SYNC("clip and AdamW");
+  return LRK_OK;
+}
+
+// Generation (Engine::generate's forward on the device): the layers over a step's new tokens,
+// their keys and values stored into the caches, attention against the cached prefix.
+extern "C" lrk_status lrk_dev_generate_begin(lrk_dev_engine* e, int64_t rows, int64_t max_len) {
+  if (!e || rows < 1 || max_len < 1) return fail(LRK_INVALID_ARGUMENT, "generate_begin: rows, max_len >= 1");
+  if (max_len > 8192) return fail(LRK_INVALID_ARGUMENT, "generate_begin: at most 8192 positions (the attention kernel's limit)");
+  if (max_len > e->npos) return fail(LRK_INVALID_ARGUMENT, "generate_begin: max_len exceeds the RoPE tables (set_rope)");
+  if (lrk_status s = ready(e)) return s;
+  e->kc.clear();
+  e->vc.clear();
+  e->kc.resize(static_cast<size_t>(e->c.layers));
+  e->vc.resize(static_cast<size_t>(e->c.layers));
+  for (std::vector<DevMem>* cache : {&e->kc, &e->vc})
+    for (DevMem& m : *cache) {
+      if (lrk_status s = m.alloc(f32_bytes(rows * max_len * e->kv_dim()))) return s;
+      if (lrk_status s = m.zero()) return s;
+    }
+  if (lrk_status s = e->gen_logits.alloc(f32_bytes(rows * e->c.vocab))) return s;
+  e->gen_rows = rows;
+  e->gen_len = max_len;
+  return LRK_OK;
+}
+
+extern "C" void lrk_dev_generate_end(lrk_dev_engine* e) {
+  if (!e) return;
+  e->kc.clear();
+  e->vc.clear();
+  e->gen_logits.reset();
+  e->gen_rows = e->gen_len = 0;
+}
+
+extern "C" lrk_status lrk_dev_generate_step(lrk_dev_engine* e, int64_t t, int64_t p0, const int32_t* tokens,
+                                            const int64_t* pos, const int64_t* key_start, float* logits) {
+  if (!e || !tokens || !pos || !key_start || !logits) return fail(LRK_INVALID_ARGUMENT, "generate_step: null argument");
+  if (e->gen_rows == 0) return fail(LRK_INVALID_ARGUMENT, "generate_step: call generate_begin first");
+  const lrk_dev_config& c = e->c;
+  const int64_t rows = e->gen_rows, L = e->gen_len, n = rows * t, d = c.hidden, V = c.vocab;
+  const int64_t qd = e->q_dim(), kvd = e->kv_dim();
+  if (t < 1 || p0 < 0 || p0 + t > L) return fail(LRK_INVALID_ARGUMENT, "generate_step: t >= 1 new positions within the caches");
+  for (int64_t i = 0; i < n; i++) {
+    if (tokens[i] < 0 || tokens[i] >= V)
+      return fail(LRK_INVALID_ARGUMENT, "generate_step: token " + std::to_string(i) + " is outside the vocabulary");
+    if (pos[i] < 0 || pos[i] >= e->npos) return fail(LRK_INVALID_ARGUMENT, "generate_step: a position is outside the RoPE tables");
+    if (key_start[i] < 0 || key_start[i] > p0 + i % t)
+      return fail(LRK_INVALID_ARGUMENT, "generate_step: a first key is after its token");
+  }
+  if (lrk_status s = ensure_buffers(e, rows, t, false)) return s;
+  LRK_CUDA_TRY(cudaMemcpy(e->tokens.as(), tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice));
+  LRK_CUDA_TRY(cudaMemcpy(e->pos.as(), pos, n * sizeof(int64_t), cudaMemcpyHostToDevice));
+  LRK_CUDA_TRY(cudaMemcpy(e->doc_start.as(), key_start, n * sizeof(int64_t), cudaMemcpyHostToDevice));
+  const MatmulScope matmul(e->matmul);
+  const StepCtx k{e, n, 0.0f, 0, nullptr};
+  float* x = e->fin.as();  // the residual stream [n, d]
+  embed_gather_dev(n, d, e->tokens.as<int32_t>(), e->embed.mem.as<void>(), e->embed.dtype, x);
+  for (int64_t l = 0; l < c.layers; l++) {
+    LayerActs& a = e->act(l);
+    const LayerWeights& w = e->layers[static_cast<size_t>(l)];
+    rmsnorm_forward_dev(n, d, c.rms_norm_eps, x, w.input_norm.as(), a.x1.as(), a.rstd1.as());
+    linear_forward(k, l, kQ, a.x1.as(), a.q.as());
+    linear_forward(k, l, kK, a.x1.as(), a.k.as());
+    linear_forward(k, l, kV, a.x1.as(), a.v.as());
+    rope_apply_dev(a.q.as(), n, qd, c.heads, c.head_dim, e->pos.as<int64_t>(), e->cos.as(), e->sin.as(), 0);
+    rope_apply_dev(a.k.as(), n, kvd, c.kv_heads, c.head_dim, e->pos.as<int64_t>(), e->cos.as(), e->sin.as(), 0);
+    float* K = e->kc[static_cast<size_t>(l)].as();
+    float* Vc = e->vc[static_cast<size_t>(l)].as();
+    rows_store_dev(rows, t, kvd, L, p0, a.k.as(), K);
+    rows_store_dev(rows, t, kvd, L, p0, a.v.as(), Vc);
+    for (int64_t b = 0; b < rows; b++)
+      attention_cached_dev(t, p0, c.heads, c.kv_heads, c.head_dim, e->window[static_cast<size_t>(l)],
+                           e->doc_start.as<int64_t>() + b * t, a.q.as() + b * t * qd, K + b * L * kvd,
+                           Vc + b * L * kvd, a.ao.as() + b * t * qd);
+    linear_forward(k, l, kO, a.ao.as(), e->tmpd.as());
+    add_dev(n * d, x, e->tmpd.as(), x);
+    rmsnorm_forward_dev(n, d, c.rms_norm_eps, x, w.post_norm.as(), a.x2.as(), a.rstd2.as());
+    linear_forward(k, l, kGate, a.x2.as(), a.gate.as());
+    linear_forward(k, l, kUp, a.x2.as(), a.up.as());
+    swiglu_forward_dev(n * c.intermediate, a.gate.as(), a.up.as(), a.act.as());
+    linear_forward(k, l, kDown, a.act.as(), e->tmpd.as());
+    add_dev(n * d, x, e->tmpd.as(), x);
+  }
+  // Each row's last new token: the final norm and the head.
+  rows_last_dev(rows, t, d, x, e->dx.as());
+  rmsnorm_forward_dev(rows, d, c.rms_norm_eps, e->dx.as(), e->norm.as(), e->xf.as(), e->rstdf.as());
+  const Weight& head = c.tie_word_embeddings ? e->embed : e->lm_head;
+  lora_forward_dev(rows, d, V, 0, 0.0f, e->xf.as(), nullptr, head.mem.as<void>(), head.dtype, nullptr, nullptr,
+                   e->gen_logits.as(), nullptr);
+  LRK_CUDA_SYNC("generate_step");
+  LRK_CUDA_TRY(cudaMemcpy(logits, e->gen_logits.as(), f32_bytes(rows * V), cudaMemcpyDeviceToHost));
   return LRK_OK;
 }

@@ -1,6 +1,8 @@
 // DoRA's pieces on the device (METHODS §1.3, PEFT semantics, engine.cc's linear_forward /
-// linear_backward without dropout): the detached norm n = ‖W + s·BA‖ per output row, the
-// rescale y = (m/n) ⊙ z, the magnitude gradient dm += Σ_tokens dy ⊙ z / n and dy ⊙ (m/n).
+// linear_backward / dora_dropout_backward): the detached norm n = ‖W + s·BA‖ per output row,
+// the rescale y = (m/n) ⊙ z, the magnitude gradient dm += Σ_tokens dy ⊙ z / n and dy ⊙ (m/n);
+// with LoRA dropout, PEFT's path that recomputes W x̃: the output's combination and the two
+// rescaled output gradients. Elementwise steps in the CPU's fp32 order, without FMA.
 // Sums in double in the CPU's order (one thread per output row or column, tokens in order).
 #include <cuda_bf16.h>
 
@@ -44,7 +46,36 @@ __global__ void dora_grad_m_kernel(int64_t n, int64_t out, const float* dy, cons
   gm[o] = __fadd_rn(gm[o], static_cast<float>(acc / norm[o]));
 }
 
+__global__ void dora_dropout_combine_kernel(int64_t n, int64_t out, const float* wxd, const float* z, const float* m,
+                                            const float* norm, float* y) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * out) return;
+  const int64_t o = i % out;
+  const float g = __fdiv_rn(m[o], norm[o]);
+  y[i] = __fadd_rn(__fadd_rn(y[i], __fmul_rn(__fsub_rn(g, 1.0f), wxd[i])), __fmul_rn(g, __fsub_rn(z[i], wxd[i])));
+}
+
+__global__ void dora_dropout_dy_kernel(int64_t n, int64_t out, const float* dy, const float* m, const float* norm,
+                                       float* dyg, float* dyg1) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * out) return;
+  const int64_t o = i % out;
+  const float g = __fdiv_rn(m[o], norm[o]);
+  dyg[i] = __fmul_rn(dy[i], g);
+  dyg1[i] = __fmul_rn(dy[i], __fsub_rn(g, 1.0f));
+}
+
 }  // namespace
+
+void dora_dropout_combine_dev(int64_t n, int64_t out, const float* wxd, const float* z, const float* m,
+                              const float* norm, float* y) {
+  if (n * out > 0) LRK_LAUNCH(dora_dropout_combine_kernel, blocks(n * out), kThreads, 0)(n, out, wxd, z, m, norm, y);
+}
+
+void dora_dropout_dy_dev(int64_t n, int64_t out, const float* dy, const float* m, const float* norm, float* dyg,
+                         float* dyg1) {
+  if (n * out > 0) LRK_LAUNCH(dora_dropout_dy_kernel, blocks(n * out), kThreads, 0)(n, out, dy, m, norm, dyg, dyg1);
+}
 
 void dora_norm_dev(int64_t out, int64_t in, const void* w, lrk_dtype w_dtype, float scale, const float* a,
                    const float* b, int64_t r, float* ba, float* norm) {

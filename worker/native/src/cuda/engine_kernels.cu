@@ -41,6 +41,26 @@ __global__ void scale_kernel(int64_t n, float c, float* x) {
   if (i < n) x[i] = __fmul_rn(x[i], c);
 }
 
+__global__ void copy_kernel(int64_t n, const float* src, float* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = src[i];
+}
+
+__global__ void rows_store_kernel(int64_t rows, int64_t t, int64_t width, int64_t ld_rows, int64_t offset,
+                                  const float* src, float* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * t * width) return;
+  const int64_t row = i / width, e = i % width, b = row / t, j = row % t;
+  dst[(b * ld_rows + offset + j) * width + e] = src[i];
+}
+
+__global__ void rows_last_kernel(int64_t rows, int64_t t, int64_t width, const float* src, float* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * width) return;
+  const int64_t b = i / width, e = i % width;
+  dst[i] = src[(b * t + t - 1) * width + e];
+}
+
 __global__ void sum_squares_kernel(const int64_t* offsets, const int64_t* sizes, const float* x, double* sums) {
   __shared__ double part[kThreads];
   const int64_t t = blockIdx.x;
@@ -82,6 +102,19 @@ void bias_add_dev(int64_t n, int64_t out, const float* bias, float* y) {
 
 void scale_dev(int64_t n, float c, float* x) {
   if (n > 0) LRK_LAUNCH(scale_kernel, blocks(n), kThreads, 0)(n, c, x);
+}
+
+void copy_dev(int64_t n, const float* src, float* dst) {
+  if (n > 0) LRK_LAUNCH(copy_kernel, blocks(n), kThreads, 0)(n, src, dst);
+}
+
+void rows_store_dev(int64_t rows, int64_t t, int64_t width, int64_t ld_rows, int64_t offset, const float* src, float* dst) {
+  if (rows * t * width > 0)
+    LRK_LAUNCH(rows_store_kernel, blocks(rows * t * width), kThreads, 0)(rows, t, width, ld_rows, offset, src, dst);
+}
+
+void rows_last_dev(int64_t rows, int64_t t, int64_t width, const float* src, float* dst) {
+  if (rows * width > 0) LRK_LAUNCH(rows_last_kernel, blocks(rows * width), kThreads, 0)(rows, t, width, src, dst);
 }
 
 void sum_squares_dev(int64_t tensors, const int64_t* offsets, const int64_t* sizes, const float* x, double* sums) {

@@ -68,8 +68,12 @@ void lora_backward_dev(int64_t n, int64_t in, int64_t out, int64_t r, float scal
   gemm_w(w_dtype, n, in, false, false, out, dy, out, w, in, adapter, dx_accumulate ? 1.0f : 0.0f, dx, in);
   if (r > 0 && mask) {  // dx += D ⊙ (s g A)
     gemm(false, false, n, in, r, scale, g, r, a, in, 0.0f, tmp, in);
-    LRK_LAUNCH(masked_add_kernel, static_cast<unsigned>((n * in + 255) / 256), 256, 0)(n * in, tmp, mask, dx);
+    masked_add_dev(n * in, tmp, mask, dx);
   }
+}
+
+void masked_add_dev(int64_t n, const float* t, const float* mask, float* dx) {
+  if (n > 0) LRK_LAUNCH(masked_add_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0)(n, t, mask, dx);
 }
 
 }  // namespace lowrank::cuda
