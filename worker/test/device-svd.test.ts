@@ -46,6 +46,7 @@ interface Result {
     energy: { A: number[]; B: number[]; sigma: number[]; r: number };
     merge: { A: number[]; B: number[]; r: number; retained: number };
     dense: Record<string, { ba: number[]; r: number; retained: number | null }>;
+    deltaMixes: Record<string, number[]>;
   };
   m: number[];
   svd: { u: number[]; s: number[]; vt: number[] };
@@ -186,4 +187,18 @@ test('the dense stage of svd-type merges on the device (emulated): every combina
     if (c.retained !== null) assert.ok(Math.abs((d.retained ?? Number.NaN) - c.retained) <= 1e-6, `${name}: retained energy`);
   }
   console.log(`# measured merged ΔW entrywise rel: ${measured.join(', ')}`);
+});
+
+test("mergekit's delta merges on the device (emulated): every method equals the CPU's mix", { timeout: 300_000 }, async () => {
+  const [cpu, dev] = await both();
+  const names = Object.keys(cpu.exact.deltaMixes);
+  assert.equal(names.length, 8);
+  const measured: string[] = [];
+  for (const name of names) {
+    const e = entrywise(dev.exact.deltaMixes[name] ?? [], cpu.exact.deltaMixes[name] ?? []);
+    measured.push(`${name} ${e.toExponential(1)}`);
+    // the same inputs, the CPU's fp32 operations and integer-exact masks: only the L1 sums' order differs
+    assert.ok(e <= 1e-6, `${name}: mix rel ${e}`);
+  }
+  console.log(`# measured mergekit mix entrywise rel: ${measured.join(', ')}`);
 });

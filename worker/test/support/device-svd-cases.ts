@@ -10,7 +10,7 @@
  * the end, and the results.
  */
 import { backendInfo } from '../../src/native/backend.ts';
-import { factorDense } from '../../src/native/delta.ts';
+import { type DeltaMergeOptions, factorDense, mergeDeltas } from '../../src/native/delta.ts';
 import { svd as exactSvd, gemm, type Matrix, philox, randomizedSvd, type SvdResult } from '../../src/native/linalg.ts';
 import { mergeAdapters } from '../../src/native/merge.ts';
 
@@ -110,6 +110,30 @@ for (const [name, [inputs, options]] of Object.entries(denseCases)) {
   denseMerged[name] = { ba: Array.from(ba.data), r: m.r, retained: res.info[MOD]?.retainedEnergy ?? null };
 }
 
+// mergekit's delta merges (mergeDeltas) on dense [300, 260] deltas: every method, both sign
+// methods, the default and forced normalisation, λ, DARE with and without the L1 rescale,
+// explicit masks, and integer deltas whose magnitudes tie at the trim threshold.
+const gaussian = (stream: number) => normal(300, 260, stream);
+const integers = (stream: number): Matrix => ({ rows: 300, cols: 260, data: integer(stream, 300, 260) });
+const deltaCases: Record<string, [Matrix[], DeltaMergeOptions]> = {
+  task_arithmetic: [[gaussian(90), gaussian(91)], { method: 'task_arithmetic', weights: [0.7, 0.4], lambda: 1.5 }],
+  ties_total: [[gaussian(90), gaussian(91), gaussian(92)], { method: 'ties', weights: [1, 0.5, -0.3], density: 0.3 }],
+  ties_count_unnormalized: [
+    [gaussian(90), gaussian(91), gaussian(92)],
+    { method: 'ties', weights: [1, 0.5, 0.3], density: 0.6, signMethod: 'frequency', normalize: false },
+  ],
+  ties_integer_ties: [[integers(93), integers(94)], { method: 'ties', weights: [0.8, 0.6], density: 0.45 }],
+  dare_linear: [[gaussian(95), gaussian(96)], { method: 'dare_linear', weights: [0.5, 0.5], density: 0.4, seed: 3, module: MOD }],
+  dare_linear_no_rescale: [
+    [gaussian(95), gaussian(96)],
+    { method: 'dare_linear', weights: [0.5, 0.5], density: 0.4, seed: 3, module: MOD, rescale: false, normalize: true },
+  ],
+  dare_ties: [[gaussian(95), gaussian(96)], { method: 'dare_ties', weights: [0.9, 0.6], density: 0.5, seed: 4, module: MOD }],
+  dare_masks: [[gaussian(97), gaussian(98)], { method: 'dare_ties', weights: [1, 1], density: 0.5, masks: [maskBytes(72), maskBytes(73)] }],
+};
+const deltaMixes: Record<string, number[]> = {};
+for (const [name, [deltas, options]] of Object.entries(deltaCases)) deltaMixes[name] = Array.from(mergeDeltas(deltas, options).data);
+
 const svd = randomizedSvd(m, { rank: 6, oversample: 4, niter: 2, seed: 5 });
 const factor = factorDense(m, { rank: 5, randomized: true, oversample: 6, niter: 3, seed: 9, purpose: 'rsvd:test' });
 const info = backendInfo();
@@ -125,6 +149,7 @@ console.log(
       tall: plain(tall),
       energy: { A: Array.from(energy.module.A), B: Array.from(energy.module.B), sigma: Array.from(energy.sigma), r: energy.module.r },
       dense: denseMerged,
+      deltaMixes,
       merge: {
         A: Array.from(mm?.A ?? []),
         B: Array.from(mm?.B ?? []),

@@ -133,6 +133,16 @@ LRK_API lrk_status lrk_cuda_stack_dare(lrk_cuda_stack* st, int64_t i, double den
                                        const uint8_t* mask);
 LRK_API lrk_status lrk_cuda_stack_combine(lrk_cuda_stack* st, int ties, int sign_total, const float* weights, float* out);
 LRK_API lrk_status lrk_cuda_stack_svd(lrk_cuda_stack* st, float* u, float* s, float* vt);
+/* Optional, mergekit's delta merges (merge_delta.cc) on the same stack: stack_set uploads t_i
+   [rows, cols]; stack_dare_l1 zeroes t_i where keep is 0 (mask, or Philox u_j < density) and,
+   with rescale, multiplies it by Σ|t| / Σ|t ⊙ keep| (both ≥ 1e-7; density ≥ 1 leaves it);
+   stack_mix makes the result of v_i = w_i t_i: TIES election (ties 1) over the agreeing
+   weights' sum, or Σ v over weight_sum; ÷ the divisor when normalize; × lambda when use_lambda. */
+LRK_API lrk_status lrk_cuda_stack_set(lrk_cuda_stack* st, int64_t i, const float* t);
+LRK_API lrk_status lrk_cuda_stack_dare_l1(lrk_cuda_stack* st, int64_t i, double density, uint64_t seed, uint64_t stream,
+                                          const uint8_t* mask, int rescale);
+LRK_API lrk_status lrk_cuda_stack_mix(lrk_cuda_stack* st, int ties, int sign_total, const float* weights, int normalize,
+                                      float weight_sum, int use_lambda, float lambda, float* out);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,7 @@
 // and the truncated-SVD re-factoring that turns any dense delta back into an adapter.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,28 @@ struct DeltaMergeOptions {
 
 /** mix = λ · (Σ w_i δ'_i [⊙ keep_i]) [/ divisor] with mergekit's fp32 arithmetic. */
 Matrix merge_deltas(std::vector<Matrix> deltas, const DeltaMergeOptions& opts);
+
+/** merge_deltas' work with every default resolved, for another backend. */
+struct DeltaMixRequest {
+  const std::vector<Matrix>* deltas = nullptr;
+  bool trim = false;      // ties: keep the max(1, int(d·n)) largest |δ| (d >= 1: all; d <= 0: none)
+  bool dare = false;      // DARE keep mask (d < 1), L1 rescale when `rescale`
+  bool rescale = false;
+  bool ties = false;      // the sign election and the agreeing weights' divisor
+  bool normalize = false;
+  double density = 1.0, lambda = 1.0;
+  SignMethod sign = SignMethod::kTotal;
+  uint64_t seed = 0;
+  std::vector<uint64_t> streams;                          // DARE: dare_stream(module, "mk", i)
+  const std::vector<std::vector<uint8_t>>* masks = nullptr;  // explicit DARE masks, or empty
+  std::vector<float> weights;
+  float weight_sum = 1.0f;  // Σ w (1 when |Σ w| < 1e-8): the divisor without ties
+};
+
+/** Another backend's merge_deltas (the CUDA one's): true with the mix, false to leave it to the CPU. */
+using DeltaMixProvider = std::function<bool(const DeltaMixRequest&, Matrix* mix)>;
+/** Installs the provider merge_deltas tries first (the addon, once, when the CUDA backend is chosen). */
+void set_delta_mix_provider(DeltaMixProvider f);
 
 /** How many singular triplets to keep: fixed k, or PEFT's energy rule, capped at max_rank. */
 struct RankChoice {

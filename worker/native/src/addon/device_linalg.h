@@ -1,8 +1,12 @@
 // The CUDA backend's SVDs for the core (device_linalg.cc): the randomized SVDs' dense
 // operator, and the exact SVDs on cuSOLVER.
 #pragma once
+#include <mutex>
 
 namespace lowrank::addon {
+
+/** Serialises the addon's device calls (merges run on libuv workers; the handles are not for concurrent use). */
+std::mutex& device_mutex();
 
 /**
  * Routes backend_dense_operator to the device, and svd_thin_f64 too when the library has

@@ -7,6 +7,7 @@
 #include <functional>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #include "lowrank/error.h"
 #include "lowrank/rng.h"
@@ -62,6 +63,42 @@ void masked_l1_rescale(Matrix* t, const std::vector<uint8_t>& mask, bool rescale
   for (float& v : t->data) v *= ratio;
 }
 
+DeltaMixProvider& delta_mix_provider() {
+  static DeltaMixProvider f;
+  return f;
+}
+
+}  // namespace
+
+void set_delta_mix_provider(DeltaMixProvider f) { delta_mix_provider() = std::move(f); }
+
+namespace {
+
+// The request merge_deltas hands to an installed provider.
+DeltaMixRequest mix_request(const std::vector<Matrix>& deltas, const DeltaMergeOptions& o, bool dare, bool ties,
+                            bool normalize, bool rescale) {
+  DeltaMixRequest r;
+  r.deltas = &deltas;
+  r.trim = o.method == DeltaMethod::kTies;
+  r.dare = dare;
+  r.rescale = rescale;
+  r.ties = ties;
+  r.normalize = normalize;
+  r.density = o.density;
+  r.lambda = o.lambda;
+  r.sign = o.sign;
+  r.seed = o.seed;
+  r.masks = o.masks.empty() ? nullptr : &o.masks;
+  float wsum = 0.0f;
+  for (size_t i = 0; i < deltas.size(); i++) {
+    r.streams.push_back(dare_stream(o.module, "mk", static_cast<int64_t>(i)));
+    r.weights.push_back(static_cast<float>(o.weights[i]));
+    wsum += r.weights.back();
+  }
+  r.weight_sum = std::fabs(wsum) < 1e-8f ? 1.0f : wsum;
+  return r;
+}
+
 }  // namespace
 
 DeltaMethod parse_delta_method(const std::string& name) {
@@ -86,6 +123,16 @@ Matrix merge_deltas(std::vector<Matrix> deltas, const DeltaMergeOptions& o) {
   const bool rescale = o.rescale < 0 ? dare : o.rescale == 1;
   const int64_t rows = deltas[0].rows, cols = deltas[0].cols;
   const size_t n = deltas[0].data.size();
+  for (size_t i = 0; i < n_in; i++) {
+    if (deltas[i].rows != rows || deltas[i].cols != cols)
+      bad("delta merge of module " + o.module + ": input " + std::to_string(i) + " has another shape than input 0");
+    if (!o.masks.empty() && o.masks[i].size() != n)
+      bad("delta merge of module " + o.module + ": DARE mask " + std::to_string(i) + " has the wrong size");
+  }
+  if (const DeltaMixProvider& provider = delta_mix_provider()) {
+    Matrix mix;
+    if (provider(mix_request(deltas, o, dare, ties, normalize, rescale), &mix)) return mix;
+  }
 
   std::vector<Matrix> stack;
   stack.reserve(n_in);

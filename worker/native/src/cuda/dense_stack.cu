@@ -1,10 +1,13 @@
-// The dense deltas of a PEFT svd-type merge on the device (METHODS §2.2; core merge.cc's
+// The dense deltas of merges on the device. PEFT's svd-type merges (METHODS §2.2; core merge.cc's
 // combine(), merge_ops.cc's operators): each input's ΔW_i = s_i B_i A_i made by a GEMM from
 // its factors, pruned in place (magnitude: exactly k entries kept; DARE: Philox keep mask,
 // rescaled by 1/d), combined (weighted sum or TIES election), and the result's exact SVD
 // taken on the device (svd.cu) with no round trip of the [out, in] matrices. Elementwise
 // steps use the CPU's fp32 operations in its order (no FMA) and the masks are integer
-// exact, so only the GEMM's summation order separates the two backends.
+// exact, so only the GEMM's summation order separates the two backends. mergekit's delta
+// merges (merge_delta.cc merge_deltas) use the same stack on uploaded dense deltas: the top-k
+// trim, DARE with the L1 rescale (Σ|t| in double: fixed per-chunk trees, chunks in order),
+// the weighted TIES election or sum, normalisation and λ.
 //
 // Magnitude pruning keeps the k largest |t| and, among entries equal to the k-th largest,
 // the lowest indices (merge_ops.cc magnitude_mask): the k-th largest is found by an MSB-first
@@ -145,6 +148,70 @@ __global__ void combine_kernel(const float* stack, int64_t count, int64_t n, con
   out[j] = __fdiv_rn(sum, num > 1.0f ? num : 1.0f);
 }
 
+// mergekit's DARE (masked_l1_rescale's first half): partial[b] = (Σ|t|, Σ|t ⊙ keep|) in double
+// over block b's chunk (a fixed tree), and t ⊙ keep in place.
+__global__ void dare_l1_kernel(float* t, int64_t n, const uint8_t* mask, uint64_t seed, uint64_t stream, double density,
+                               double* partial) {
+  __shared__ double before[kThreads], after[kThreads];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * kChunk;
+  double b = 0, a = 0;
+  for (int64_t j = base + threadIdx.x; j < base + kChunk && j < n; j += kThreads) {
+    const bool keep = mask ? mask[j] != 0 : static_cast<double>(philox_uniform(seed, stream, static_cast<uint64_t>(j))) < density;
+    b += fabs(static_cast<double>(t[j]));
+    if (!keep) t[j] = 0.0f;
+    a += fabs(static_cast<double>(t[j]));
+  }
+  before[threadIdx.x] = b;
+  after[threadIdx.x] = a;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s /= 2) {
+    if (static_cast<int>(threadIdx.x) < s) {
+      before[threadIdx.x] += before[threadIdx.x + s];
+      after[threadIdx.x] += after[threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    partial[2 * blockIdx.x] = before[0];
+    partial[2 * blockIdx.x + 1] = after[0];
+  }
+}
+
+__global__ void scale_kernel(float* t, int64_t n, float c) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j < n) t[j] = __fmul_rn(t[j], c);
+}
+
+// merge_delta.cc's mix: v_i = t_i w_i; TIES: the elected sign's v summed, over the agreeing
+// weights' sum (1 when none); else Σ v over Σ w; then normalize (÷) and λ (×) as asked.
+__global__ void mix_kernel(const float* stack, int64_t count, int64_t n, const float* w, int ties, int sign_total,
+                           int normalize, float weight_sum, int use_lambda, float lambda, float* out) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= n) return;
+  float sum = 0.0f, divisor = 0.0f;
+  if (ties) {
+    float elect = 0.0f;
+    for (int64_t i = 0; i < count; i++) {
+      const float v = __fmul_rn(stack[i * n + j], w[i]);
+      elect = __fadd_rn(elect, sign_total ? v : sign_of(v));
+    }
+    const float majority = elect >= 0.0f ? 1.0f : -1.0f;
+    for (int64_t i = 0; i < count; i++) {
+      const float v = __fmul_rn(stack[i * n + j], w[i]);
+      if (sign_of(v) != majority) continue;
+      sum = __fadd_rn(sum, v);
+      divisor = __fadd_rn(divisor, w[i]);
+    }
+    if (divisor == 0.0f) divisor = 1.0f;
+  } else {
+    for (int64_t i = 0; i < count; i++) sum = __fadd_rn(sum, __fmul_rn(stack[i * n + j], w[i]));
+    divisor = weight_sum;
+  }
+  if (normalize) sum = __fdiv_rn(sum, divisor);
+  if (use_lambda) sum = __fmul_rn(sum, lambda);
+  out[j] = sum;
+}
+
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 }  // namespace
@@ -280,6 +347,61 @@ extern "C" LRK_API lrk_status lrk_cuda_stack_combine(lrk_cuda_stack* st, int tie
   LRK_LAUNCH(combine_kernel, blocks_for(n), kThreads, 0)(st->stack.as<float>(), st->count, n, st->weights.as<float>(),
                                                           ties ? 1 : 0, sign_total ? 1 : 0, st->result.as<float>());
   LRK_CUDA_SYNC("stack_combine");
+  st->combined = true;
+  return out ? st->result.to_host(out, f32_bytes(n)) : LRK_OK;
+}
+
+extern "C" LRK_API lrk_status lrk_cuda_stack_set(lrk_cuda_stack* st, int64_t i, const float* t) {
+  if (lrk_status s = check_term(st, i, "stack_set")) return s;
+  if (!t) return fail(LRK_INVALID_ARGUMENT, "stack_set: t [rows, cols] is null");
+  LRK_CUDA_TRY(cudaMemcpy(st->term(i), t, f32_bytes(st->size()), cudaMemcpyHostToDevice));
+  st->combined = false;
+  return LRK_OK;
+}
+
+extern "C" LRK_API lrk_status lrk_cuda_stack_dare_l1(lrk_cuda_stack* st, int64_t i, double density, uint64_t seed,
+                                                     uint64_t stream, const uint8_t* mask, int rescale) {
+  if (lrk_status s = check_term(st, i, "stack_dare_l1")) return s;
+  if (!(density > 0.0)) return fail(LRK_INVALID_ARGUMENT, "stack_dare_l1: density > 0");
+  if (density >= 1.0) return LRK_OK;  // mergekit: nothing dropped
+  const int64_t n = st->size(), chunks = (n + kChunk - 1) / kChunk;
+  const uint8_t* dmask = nullptr;
+  if (mask) {
+    if (lrk_status s = st->mask.reserve(static_cast<size_t>(n))) return s;
+    LRK_CUDA_TRY(cudaMemcpy(st->mask.as<uint8_t>(), mask, static_cast<size_t>(n), cudaMemcpyHostToDevice));
+    dmask = st->mask.as<uint8_t>();
+  }
+  if (lrk_status s = st->chunks.reserve(static_cast<size_t>(2 * chunks) * sizeof(double))) return s;
+  LRK_LAUNCH(dare_l1_kernel, static_cast<unsigned>(chunks), kThreads, 0)(st->term(i), n, dmask, seed, stream, density,
+                                                                        st->chunks.as<double>());
+  LRK_CUDA_SYNC("stack_dare_l1");
+  std::vector<double> partial(static_cast<size_t>(2 * chunks));
+  if (lrk_status s = st->chunks.to_host(partial.data(), partial.size() * sizeof(double))) return s;
+  double before = 0, after = 0;  // the chunks in order
+  for (int64_t c = 0; c < chunks; c++) {
+    before += partial[static_cast<size_t>(2 * c)];
+    after += partial[static_cast<size_t>(2 * c + 1)];
+  }
+  st->combined = false;
+  if (!rescale || before < 1e-7 || after < 1e-7) return LRK_OK;
+  const float ratio = static_cast<float>(before) / static_cast<float>(after);
+  LRK_LAUNCH(scale_kernel, blocks_for(n), kThreads, 0)(st->term(i), n, ratio);
+  LRK_CUDA_SYNC("stack_dare_l1 rescale");
+  return LRK_OK;
+}
+
+extern "C" LRK_API lrk_status lrk_cuda_stack_mix(lrk_cuda_stack* st, int ties, int sign_total, const float* weights,
+                                                 int normalize, float weight_sum, int use_lambda, float lambda,
+                                                 float* out) {
+  if (!st || !weights) return fail(LRK_INVALID_ARGUMENT, "stack_mix: a stack and one weight per input");
+  const int64_t n = st->size();
+  if (lrk_status s = st->result.reserve(f32_bytes(n))) return s;
+  if (lrk_status s = st->weights.reserve(f32_bytes(st->count))) return s;
+  LRK_CUDA_TRY(cudaMemcpy(st->weights.as<float>(), weights, f32_bytes(st->count), cudaMemcpyHostToDevice));
+  LRK_LAUNCH(mix_kernel, blocks_for(n), kThreads, 0)(st->stack.as<float>(), st->count, n, st->weights.as<float>(),
+                                                      ties ? 1 : 0, sign_total ? 1 : 0, normalize ? 1 : 0, weight_sum,
+                                                      use_lambda ? 1 : 0, lambda, st->result.as<float>());
+  LRK_CUDA_SYNC("stack_mix");
   st->combined = true;
   return out ? st->result.to_host(out, f32_bytes(n)) : LRK_OK;
 }

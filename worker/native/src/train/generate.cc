@@ -30,10 +30,15 @@ void rmsnorm(const float* x, const float* w, int64_t n, int64_t d, double eps, f
   });
 }
 
+}  // namespace
+
 // Next token from one row of logits: argmax (first on ties) or temperature + top-p sampling
 // (transformers' order: scale by 1/T, then keep the smallest most-probable set whose mass
-// reaches top_p, always at least one token).
-int32_t choose(const float* logits, int64_t V, const SampleOptions& o, float u) {
+// reaches top_p, always at least one token). The sorted order (p descending, index ascending
+// on ties: std::stable_sort's) is built only as far as the kept set needs: the next best
+// entries by nth_element, then sorted, 4× more each round until the mass reaches top_p. The
+// sums run over the same entries in the same order as a full sort's, so the token is the same.
+int32_t choose_token(const float* logits, int64_t V, const SampleOptions& o, float u) {
   if (o.temperature <= 0) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
   std::vector<double> p(static_cast<size_t>(V));
   double mx = -INFINITY;
@@ -42,13 +47,28 @@ int32_t choose(const float* logits, int64_t V, const SampleOptions& o, float u) 
   for (int64_t j = 0; j < V; j++) sum += p[static_cast<size_t>(j)] = std::exp(static_cast<double>(logits[j]) / o.temperature - mx);
   std::vector<int32_t> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)]; });
-  size_t keep = 0;
+  auto before = [&](int32_t a, int32_t b) {
+    const double pa = p[static_cast<size_t>(a)], pb = p[static_cast<size_t>(b)];
+    return pa > pb || (pa == pb && a < b);
+  };
+  const size_t n = order.size();
+  size_t keep = 0, sorted = 0, k = std::min<size_t>(n, 256);
   double mass = 0;
-  while (keep < order.size()) {
-    mass += p[static_cast<size_t>(order[keep])] / sum;
-    keep++;
-    if (mass >= o.top_p) break;
+  bool reached = false;
+  while (!reached) {
+    if (k < n) std::nth_element(order.begin() + static_cast<std::ptrdiff_t>(sorted), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(), before);
+    std::sort(order.begin() + static_cast<std::ptrdiff_t>(sorted), order.begin() + static_cast<std::ptrdiff_t>(k), before);
+    while (keep < k) {
+      mass += p[static_cast<size_t>(order[keep])] / sum;
+      keep++;
+      if (mass >= o.top_p) {
+        reached = true;
+        break;
+      }
+    }
+    if (k == n) break;
+    sorted = k;
+    k = std::min(n, 4 * k);
   }
   double target = static_cast<double>(u) * mass * sum, acc = 0;
   for (size_t i = 0; i < keep; i++) {
@@ -57,8 +77,6 @@ int32_t choose(const float* logits, int64_t V, const SampleOptions& o, float u) 
   }
   return order[keep - 1];
 }
-
-}  // namespace
 
 std::vector<int64_t> check_generate(const ModelConfig& c, const int32_t* prompt, int64_t rows, int64_t prompt_len,
                                     int64_t max_new, const SampleOptions& o, const int64_t* left_pad) {
@@ -112,7 +130,7 @@ std::vector<int32_t> generate_loop(const ModelConfig& c, const int32_t* prompt, 
         tok = o.eos;
       } else {
         const uint64_t idx = static_cast<uint64_t>(b * max_new + step);
-        tok = choose(logits.data() + b * V, V, o, o.temperature > 0 ? philox_uniform(o.seed, stream, idx) : 0.0f);
+        tok = choose_token(logits.data() + b * V, V, o, o.temperature > 0 ? philox_uniform(o.seed, stream, idx) : 0.0f);
         if (o.eos >= 0 && tok == o.eos) done[static_cast<size_t>(b)] = 1;
       }
       out[static_cast<size_t>(b * max_new + step)] = tok;

@@ -25,6 +25,12 @@ struct GenerateStep {
 /** A model's forward over a step's tokens: logits [rows, vocab] of each row's last new token. */
 using GenerateForward = std::function<void(const GenerateStep& step, float* logits)>;
 
+/**
+ * The next token from one row of logits [V]: argmax (first on ties) at temperature 0, else
+ * temperature + top-p (transformers' order) with the uniform u in [0, 1).
+ */
+int32_t choose_token(const float* logits, int64_t V, const SampleOptions& o, float u);
+
 /** Checks the arguments (as Engine::generate documents them); answers each row's left padding. */
 std::vector<int64_t> check_generate(const ModelConfig& c, const int32_t* prompt, int64_t rows, int64_t prompt_len,
                                     int64_t max_new, const SampleOptions& o, const int64_t* left_pad);

@@ -2,11 +2,14 @@
 // (one BLAS call's result to the last bits; identical run to run), RoPE's inverse, the schedules.
 #include <gtest/gtest.h>
 
-#include <cmath>
+#include <algorithm>
 #include <array>
+#include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "../../src/train/config.h"
+#include "../../src/train/generate_loop.h"
 #include "../../src/train/optim.h"
 #include "../../src/train/parallel.h"
 #include "../../src/train/rope.h"
@@ -101,6 +104,59 @@ TEST(TrainConfig, RefusesUnsupportedRopeNamingTheField) {
     EXPECT_EQ(e.code(), "invalid_config");
     EXPECT_NE(std::string(e.what()).find("rope_scaling.rope_type"), std::string::npos) << e.what();
   }
+}
+
+
+// choose_token's top-p set is built by partial selection; the reference sorts everything
+// (std::stable_sort, the previous implementation): the same token for every draw.
+int32_t choose_full_sort(const float* logits, int64_t V, const SampleOptions& o, float u) {
+  if (o.temperature <= 0) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
+  std::vector<double> p(static_cast<size_t>(V));
+  double mx = -INFINITY;
+  for (int64_t j = 0; j < V; j++) mx = std::max(mx, static_cast<double>(logits[j]) / o.temperature);
+  double sum = 0;
+  for (int64_t j = 0; j < V; j++) sum += p[static_cast<size_t>(j)] = std::exp(static_cast<double>(logits[j]) / o.temperature - mx);
+  std::vector<int32_t> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)]; });
+  size_t keep = 0;
+  double mass = 0;
+  while (keep < order.size()) {
+    mass += p[static_cast<size_t>(order[keep])] / sum;
+    keep++;
+    if (mass >= o.top_p) break;
+  }
+  double target = static_cast<double>(u) * mass * sum, acc = 0;
+  for (size_t i = 0; i < keep; i++) {
+    acc += p[static_cast<size_t>(order[i])];
+    if (target < acc) return order[i];
+  }
+  return order[keep - 1];
+}
+
+TEST(TrainSampling, PartialSelectionChoosesTheFullSortsToken) {
+  int64_t draws = 0, beyond_first_round = 0;
+  for (int64_t V : {7, 300, 5000, 70000})
+    for (double scale : {0.5, 4.0, 20.0})  // flat to peaked distributions
+      for (bool ties : {false, true}) {
+        std::vector<float> logits(static_cast<size_t>(V));
+        philox_fill_normal(7, static_cast<uint64_t>(V), 0, V, logits.data());
+        for (float& x : logits) x = ties ? std::round(x * 2.0f) * static_cast<float>(scale) / 2.0f : x * static_cast<float>(scale);
+        for (double top_p : {1e-9, 0.3, 0.9, 0.99, 1.0})
+          for (double temperature : {0.0, 0.7, 1.5})
+            for (int draw = 0; draw < 6; draw++) {
+              SampleOptions o;
+              o.temperature = temperature;
+              o.top_p = top_p;
+              const float u = philox_uniform(3, static_cast<uint64_t>(V), static_cast<uint64_t>(draw));
+              EXPECT_EQ(choose_token(logits.data(), V, o, u), choose_full_sort(logits.data(), V, o, u))
+                  << "V " << V << " scale " << scale << " ties " << ties << " top_p " << top_p << " T " << temperature;
+              draws++;
+              beyond_first_round += V > 256 && top_p >= 0.99 && temperature > 0;
+            }
+      }
+  EXPECT_GT(beyond_first_round, 0);  // the rounds past the first 256 entries were exercised
+  EXPECT_EQ(draws, 4 * 3 * 2 * 5 * 3 * 6);
 }
 
 }  // namespace
