@@ -36,7 +36,8 @@ Matrix merge_deltas(std::vector<Matrix> deltas, const DeltaMergeOptions& opts);
 /** merge_deltas' work with every default resolved, for another backend. */
 struct DeltaMixRequest {
   const std::vector<Matrix>* deltas = nullptr;
-  bool trim = false;      // ties: keep the max(1, int(d·n)) largest |δ| (d >= 1: all; d <= 0: none)
+  bool trim = false;      // ties: keep the `keep` largest |δ|
+  int64_t keep = 0;       // max(1, int(d·n)) (d >= 1: all; d <= 0: none)
   bool dare = false;      // DARE keep mask (d < 1), L1 rescale when `rescale`
   bool rescale = false;
   bool ties = false;      // the sign election and the agreeing weights' divisor
@@ -44,7 +45,7 @@ struct DeltaMixRequest {
   double density = 1.0, lambda = 1.0;
   SignMethod sign = SignMethod::kTotal;
   uint64_t seed = 0;
-  std::vector<uint64_t> streams;                          // DARE: dare_stream(module, "mk", i)
+  std::vector<uint64_t> streams;                          // DARE: dare_stream(module, "mk", i) (empty otherwise)
   const std::vector<std::vector<uint8_t>>* masks = nullptr;  // explicit DARE masks, or empty
   std::vector<float> weights;
   float weight_sum = 1.0f;  // Σ w (1 when |Σ w| < 1e-8): the divisor without ties

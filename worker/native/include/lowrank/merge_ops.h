@@ -21,6 +21,9 @@ struct LoraModule;  // adapter.h
  */
 std::vector<uint8_t> magnitude_mask(const float* t, int64_t n, double density);
 
+/** How many entries magnitude_mask keeps: int(density · n), or n for density >= 1. */
+int64_t magnitude_keep(double density, int64_t n);
+
 /** DARE keep-mask from Philox: keep element j iff uniform(seed, stream, j) < density. */
 std::vector<uint8_t> dare_mask(uint64_t seed, uint64_t stream, int64_t n, double density);
 
@@ -59,6 +62,7 @@ struct DenseMergeTerm {
 struct DenseMergeRequest {
   std::vector<DenseMergeTerm> terms;
   bool magnitude = false, dare = false, ties = false;
+  int64_t keep = 0;  // magnitude: entries kept per ΔW (magnitude_keep)
   double density = 1.0;
   SignMethod sign = SignMethod::kTotal;
   uint64_t seed = 0;

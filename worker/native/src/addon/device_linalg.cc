@@ -4,7 +4,7 @@
 //   each product moves only the thin [·, l] operand and result); the thin QRs and the small
 //   SVD stay on the host, as on the CPU;
 // - exact (svd_thin_f64: the default of merges, compressions, factorDense, linalg.svd f64):
-//   cuSOLVER's gesvd in double (lrk_cuda_svd_f64) for matrices of kSvdMinElements or more,
+//   cuSOLVER's gesvd in double (lrk_cuda_svd_f64) for matrices of kDeviceMinElements or more,
 //   when the library has cuSOLVER in use; smaller ones stay on LAPACK;
 // - the merges' dense stages (device_merge.cc).
 // Device calls are serialised: merges run on libuv workers, and cuBLAS/cuSOLVER handles
@@ -28,11 +28,13 @@ std::mutex& device_mutex() {
   return m;
 }
 
+void check_device(lrk_status s, const char* (*last_error)(), const char* what) {
+  if (s != LRK_OK)
+    throw Error(s == LRK_INVALID_ARGUMENT ? "invalid_argument" : "device_error",
+                std::string(what) + ": " + (last_error ? last_error() : "unknown CUDA error"));
+}
+
 namespace {
-
-// Below this many elements (256 × 256) the upload and launches cost more than LAPACK's SVD.
-constexpr int64_t kSvdMinElements = int64_t{1} << 16;
-
 
 struct Fns {
   lrk_status (*create)(const float*, int64_t, int64_t, lrk_cuda_matrix**);
@@ -43,11 +45,7 @@ struct Fns {
   lrk_status (*svd_f64)(const float*, int64_t, int64_t, float*, float*, float*);
 };
 
-void check(const Fns& f, lrk_status s) {
-  if (s != LRK_OK)
-    throw Error(s == LRK_INVALID_ARGUMENT ? "invalid_argument" : "device_error",
-                std::string("CUDA dense operator: ") + (f.last_error ? f.last_error() : "unknown CUDA error"));
-}
+void check(const Fns& f, lrk_status s) { check_device(s, f.last_error, "CUDA dense operator"); }
 
 }  // namespace
 
@@ -59,15 +57,16 @@ bool install_device_linalg(void* (*symbol)(const char* name)) {
   f.last_error = reinterpret_cast<decltype(f.last_error)>(symbol("lrk_cuda_last_error"));
   f.svd_info = reinterpret_cast<decltype(f.svd_info)>(symbol("lrk_cuda_svd_info"));
   f.svd_f64 = reinterpret_cast<decltype(f.svd_f64)>(symbol("lrk_cuda_svd_f64"));
-  if (f.svd_info && f.svd_f64 && f.svd_info(nullptr, 0) == 1) {
+  const bool solver = f.svd_info && f.svd_info(nullptr, 0) == 1;  // cuSOLVER in use
+  if (solver && f.svd_f64) {
     set_svd_f64_provider([f](const Matrix& m, Svd* out) {
-      if (m.rows * m.cols < kSvdMinElements) return false;
+      if (m.rows * m.cols < kDeviceMinElements) return false;
       std::lock_guard<std::mutex> lock(device_mutex());
       check(f, f.svd_f64(m.ptr(), m.rows, m.cols, out->u.ptr(), out->s.data(), out->vt.ptr()));
       return true;
     });
   }
-  install_device_merge(symbol, f.svd_info && f.svd_info(nullptr, 0) == 1);
+  install_device_merge(symbol, solver);
   if (!f.create || !f.apply || !f.destroy) return false;  // an older library: the CPU operator stays
   set_dense_operator_factory([f](const Matrix& m) {
     lrk_cuda_matrix* h = nullptr;

@@ -1,5 +1,5 @@
 // The dense stages of merges on the CUDA backend, installed once when it is chosen, for
-// modules of kMinElements or more (smaller ones cost more in launches than on the CPU):
+// modules of kDeviceMinElements or more (smaller ones cost more in launches than on the CPU):
 // - PEFT's svd-type merges (ties_svd, dare_*_svd, magnitude_prune_svd; merge.cc): only the
 //   factors go up; the deltas are made, pruned and combined on the device, and their exact
 //   SVD taken there when cuSOLVER is in use (else the combined matrix comes back for LAPACK
@@ -18,14 +18,11 @@
 #include "device_linalg.h"
 #include "lowrank/adapter.h"
 #include "lowrank/backend_ops.h"
-#include "lowrank/error.h"
 #include "lowrank/merge_delta.h"
 #include "lowrank/merge_ops.h"
 
 namespace lowrank::addon {
 namespace {
-
-constexpr int64_t kMinElements = int64_t{1} << 16;
 
 struct StackFns {
   lrk_status (*create)(int64_t, int64_t, int64_t, lrk_cuda_stack**);
@@ -41,11 +38,7 @@ struct StackFns {
   const char* (*last_error)();
 };
 
-void check(const StackFns& f, lrk_status s) {
-  if (s != LRK_OK)
-    throw Error(s == LRK_INVALID_ARGUMENT ? "invalid_argument" : "device_error",
-                std::string("CUDA merge stack: ") + (f.last_error ? f.last_error() : "unknown CUDA error"));
-}
+void check(const StackFns& f, lrk_status s) { check_device(s, f.last_error, "CUDA merge stack"); }
 
 using Stack = std::unique_ptr<lrk_cuda_stack, void (*)(lrk_cuda_stack*)>;
 
@@ -55,23 +48,11 @@ Stack make_stack(const StackFns& f, size_t count, int64_t rows, int64_t cols) {
   return Stack(h, f.destroy);
 }
 
-// PEFT's int(density · n) (merge_ops.cc magnitude_mask): all of n for density >= 1.
-int64_t peft_keep(double density, int64_t n) {
-  return density >= 1.0 ? n : static_cast<int64_t>(density * static_cast<double>(n));
-}
-
-// mergekit's max(1, int(density · n)) (merge_delta.cc magnitude_sparsify): all for d >= 1, none for d <= 0.
-int64_t mergekit_keep(double density, int64_t n) {
-  if (density >= 1.0) return n;
-  if (density <= 0.0) return 0;
-  return std::max<int64_t>(1, static_cast<int64_t>(density * static_cast<double>(n)));
-}
-
 DenseMergeResult peft_dense_stage(const StackFns& f, bool solver, const DenseMergeRequest& req, Matrix* mixed,
                                   Svd* svd) {
   const LoraModule& m0 = *req.terms.at(0).module;
   const int64_t rows = m0.out, cols = m0.in, n = rows * cols;
-  if (n < kMinElements) return DenseMergeResult::kNotTaken;
+  if (n < kDeviceMinElements) return DenseMergeResult::kNotTaken;
   std::lock_guard<std::mutex> lock(device_mutex());
   Stack stack = make_stack(f, req.terms.size(), rows, cols);
   lrk_cuda_stack* h = stack.get();
@@ -81,7 +62,7 @@ DenseMergeResult peft_dense_stage(const StackFns& f, bool solver, const DenseMer
     const LoraModule& m = *t.module;
     const auto idx = static_cast<int64_t>(i);
     check(f, f.delta(h, idx, m.r, static_cast<float>(m.scale), m.b.ptr(), m.a.ptr()));
-    if (req.magnitude) check(f, f.magnitude(h, idx, peft_keep(req.density, n)));
+    if (req.magnitude) check(f, f.magnitude(h, idx, req.keep));
     if (req.dare && req.density < 1.0)
       check(f, f.dare(h, idx, req.density, req.seed, t.dare_stream, t.dare_mask ? t.dare_mask->data() : nullptr));
     weights.push_back(t.weight);
@@ -102,14 +83,14 @@ DenseMergeResult peft_dense_stage(const StackFns& f, bool solver, const DenseMer
 bool mergekit_mix(const StackFns& f, const DeltaMixRequest& req, Matrix* mix) {
   const std::vector<Matrix>& deltas = *req.deltas;
   const int64_t rows = deltas.at(0).rows, cols = deltas.at(0).cols, n = rows * cols;
-  if (n < kMinElements) return false;
+  if (n < kDeviceMinElements) return false;
   std::lock_guard<std::mutex> lock(device_mutex());
   Stack stack = make_stack(f, deltas.size(), rows, cols);
   lrk_cuda_stack* h = stack.get();
   for (size_t i = 0; i < deltas.size(); i++) {
     const auto idx = static_cast<int64_t>(i);
     check(f, f.set(h, idx, deltas[i].ptr()));
-    if (req.trim) check(f, f.magnitude(h, idx, mergekit_keep(req.density, n)));
+    if (req.trim) check(f, f.magnitude(h, idx, req.keep));
     if (req.dare && req.density < 1.0)
       check(f, f.dare_l1(h, idx, req.density, req.seed, req.streams[i], req.masks ? (*req.masks)[i].data() : nullptr,
                          req.rescale ? 1 : 0));

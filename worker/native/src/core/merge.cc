@@ -70,16 +70,20 @@ struct StackContext {
   const char* tensor;
 };
 
-std::vector<uint8_t> dare_mask_for(const StackContext& ctx, int64_t input, int64_t n) {
+// The explicit DARE mask of (module, tensor, input), checked against the tensor's n entries, or null.
+const std::vector<uint8_t>* explicit_dare_mask(const StackContext& ctx, int64_t input, int64_t n) {
   auto it = ctx.opts->dare_masks.find(dare_mask_key(*ctx.module, ctx.tensor, input));
-  if (it == ctx.opts->dare_masks.end()) {
-    return dare_mask(ctx.opts->seed, dare_stream(*ctx.module, ctx.tensor, input), n, ctx.opts->density);
-  }
+  if (it == ctx.opts->dare_masks.end()) return nullptr;
   if (static_cast<int64_t>(it->second.size()) != n) {
     throw Error("invalid_argument", "dare mask " + it->first + " has " + std::to_string(it->second.size()) +
                                         " entries, the tensor " + std::to_string(n));
   }
-  return it->second;
+  return &it->second;
+}
+
+std::vector<uint8_t> dare_mask_for(const StackContext& ctx, int64_t input, int64_t n) {
+  if (const std::vector<uint8_t>* mask = explicit_dare_mask(ctx, input, n)) return *mask;
+  return dare_mask(ctx.opts->seed, dare_stream(*ctx.module, ctx.tensor, input), n, ctx.opts->density);
 }
 
 // N x [rows, cols] with weights λ -> [rows, cols].
@@ -163,8 +167,7 @@ void clamp_factors(LoraModule* m, double q) {
 }
 
 // The dense stage of merge_svd (deltas, pruning, combination and, when `svd` is not null,
-// maybe the exact SVD) on the installed backend. Explicit DARE masks are checked here, as
-// dare_mask_for does on the CPU.
+// maybe the exact SVD) on the installed backend.
 DenseMergeResult device_combine(const std::string& name, const std::vector<Part>& parts, const MergeOptions& opts, Matrix* mixed,
                     Svd* svd) {
   const DenseMergeProvider& provider = dense_merge_provider();
@@ -178,16 +181,15 @@ DenseMergeResult device_combine(const std::string& name, const std::vector<Part>
   req.sign = opts.sign_method;
   req.seed = opts.seed;
   const int64_t n = parts[0].m->out * parts[0].m->in;
+  req.keep = magnitude_keep(opts.density, n);
+  const StackContext ctx{&opts, &name, "delta"};
   for (const Part& p : parts) {
     DenseMergeTerm t;
     t.module = p.m;
     t.weight = static_cast<float>(p.w);
-    t.dare_stream = dare_stream(name, "delta", p.input);
-    if (auto it = opts.dare_masks.find(dare_mask_key(name, "delta", p.input)); req.dare && it != opts.dare_masks.end()) {
-      if (static_cast<int64_t>(it->second.size()) != n)
-        throw Error("invalid_argument", "dare mask " + it->first + " has " + std::to_string(it->second.size()) +
-                                            " entries, the tensor " + std::to_string(n));
-      t.dare_mask = &it->second;
+    if (req.dare) {
+      t.dare_stream = dare_stream(name, "delta", p.input);
+      t.dare_mask = explicit_dare_mask(ctx, p.input, n);
     }
     req.terms.push_back(t);
   }

@@ -23,6 +23,13 @@ float sign_of(float v) { return static_cast<float>((v > 0) - (v < 0)); }
 // mergekit magnitude(): keep the max(1, int(d·n)) largest |t| (lowest index on ties [ours]).
 // The k-th largest |t| is found on a contiguous copy (no index indirection: ~10x faster
 // on 7B-shaped tensors), then entries above it are kept and ties filled in index order.
+// How many entries magnitude_sparsify keeps: all for d >= 1, none for d <= 0, else max(1, int(d·n)).
+int64_t sparsify_keep(double density, int64_t n) {
+  if (density >= 1.0) return n;
+  if (density <= 0.0) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(density * static_cast<double>(n)));
+}
+
 void magnitude_sparsify(Matrix* t, double density) {
   const int64_t n = static_cast<int64_t>(t->data.size());
   if (density >= 1.0) return;
@@ -30,7 +37,7 @@ void magnitude_sparsify(Matrix* t, double density) {
     std::fill(t->data.begin(), t->data.end(), 0.0f);
     return;
   }
-  const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(density * static_cast<double>(n)));
+  const int64_t k = sparsify_keep(density, n);
   std::vector<float> mag(static_cast<size_t>(n));
   float* d = t->ptr();
   for (int64_t j = 0; j < n; j++) mag[static_cast<size_t>(j)] = std::fabs(d[j]);
@@ -74,12 +81,13 @@ void set_delta_mix_provider(DeltaMixProvider f) { delta_mix_provider() = std::mo
 
 namespace {
 
-// The request merge_deltas hands to an installed provider.
+// The request merge_deltas hands to an installed provider (w: the weights in fp32; wsum: the divisor without ties).
 DeltaMixRequest mix_request(const std::vector<Matrix>& deltas, const DeltaMergeOptions& o, bool dare, bool ties,
-                            bool normalize, bool rescale) {
+                            bool normalize, bool rescale, const std::vector<float>& w, float wsum) {
   DeltaMixRequest r;
   r.deltas = &deltas;
   r.trim = o.method == DeltaMethod::kTies;
+  r.keep = sparsify_keep(o.density, static_cast<int64_t>(deltas[0].data.size()));
   r.dare = dare;
   r.rescale = rescale;
   r.ties = ties;
@@ -89,13 +97,10 @@ DeltaMixRequest mix_request(const std::vector<Matrix>& deltas, const DeltaMergeO
   r.sign = o.sign;
   r.seed = o.seed;
   r.masks = o.masks.empty() ? nullptr : &o.masks;
-  float wsum = 0.0f;
-  for (size_t i = 0; i < deltas.size(); i++) {
-    r.streams.push_back(dare_stream(o.module, "mk", static_cast<int64_t>(i)));
-    r.weights.push_back(static_cast<float>(o.weights[i]));
-    wsum += r.weights.back();
-  }
-  r.weight_sum = std::fabs(wsum) < 1e-8f ? 1.0f : wsum;
+  if (dare)
+    for (size_t i = 0; i < deltas.size(); i++) r.streams.push_back(dare_stream(o.module, "mk", static_cast<int64_t>(i)));
+  r.weights = w;
+  r.weight_sum = wsum;
   return r;
 }
 
@@ -129,17 +134,18 @@ Matrix merge_deltas(std::vector<Matrix> deltas, const DeltaMergeOptions& o) {
     if (!o.masks.empty() && o.masks[i].size() != n)
       bad("delta merge of module " + o.module + ": DARE mask " + std::to_string(i) + " has the wrong size");
   }
+  std::vector<float> w(n_in);
+  float wsum = 0.0f;
+  for (size_t i = 0; i < n_in; i++) wsum += w[i] = static_cast<float>(o.weights[i]);
+  if (std::fabs(wsum) < 1e-8f) wsum = 1.0f;
   if (const DeltaMixProvider& provider = delta_mix_provider()) {
     Matrix mix;
-    if (provider(mix_request(deltas, o, dare, ties, normalize, rescale), &mix)) return mix;
+    if (provider(mix_request(deltas, o, dare, ties, normalize, rescale, w, wsum), &mix)) return mix;
   }
 
   std::vector<Matrix> stack;
   stack.reserve(n_in);
-  std::vector<float> w(n_in);
   for (size_t i = 0; i < n_in; i++) {
-    if (deltas[i].rows != rows || deltas[i].cols != cols)
-      bad("delta merge of module " + o.module + ": input " + std::to_string(i) + " has another shape than input 0");
     Matrix t = std::move(deltas[i]);  // sparsified and weighted in place
     if (o.method == DeltaMethod::kTies) {
       magnitude_sparsify(&t, o.density);
@@ -148,19 +154,14 @@ Matrix merge_deltas(std::vector<Matrix> deltas, const DeltaMergeOptions& o) {
                                       ? dare_mask(o.seed, dare_stream(o.module, "mk", static_cast<int64_t>(i)),
                                                   static_cast<int64_t>(n), o.density)
                                       : o.masks[i];
-      if (mask.size() != n) bad("delta merge of module " + o.module + ": DARE mask " + std::to_string(i) + " has the wrong size");
       masked_l1_rescale(&t, mask, rescale);
     }
-    w[i] = static_cast<float>(o.weights[i]);
     for (float& v : t.data) v *= w[i];
     stack.push_back(std::move(t));
   }
 
   Matrix mix(rows, cols);
   float* out = mix.ptr();
-  float wsum = 0.0f;
-  for (float x : w) wsum += x;
-  if (std::fabs(wsum) < 1e-8f) wsum = 1.0f;
   for (size_t j = 0; j < n; j++) {
     float sum = 0.0f, divisor = 0.0f;
     if (ties) {

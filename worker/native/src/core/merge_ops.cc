@@ -13,13 +13,17 @@
 namespace lowrank {
 
 // t [n] -> mask [n] with exactly int(density · n) ones (all ones for density >= 1).
+int64_t magnitude_keep(double density, int64_t n) {
+  return density >= 1.0 ? n : static_cast<int64_t>(density * static_cast<double>(n));
+}
+
 std::vector<uint8_t> magnitude_mask(const float* t, int64_t n, double density) {
   std::vector<uint8_t> mask(static_cast<size_t>(n), 0);
   if (density >= 1.0) {
     std::fill(mask.begin(), mask.end(), 1);
     return mask;
   }
-  int64_t k = static_cast<int64_t>(density * static_cast<double>(n));
+  int64_t k = magnitude_keep(density, n);
   if (k <= 0) return mask;
   std::vector<int64_t> idx(static_cast<size_t>(n));
   std::iota(idx.begin(), idx.end(), 0);

@@ -232,6 +232,32 @@ lrk_status check_term(const lrk_cuda_stack* st, int64_t i, const char* what) {
   return LRK_OK;
 }
 
+// The request's explicit DARE mask on the device (*out stays null without one: Philox draws it).
+lrk_status device_mask(lrk_cuda_stack* st, const uint8_t* mask, const uint8_t** out) {
+  *out = nullptr;
+  if (!mask) return LRK_OK;
+  const size_t n = static_cast<size_t>(st->size());
+  if (lrk_status s = st->mask.reserve(n)) return s;
+  LRK_CUDA_TRY(cudaMemcpy(st->mask.as<uint8_t>(), mask, n, cudaMemcpyHostToDevice));
+  *out = st->mask.as<uint8_t>();
+  return LRK_OK;
+}
+
+// Before a combination kernel: the result buffer and the weights on the device.
+lrk_status prepare_result(lrk_cuda_stack* st, const float* weights) {
+  if (lrk_status s = st->result.reserve(f32_bytes(st->size()))) return s;
+  if (lrk_status s = st->weights.reserve(f32_bytes(st->count))) return s;
+  LRK_CUDA_TRY(cudaMemcpy(st->weights.as<float>(), weights, f32_bytes(st->count), cudaMemcpyHostToDevice));
+  return LRK_OK;
+}
+
+// After it: the result is combined, and copied to `out` when asked.
+lrk_status finish_result(lrk_cuda_stack* st, float* out, const char* what) {
+  LRK_CUDA_SYNC(what);
+  st->combined = true;
+  return out ? st->result.to_host(out, f32_bytes(st->size())) : LRK_OK;
+}
+
 // Keeps exactly k entries of t [n]: the k largest |t|, lowest index among those equal to the k-th.
 lrk_status magnitude_keep(lrk_cuda_stack* st, float* t, int64_t n, int64_t k) {
   if (k >= n) return LRK_OK;
@@ -325,11 +351,7 @@ extern "C" LRK_API lrk_status lrk_cuda_stack_dare(lrk_cuda_stack* st, int64_t i,
   if (density >= 1.0) return LRK_OK;  // PEFT's apply_dare: nothing dropped, nothing rescaled
   const int64_t n = st->size();
   const uint8_t* dmask = nullptr;
-  if (mask) {
-    if (lrk_status s = st->mask.reserve(static_cast<size_t>(n))) return s;
-    LRK_CUDA_TRY(cudaMemcpy(st->mask.as<uint8_t>(), mask, static_cast<size_t>(n), cudaMemcpyHostToDevice));
-    dmask = st->mask.as<uint8_t>();
-  }
+  if (lrk_status s = device_mask(st, mask, &dmask)) return s;
   LRK_LAUNCH(dare_kernel, blocks_for(n), kThreads, 0)(st->term(i), n, dmask, seed, stream, density,
                                                        static_cast<float>(density));
   LRK_CUDA_SYNC("stack_dare");
@@ -341,14 +363,10 @@ extern "C" LRK_API lrk_status lrk_cuda_stack_combine(lrk_cuda_stack* st, int tie
                                                      float* out) {
   if (!st || !weights) return fail(LRK_INVALID_ARGUMENT, "stack_combine: a stack and one weight per input");
   const int64_t n = st->size();
-  if (lrk_status s = st->result.reserve(f32_bytes(n))) return s;
-  if (lrk_status s = st->weights.reserve(f32_bytes(st->count))) return s;
-  LRK_CUDA_TRY(cudaMemcpy(st->weights.as<float>(), weights, f32_bytes(st->count), cudaMemcpyHostToDevice));
+  if (lrk_status s = prepare_result(st, weights)) return s;
   LRK_LAUNCH(combine_kernel, blocks_for(n), kThreads, 0)(st->stack.as<float>(), st->count, n, st->weights.as<float>(),
                                                           ties ? 1 : 0, sign_total ? 1 : 0, st->result.as<float>());
-  LRK_CUDA_SYNC("stack_combine");
-  st->combined = true;
-  return out ? st->result.to_host(out, f32_bytes(n)) : LRK_OK;
+  return finish_result(st, out, "stack_combine");
 }
 
 extern "C" LRK_API lrk_status lrk_cuda_stack_set(lrk_cuda_stack* st, int64_t i, const float* t) {
@@ -366,11 +384,7 @@ extern "C" LRK_API lrk_status lrk_cuda_stack_dare_l1(lrk_cuda_stack* st, int64_t
   if (density >= 1.0) return LRK_OK;  // mergekit: nothing dropped
   const int64_t n = st->size(), chunks = (n + kChunk - 1) / kChunk;
   const uint8_t* dmask = nullptr;
-  if (mask) {
-    if (lrk_status s = st->mask.reserve(static_cast<size_t>(n))) return s;
-    LRK_CUDA_TRY(cudaMemcpy(st->mask.as<uint8_t>(), mask, static_cast<size_t>(n), cudaMemcpyHostToDevice));
-    dmask = st->mask.as<uint8_t>();
-  }
+  if (lrk_status s = device_mask(st, mask, &dmask)) return s;
   if (lrk_status s = st->chunks.reserve(static_cast<size_t>(2 * chunks) * sizeof(double))) return s;
   LRK_LAUNCH(dare_l1_kernel, static_cast<unsigned>(chunks), kThreads, 0)(st->term(i), n, dmask, seed, stream, density,
                                                                         st->chunks.as<double>());
@@ -395,15 +409,11 @@ extern "C" LRK_API lrk_status lrk_cuda_stack_mix(lrk_cuda_stack* st, int ties, i
                                                  float* out) {
   if (!st || !weights) return fail(LRK_INVALID_ARGUMENT, "stack_mix: a stack and one weight per input");
   const int64_t n = st->size();
-  if (lrk_status s = st->result.reserve(f32_bytes(n))) return s;
-  if (lrk_status s = st->weights.reserve(f32_bytes(st->count))) return s;
-  LRK_CUDA_TRY(cudaMemcpy(st->weights.as<float>(), weights, f32_bytes(st->count), cudaMemcpyHostToDevice));
+  if (lrk_status s = prepare_result(st, weights)) return s;
   LRK_LAUNCH(mix_kernel, blocks_for(n), kThreads, 0)(st->stack.as<float>(), st->count, n, st->weights.as<float>(),
                                                       ties ? 1 : 0, sign_total ? 1 : 0, normalize ? 1 : 0, weight_sum,
                                                       use_lambda ? 1 : 0, lambda, st->result.as<float>());
-  LRK_CUDA_SYNC("stack_mix");
-  st->combined = true;
-  return out ? st->result.to_host(out, f32_bytes(n)) : LRK_OK;
+  return finish_result(st, out, "stack_mix");
 }
 
 extern "C" LRK_API lrk_status lrk_cuda_stack_svd(lrk_cuda_stack* st, float* u, float* s, float* vt) {

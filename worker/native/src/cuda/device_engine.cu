@@ -340,10 +340,10 @@ void linear_forward(const StepCtx& k, int64_t l, int p, const float* x, float* y
   } else {
     lora_forward_dev(k.n, in, out, r, e->scale[s], x, xa, W, w.w[p].dtype, pa, pb, dora ? a.z[p].as() : y,
                      r > 0 ? a.h[p].as() : nullptr);
-  }
-  if (dora && xa == x) {  // y = (m/n) ⊙ z, n = ‖W + s·BA‖ per row (detached)
-    dora_norm_dev(out, in, W, w.w[p].dtype, e->scale[s], pa, pb, r, e->ba.as(), a.norm[p].as());
-    dora_scale_dev(k.n, out, a.z[p].as(), e->params.as() + e->off_m[s], a.norm[p].as(), y);
+    if (dora) {  // y = (m/n) ⊙ z, n = ‖W + s·BA‖ per row (detached)
+      dora_norm_dev(out, in, W, w.w[p].dtype, e->scale[s], pa, pb, r, e->ba.as(), a.norm[p].as());
+      dora_scale_dev(k.n, out, a.z[p].as(), e->params.as() + e->off_m[s], a.norm[p].as(), y);
+    }
   }
   if (e->c.proj_bias[p]) bias_add_dev(k.n, out, w.b[p].as(), y);
 }

@@ -78,6 +78,9 @@ int32_t choose_token(const float* logits, int64_t V, const SampleOptions& o, flo
   return order[keep - 1];
 }
 
+namespace {
+
+// The arguments' checks; each row's left padding.
 std::vector<int64_t> check_generate(const ModelConfig& c, const int32_t* prompt, int64_t rows, int64_t prompt_len,
                                     int64_t max_new, const SampleOptions& o, const int64_t* left_pad) {
   const int64_t V = c.vocab_size;
@@ -101,6 +104,8 @@ std::vector<int64_t> check_generate(const ModelConfig& c, const int32_t* prompt,
   if (!(o.temperature >= 0 && std::isfinite(o.temperature))) throw Error("invalid_argument", "temperature must be >= 0");
   return pad;
 }
+
+}  // namespace
 
 std::vector<int32_t> generate_loop(const ModelConfig& c, const int32_t* prompt, int64_t rows, int64_t prompt_len,
                                    int64_t max_new, const SampleOptions& o, const int64_t* left_pad,
@@ -145,20 +150,20 @@ std::vector<int32_t> Engine::generate(const int32_t* prompt, int64_t rows, int64
   const ModelConfig& c = model_->cfg;
   const int64_t d = c.hidden_size, V = c.vocab_size, ff = c.intermediate_size, hd = c.head_dim;
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), nh = c.num_heads, group = nh / c.num_kv_heads;
-  check_generate(c, prompt, rows, prompt_len, max_new, o, left_pad);
-  const int64_t L = prompt_len + max_new;
   BlasSingleThread blas_guard;
   std::vector<float> cos, sin;
-  rope_tables(c, 0, L, &cos, &sin);
   std::vector<std::vector<float>> kc(static_cast<size_t>(c.num_layers)), vc(static_cast<size_t>(c.num_layers));
-  for (auto& k : kc) k.assign(static_cast<size_t>(rows * L * kvd), 0.0f);
-  for (auto& v : vc) v.assign(static_cast<size_t>(rows * L * kvd), 0.0f);
   int64_t rmax = 0;
   for (const auto& layer : slots_)
     for (const LoraSlot& s : layer) rmax = std::max(rmax, s.r);
 
   auto forward = [&](const GenerateStep& st, float* logits) {
-    const int64_t t = st.t, p0 = st.p0, n = rows * t;
+    const int64_t t = st.t, p0 = st.p0, n = rows * t, L = st.max_len;
+    if (p0 == 0) {  // the prefill (the loop has checked the arguments): the tables and caches
+      rope_tables(c, 0, L, &cos, &sin);
+      for (auto& k : kc) k.assign(static_cast<size_t>(rows * L * kvd), 0.0f);
+      for (auto& v : vc) v.assign(static_cast<size_t>(rows * L * kvd), 0.0f);
+    }
     std::vector<float> x(static_cast<size_t>(n * d)), x1(x.size()), tmp(x.size());
     std::vector<float> q(static_cast<size_t>(n * qd)), k(static_cast<size_t>(n * kvd)), v(k.size()), ao(q.size());
     std::vector<float> gate(static_cast<size_t>(n * ff)), up(gate.size()), h(static_cast<size_t>(n * std::max<int64_t>(rmax, 1)));

@@ -31,11 +31,10 @@ using GenerateForward = std::function<void(const GenerateStep& step, float* logi
  */
 int32_t choose_token(const float* logits, int64_t V, const SampleOptions& o, float u);
 
-/** Checks the arguments (as Engine::generate documents them); answers each row's left padding. */
-std::vector<int64_t> check_generate(const ModelConfig& c, const int32_t* prompt, int64_t rows, int64_t prompt_len,
-                                    int64_t max_new, const SampleOptions& o, const int64_t* left_pad);
-
-/** The loop: a prefill of the prompt, then one token per step; [rows, max_new] tokens. */
+/**
+ * The loop: checks the arguments (as Engine::generate documents them), then a prefill of
+ * the prompt (the step with p0 = 0) and one token per step; [rows, max_new] tokens.
+ */
 std::vector<int32_t> generate_loop(const ModelConfig& c, const int32_t* prompt, int64_t rows, int64_t prompt_len,
                                    int64_t max_new, const SampleOptions& o, const int64_t* left_pad,
                                    const GenerateForward& forward);
